@@ -152,9 +152,12 @@ def _splats(shift: torch.Tensor, sign: torch.Tensor, mode: str):
     """
     w = shift.shape[-1]
     x = torch.arange(w, device=shift.device, dtype=torch.float32)
-    t = x + sign * shift
     if mode == "nearest":
-        return [(torch.round(t), None)]
+        # round the *shift*, half away from zero, so that a warp to one eye and back to
+        # the other is exact (rounding x + s half-to-even would crack constant shifts)
+        r = torch.sign(shift) * torch.floor(shift.abs() + 0.5)
+        return [(x + sign * r, None)]
+    t = x + sign * shift
     if mode == "bilinear":
         tf = torch.floor(t)
         frac = t - tf
@@ -254,9 +257,11 @@ def _splat_warp(shift: torch.Tensor, sign: torch.Tensor, depth: torch.Tensor, mo
     w_c = torch.where(has_c, wc.gather(3, src_c), 0.0)
     d_f, d_c = depth.gather(3, src_f), depth.gather(3, src_c)
     same = (shift.gather(3, src_f) - shift.gather(3, src_c)).abs() < SAME_SURFACE_PX
-    f_nearer = d_f >= d_c
-    w_f = torch.where(has_c & ~same & ~f_nearer, 0.0, w_f)
-    w_c = torch.where(has_f & ~same & f_nearer, 0.0, w_c)
+    # different surfaces: the nearer one hides the other if it covers at least half of
+    # the target pixel, else the farther one shows (so edges land where rounding puts them)
+    f_shows = (d_f >= d_c) == (torch.where(d_f >= d_c, w_f, w_c) >= 0.5)
+    w_f = torch.where(has_c & ~same & ~f_shows, 0.0, w_f)
+    w_c = torch.where(has_f & ~same & f_shows, 0.0, w_c)
     norm = w_f + w_c
     hole = norm <= 0
     inv = torch.where(hole, 0.0, 1.0 / norm.clamp(min=1e-12))
@@ -286,7 +291,8 @@ def forward_warp(image: torch.Tensor, depth: torch.Tensor, divergence: Param,
             ``floor`` and ``floor + 1`` with linear weights; removes the 1-px cracks a
             stretched surface leaves in nearest mode). Per target the nearest splat wins;
             the floor and ceil winners are blended when they lie on the same surface
-            (shifts within ``SAME_SURFACE_PX``).
+            (shifts within ``SAME_SURFACE_PX``); otherwise the nearer one hides the other
+            where its splat weight is at least 0.5.
         fill: ``None`` leaves holes at 0; ``"background"`` fills them from the background
             side of each row (:func:`fill_from_background`).
         max_shift: clamp the shift to ``±max_shift`` pixels.

@@ -20,10 +20,11 @@ def _row_splats(shift_row, sign, mode):
     """For one row: list of (source x, target column, weight)."""
     out = []
     for x, s in enumerate(shift_row):
-        t = f32(x) + f32(sign) * f32(s)
         if mode == "nearest":
-            out.append((x, int(np.round(t)), 1.0))
+            r = np.sign(f32(s)) * np.floor(np.abs(f32(s)) + f32(0.5))
+            out.append((x, int(f32(x) + f32(sign) * r), 1.0))
         else:
+            t = f32(x) + f32(sign) * f32(s)
             tf = np.floor(t)
             frac = t - tf
             out.append((x, int(tf), float(f32(1.0) - frac)))
@@ -52,10 +53,9 @@ def _warp_row(values, depth, shift, sign, mode):
         if fw is not None and cw is not None:
             same = abs(shift[fw[0]] - shift[cw[0]]) < SAME_SURFACE_PX
             if not same:
-                if depth[fw[0]] >= depth[cw[0]]:
-                    cw = None
-                else:
-                    fw = None
+                near, far = (fw, cw) if depth[fw[0]] >= depth[cw[0]] else (cw, fw)
+                hidden = far if near[1] >= 0.5 else near
+                fw, cw = (None, cw) if hidden is fw else (fw, None)
         if fw is None and cw is None:
             continue
         hole[t] = False
