@@ -1,0 +1,211 @@
+"""The depth cache: one ``uint16`` depth map per image / sampled video frame plus a manifest.
+
+Layout of ``DIR``::
+
+    manifest.jsonl                  records of an unsharded run (JSON lines)
+    manifest.shard-I-of-N.jsonl     records of shard I (shards never share a source)
+    depth/ab/<sha1>.npy             uint16 normalised inverse depth (65535 = nearest),
+                                    memory-mappable (the training read path; PNG decode
+                                    would cost ~20 ms per 720p frame, DESIGN.md §7)
+    depth/ab/<sha1>.png             the same as a viewable 16-bit PNG (``--format png``)
+
+A record is ``{"key", "source", "rel", "kind", "frame", "clip", "src_size", "depth_file",
+"depth_size", "backend", "backend_settings", "fingerprint", "time"}`` or an error record
+``{"key", "source", "error", "time"}``. Records are appended (and fsync'ed) as work
+completes; the newest record of a key wins; a torn last line is ignored; at the end of a run
+the manifest is compacted atomically. Depth files are written to a temp file and
+``os.replace``-d, so a run killed at any point loses nothing and a re-run finishes the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+MANIFEST_GLOB = "manifest*.jsonl"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def encode_depth(depth: np.ndarray, fmt: str) -> bytes:
+    """``[0, 1]`` float map → bytes of a uint16 ``.npy`` or 16-bit ``.png``."""
+    q = np.clip(np.round(depth * 65535.0), 0, 65535).astype(np.uint16)
+    import io
+    buf = io.BytesIO()
+    if fmt == "npy":
+        np.save(buf, q)
+    elif fmt == "png":
+        from PIL import Image
+        Image.fromarray(q).save(buf, format="PNG")
+    else:
+        raise ValueError(f"depth format must be 'npy' or 'png', got {fmt!r}")
+    return buf.getvalue()
+
+
+def read_depth(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """A cached depth map as ``uint16 (h, w)``."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path, mmap_mode="r" if mmap else None)
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.uint16)
+
+
+def fingerprint(path: Path, with_hash: bool = False) -> dict:
+    st = path.stat()
+    fp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if with_hash:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        fp["sha256"] = h.hexdigest()
+    return fp
+
+
+def entry_key(source: Path, frame: int | None) -> str:
+    return f"{source}#{frame if frame is not None else 0}"
+
+
+def shard_of(source: Path, n: int) -> int:
+    """Deterministic shard of a source file (all frames of a video go together)."""
+    return zlib.crc32(str(source).encode()) % n
+
+
+def depth_size(w: int, h: int, max_size: int | None) -> tuple[int, int]:
+    if not max_size or max(w, h) <= max_size:
+        return w, h
+    s = max_size / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+class Manifest:
+    """All records of a cache directory, merged (newest per key wins)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.entries: dict[str, dict] = {}
+        self.errors: dict[str, dict] = {}
+        self.origin: dict[str, str] = {}     # key -> manifest file of its newest record
+        self.bad_lines = 0
+        files = sorted(self.root.glob(MANIFEST_GLOB))
+        for f in files:
+            with open(f, "r", encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                        key = rec["key"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        self.bad_lines += 1   # a torn line from a killed run
+                        continue
+                    self._add(key, rec, f.name)
+
+    def _add(self, key: str, rec: dict, origin: str) -> None:
+        if rec.get("deleted"):
+            self.entries.pop(key, None)
+            self.errors.pop(key, None)
+            self.origin.pop(key, None)
+            return
+        target, other = (self.errors, self.entries) if "error" in rec else (self.entries, self.errors)
+        old = target.get(key)
+        if old is None or rec.get("time", 0) >= old.get("time", 0):
+            target[key] = rec
+            self.origin[key] = origin
+            if key in other and other[key].get("time", 0) <= rec.get("time", 0):
+                del other[key]
+
+    def samples(self) -> list[dict]:
+        """Cached entries in a stable order (source, frame)."""
+        return sorted(self.entries.values(), key=lambda r: (r["source"], r["frame"] or 0))
+
+    def depth_path(self, rec: dict) -> Path:
+        return self.root / rec["depth_file"]
+
+
+class ManifestWriter:
+    def __init__(self, root: Path, shard: tuple[int, int] | None):
+        name = "manifest.jsonl" if shard is None else f"manifest.shard-{shard[0]}-of-{shard[1]}.jsonl"
+        self.path = root / name
+        root.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self.written: dict[str, dict] = {}
+
+    def append(self, rec: dict) -> None:
+        rec = dict(rec, time=time.time_ns())
+        self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def compact(self, keep: dict[str, dict]) -> None:
+        """Rewrite this manifest file atomically with the records in ``keep``."""
+        self._fh.close()
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n"
+                        for r in sorted(keep.values(), key=lambda r: r["key"]))
+        atomic_write_bytes(self.path, lines.encode())
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass
+class Sampling:
+    """Which frames of each video to cache (see :func:`media.sample_frames`)."""
+    every: int = 1
+    fps: float | None = None
+    max_frames: int | None = 64
+    clip_len: int = 1
+    clip_stride: int | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    videos: int = 0
+    computed: int = 0
+    skipped: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    pruned: int = 0
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        fps = self.computed / self.seconds if self.seconds > 0 else 0.0
+        rows = [("images", self.images), ("videos", self.videos),
+                ("frames computed", self.computed), ("frames already cached", self.skipped),
+                ("errors", len(self.errors)), ("vanished sources", len(self.vanished)),
+                ("pruned entries", self.pruned), ("seconds", f"{self.seconds:.1f}"),
+                ("frames/s", f"{fps:.2f}")]
+        out = ["", "  precompute_depth summary", "  " + "-" * 34]
+        out += [f"  {k:<24}{v:>10}" for k, v in rows]
+        for path, why in self.errors:
+            out.append(f"  ERROR {path}: {why}")
+        for path in self.vanished[:20]:
+            out.append(f"  VANISHED {path} (run with --prune to remove its entries)")
+        return "\n".join(out)

