@@ -150,8 +150,14 @@ class ManifestWriter:
         name = "manifest.jsonl" if shard is None else f"manifest.shard-{shard[0]}-of-{shard[1]}.jsonl"
         self.path = root / name
         root.mkdir(parents=True, exist_ok=True)
+        torn = False
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
         self._fh = open(self.path, "a", encoding="utf-8")
-        self.written: dict[str, dict] = {}
+        if torn:   # a killed run left half a line: start ours on a fresh one
+            self._fh.write("\n")
 
     def append(self, rec: dict) -> None:
         rec = dict(rec, time=time.time_ns())

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .cache import (Manifest, ManifestWriter, Sampling, Summary, atomic_write_bytes,
                     depth_size, encode_depth, entry_key, fingerprint, shard_of)
-from .depth import DepthBackend, DepthRequest
+from .depth import DepthBackend, DepthRequest, normalise
 from .media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def _resize(depth: np.ndarray, w: int, h: int) -> np.ndarray:
     if t.shape[-2:] != (h, w):
         t = F.interpolate(t, (h, w), mode="bilinear", align_corners=False,
                           antialias=h < t.shape[-2] or w < t.shape[-1])
-    return t[:, 0].clamp(0, 1).numpy()
+    # normalise again at the stored size, so every cached map spans exactly [0, 65535]
+    return normalise(t[:, 0]).numpy()
 
 
 class _Job:
