@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_online.cache import Manifest, Sampling, read_depth
+from inpaint_online.cache import Manifest, Sampling, read_depth, shard_of
 from inpaint_online.depth import (DepthRequest, DepthSetupError, FallbackBackend, ImportBackend,
                                   MidasBackend, make_backend)
 from inpaint_online.midas_small import MidasSmall
@@ -125,7 +125,11 @@ def test_shards_split_the_work_and_merge_without_conflicts(media, tmp_path):
     run(media, whole)
     cache = tmp_path / "sharded"
     done = [run(media, cache, shard=(i, 3)).computed for i in range(3)]
-    assert sum(done) == 7 and max(done) < 7
+    # each shard did exactly the sources that hash to it, and nothing twice
+    expected = [0, 0, 0]
+    for r in Manifest(whole).samples():
+        expected[shard_of(Path(r["source"]), 3)] += 1
+    assert done == expected and sum(done) == 7
     assert len(list(cache.glob("manifest.shard-*-of-3.jsonl"))) == 3
     assert cache_state(cache) == cache_state(whole)
     assert run(media, cache).computed == 0      # an unsharded re-run sees every shard's work
