@@ -72,8 +72,7 @@ class _Job:
         fp = fingerprint(path, self.with_hash)
         key = entry_key(path, None)
         rec = self.manifest.entries.get(key)
-        if rec is not None and rec["fingerprint"] == fp and self.is_current(
-                key, fp, tuple(rec["depth_size"])):
+        if rec is not None and self.is_current(key, fp, tuple(rec["depth_size"])):
             self.summary.skipped += 1
             return
         img = load_image(path)

@@ -143,6 +143,13 @@ def _max_shift_bound(divergence: Param, convergence: Param, width: Param) -> flo
     return hi(divergence, torch.abs) * 0.005 * hi(width, torch.abs) * conv_span
 
 
+def _border_pad(divergence: Param, convergence: Param, width: Param,
+                max_shift: float | None, w: int) -> int:
+    """Columns of edge replication on each side so the border makes no holes."""
+    bound = max_shift if max_shift is not None else _max_shift_bound(divergence, convergence, width)
+    return min(int(math.ceil(bound)) + 2, 4 * w)
+
+
 # ----------------------------------------------------------------------------- splatting
 
 def _splats(shift: torch.Tensor, sign: torch.Tensor, mode: str):
@@ -405,12 +412,9 @@ def occlusion_mask(depth: torch.Tensor, divergence: Param, convergence: Param,
     sign = view_sign(view, b, depth.device)
     if width is None:
         width = float(w)
-    pad = 0
-    if border == "pad":
-        bound = max_shift if max_shift is not None else _max_shift_bound(divergence, convergence, width)
-        pad = min(int(math.ceil(bound)) + 2, 4 * w)
-        if pad:
-            depth = F.pad(depth, (pad, pad, 0, 0), mode="replicate")
+    pad = _border_pad(divergence, convergence, width, max_shift, w) if border == "pad" else 0
+    if pad:
+        depth = F.pad(depth, (pad, pad, 0, 0), mode="replicate")
     # step 1: to the opposite eye, holes filled from the background
     shift = disparity_shift(depth, divergence, convergence, width, max_shift)
     warped, _, hole = _splat_warp(shift, -sign, depth, mode)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .warp import SAME_SURFACE_PX, disparity_shift, view_sign, _max_shift_bound
+from .warp import SAME_SURFACE_PX, disparity_shift, view_sign, _border_pad
 
 f32 = np.float32
 
@@ -142,10 +142,8 @@ def reference_occlusion_mask(depth, divergence, convergence, view="right", closi
     sign = view_sign(view, b)
     if width is None:
         width = float(w)
-    pad = 0
-    if border == "pad":
-        bound = max_shift if max_shift is not None else _max_shift_bound(divergence, convergence, width)
-        pad = min(int(np.ceil(bound)) + 2, 4 * w)
+    pad = _border_pad(divergence, convergence, width, max_shift, w) if border == "pad" else 0
+    if pad:
         # edge replication, written out
         cols = [0] * pad + list(range(w)) + [w - 1] * pad
         depth = depth[..., cols]
