@@ -1,27 +1,53 @@
 #!/usr/bin/env python
-"""Train a disocclusion inpainting model from the depth cache, with masks made on the fly.
+"""Train a disocclusion inpainting model on hole masks made online from the depth cache.
 
-Not built yet: the streaming trainer is tracked in its own issue. This entry point exists so
-that scripts and docs can name it; it prints its planned interface and exits with status 2.
+    python train_online.py --config configs/demo.yaml
+    python train_online.py --config configs/image.yaml data.cache_dir=cache/ run.name=big
+    python train_online.py --config configs/image.yaml run.name=big --resume
+    torchrun --nproc_per_node 8 train_online.py --config configs/image.yaml run.name=big
+
+Overrides are ``section.key=value`` (YAML values: ``warp.closing_choices=[[5,5],[3,3]]``).
+The run writes ``<run.out_dir>/<run.name>/``: ``config.yaml``, ``checkpoints/last.pt`` and
+``best.pt``, ``metrics.jsonl`` and TensorBoard logs in ``tb/``.
 """
 import argparse
+import logging
 import sys
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="train_online.py",
-        description="Train an image/video inpainting model on masks made online from the "
-                    "depth cache (not built yet).")
-    ap.add_argument("--config", help="YAML config (configs/*.yaml)")
-    ap.add_argument("--resume", action="store_true", help="resume from the run's last checkpoint")
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="train_online.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML config (configs/*.yaml); defaults when omitted")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run from <run dir>/checkpoints/last.pt")
     ap.add_argument("--export-dir", help="write the generated pairs to DIR instead of training")
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
-    ap.parse_args(argv)
-    print("train_online.py: training is not built yet (see the open issue 'train_online.py'). "
-          "The warp core (inpaint_online.warp) and the depth cache (precompute_depth.py) work.",
-          file=sys.stderr)
-    return 2
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from inpaint_online.checkpoint import CheckpointError
+    from inpaint_online.config import ConfigError, load_config
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.export_dir:
+            print("train_online.py: --export-dir is not built yet (see the open export issue)",
+                  file=sys.stderr)
+            return 2
+        from inpaint_online.train import train
+        res = train(cfg, resume=args.resume, progress=not args.quiet)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"train_online.py: error: {e}", file=sys.stderr)
+        return 2
+    if res.run_dir is not None and (res.val or res.history):
+        last = res.val[-1] if res.val else {}
+        extra = (f"; validation PSNR in holes {last['psnr_hole']:.2f} dB, "
+                 f"SSIM {last['ssim_hole']:.3f}" if last else "")
+        print(f"stopped at step {res.step}{extra}\n"
+              f"checkpoints: {res.run_dir / 'checkpoints'}\n"
+              f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+    return 0
 
 
 if __name__ == "__main__":

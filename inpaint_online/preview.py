@@ -18,22 +18,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .cache import Manifest, read_depth
-from .media import MediaError, VideoReader, load_image
+from .cache import Manifest
+from .data import load_pair
+from .media import MediaError
 from .warp_params import WarpSampler, WarpSamplerConfig, masks_from_params
-
-
-def load_pair(manifest: Manifest, rec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``."""
-    depth = read_depth(manifest.depth_path(rec))
-    if rec["kind"] == "video":
-        rgb = VideoReader(rec["source"]).get_batch([rec["frame"]])[0]
-    else:
-        rgb = load_image(rec["source"])
-    h, w = depth.shape
-    if rgb.shape[:2] != (h, w):
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
-    return rgb, np.asarray(depth)
 
 
 def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: int = 0,

@@ -1,0 +1,194 @@
+"""WarpCollate: a CPU batch of (image, depth) crops → ``(x, mask, y)`` on the training device.
+
+Per batch, vectorised over the samples (DESIGN.md §1–2):
+fresh per-sample warp parameters → hole mask at the original position (left warp of the
+depth, right re-warp, unreached pixels, closing) → optional re-draw for samples with too few
+holes → right-view orientation (left-view samples mirrored, iw3's convention: background
+to the right of every hole) → mask augmentation → ``x = y · (1 − mask)``.
+
+It runs in the main process (CUDA cannot live in forked workers). :class:`Prefetcher`
+overlaps it with the training step: pinned host memory, non-blocking copies and, on CUDA,
+a side stream one batch ahead (timm's PrefetchLoader pattern).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+import torch
+
+from .data import DEPTH_OFFSET, mix_seed
+from .warp_params import WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
+
+__all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask"]
+
+
+@dataclass
+class CollateConfig:
+    """The ``collate:`` section: how masks are made from the drawn parameters."""
+    mode: str = "bilinear"                 # splatting of the warp core
+    border: str = "pad"                    # image borders: replicate-padded (no border holes)
+    min_hole_px: int = 300                 # samples with fewer hole pixels are re-drawn ...
+    retries: int = 1                       # ... this many times (each costs one mask pass)
+    widen_bg_p: float = 0.5                # iw3's mask augmentation: widen toward background
+    widen_bg_px: tuple[int, int] = (1, 20)
+    widen_fg_p: float = 0.25               # ... and toward the foreground
+    widen_fg_px: tuple[int, int] = (1, 4)
+    with_depth: bool = False               # also hand the (masked) depth to the model
+
+    def validate(self) -> None:
+        if self.mode not in ("bilinear", "nearest"):
+            raise ValueError(f"collate.mode must be 'bilinear' or 'nearest', got {self.mode!r}")
+        if self.border not in ("pad", "none"):
+            raise ValueError(f"collate.border must be 'pad' or 'none', got {self.border!r}")
+        for name in ("widen_bg_px", "widen_fg_px"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"collate.{name} must be 0 <= lo <= hi, got {(lo, hi)}")
+
+
+@dataclass
+class Batch:
+    """One training batch on the device, in right-view orientation; images in [0, 1]."""
+    x: torch.Tensor            # (B, 3, H, W) masked input: y with the holes zeroed
+    mask: torch.Tensor         # (B, 1, H, W) float, 1 = hole
+    y: torch.Tensor            # (B, 3, H, W) target
+    depth: torch.Tensor        # (B, 1, H, W) depth in [0, 1] (zero in the holes)
+    params: WarpParams         # the drawn parameters (on the device)
+    meta: dict                 # index, seed, box, flip (CPU tensors from the dataset)
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    def record_stream(self, stream) -> None:
+        for t in (self.x, self.mask, self.y, self.depth):
+            t.record_stream(stream)
+
+
+def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Grow each sample's mask by ``right[i]`` pixels to the right and ``left[i]`` to the left.
+
+    In right-view orientation the background lies right of every hole, so ``right`` widens
+    toward the background. A loop over shift distances (≤ 20 in practice), never over samples.
+    """
+    out = mask.clone()
+    b = mask.shape[0]
+    for n, sign in ((right, 1), (left, -1)):
+        reach = int(n.max()) if n.numel() else 0    # drawn on the CPU: no device sync
+        n = n.to(mask.device).view(b, 1, 1, 1)
+        for k in range(1, reach + 1):
+            shifted = torch.zeros_like(mask)
+            if sign > 0:
+                shifted[..., k:] = mask[..., :-k]
+            else:
+                shifted[..., :-k] = mask[..., k:]
+            out |= shifted & (n >= k)
+    return out
+
+
+def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
+    kw = {}
+    for f in fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        kw[f.name] = torch.where(take_b, vb, va) if isinstance(va, torch.Tensor) else va
+    return WarpParams(**kw)
+
+
+class WarpCollate:
+    """Turns a CPU batch from :class:`~inpaint_online.data.CacheDataset` into a :class:`Batch`.
+
+    ``collate(batch, step)``: the warp parameters come from a generator seeded by
+    ``(seed, rank, step)``, so every rank draws different parameters, every step new ones,
+    and a resumed run the same ones as an uninterrupted run.
+    """
+
+    def __init__(self, warp: WarpSamplerConfig | None = None, config: CollateConfig | None = None,
+                 *, device: str | torch.device = "cpu", seed: int = 0, rank: int = 0,
+                 augment: bool = True):
+        self.sampler = WarpSampler(warp or WarpSamplerConfig())
+        self.cfg = config or CollateConfig()
+        self.cfg.validate()
+        self.device = torch.device(device)
+        self.seed, self.rank, self.augment = seed, rank, augment
+
+    def generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(mix_seed(self.seed, "warp", self.rank, step))
+
+    def __call__(self, batch: dict, step: int) -> Batch:
+        c, dev, g = self.cfg, self.device, self.generator(step)
+        nb = dev.type == "cuda"
+        y = batch["rgb"].to(dev, non_blocking=nb).float().div_(255.0)
+        depth = (batch["depth"].to(dev, non_blocking=nb).float() + DEPTH_OFFSET).div_(65535.0)
+        n = y.shape[0]
+        params = self.sampler.sample(n, batch["width"], g)
+        mask = masks_from_params(depth, params, mode=c.mode, border=c.border)
+        params = params.to(dev)
+        for _ in range(c.retries):
+            # re-draw for samples with too few holes; computed for the whole batch (no sync)
+            p2 = self.sampler.sample(n, batch["width"], g)
+            m2 = masks_from_params(depth, p2, mode=c.mode, border=c.border)
+            redo = mask.flatten(1).sum(1) < c.min_hole_px
+            mask = torch.where(redo.view(-1, 1, 1, 1), m2, mask)
+            params = _merge(params, p2.to(dev), redo)
+        flip = params.left.view(-1, 1, 1, 1)
+        y, depth, mask = (torch.where(flip, t.flip(-1), t) for t in (y, depth, mask))
+        if self.augment:
+            bg = self._widths(n, c.widen_bg_p, c.widen_bg_px, g)
+            fg = self._widths(n, c.widen_fg_p, c.widen_fg_px, g)
+            mask = widen_mask(mask, bg, fg)
+        m = mask.float()
+        keep = 1.0 - m
+        return Batch(x=y * keep, mask=m, y=y, depth=depth * keep, params=params,
+                     meta={k: batch[k] for k in ("index", "seed", "box", "flip") if k in batch})
+
+    @staticmethod
+    def _widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+        on = torch.rand(n, generator=g) < p
+        k = torch.randint(rng[0], rng[1] + 1, (n,), generator=g)
+        return torch.where(on, k, 0)
+
+
+class Prefetcher:
+    """Iterates a DataLoader and yields ``(Batch, data_wait_seconds)`` from ``start_step`` on.
+
+    On CUDA the next batch is copied and collated on a side stream while the current step
+    trains; ``data_wait`` is the host time spent blocked on the loader. On CPU the collate
+    runs inline and is counted as data time too (it competes with the step for the cores).
+    """
+
+    def __init__(self, loader, collate: WarpCollate, start_step: int = 0):
+        self.loader, self.collate, self.step = loader, collate, start_step
+        self.cuda = collate.device.type == "cuda"
+        self.stream = torch.cuda.Stream(collate.device) if self.cuda else None
+        self._it = None
+        self._next = None
+
+    def _fetch(self):
+        t0 = time.perf_counter()
+        cpu = next(self._it)
+        if self.cuda:
+            wait = time.perf_counter() - t0
+            with torch.cuda.stream(self.stream):
+                b = self.collate(cpu, self.step)
+        else:
+            b = self.collate(cpu, self.step)
+            wait = time.perf_counter() - t0
+        self.step += 1
+        return b, wait
+
+    def __iter__(self):
+        self._it = iter(self.loader)
+        if self.cuda:
+            self._next = self._fetch()
+        return self
+
+    def __next__(self):
+        if not self.cuda:
+            return self._fetch()
+        t0 = time.perf_counter()
+        torch.cuda.current_stream().wait_stream(self.stream)
+        b, _ = self._next
+        b.record_stream(torch.cuda.current_stream())
+        self._next = self._fetch()    # host time: loader wait + launching the async collate
+        return b, time.perf_counter() - t0

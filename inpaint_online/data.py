@@ -1,0 +1,261 @@
+"""Streaming (image, depth) crops from the depth cache, for the DataLoader workers.
+
+Workers only decode, resize, crop and flip on the CPU and return compact integer tensors
+(``uint8`` RGB, ``int16`` depth); the warp and everything after it runs in the main process
+on the training device (:mod:`inpaint_online.collate`).
+
+Every random choice of a sample is drawn from a generator seeded by the sample's own seed,
+which :class:`StreamSampler` hands out together with the index. A sample is therefore the
+same whatever the number of workers, and a resumed run continues the exact stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from .cache import Manifest, read_depth
+from .media import MediaError, VideoReader, load_image
+
+__all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
+           "load_pair", "open_cache", "DEPTH_OFFSET"]
+
+log = logging.getLogger(__name__)
+
+# uint16 depth travels as int16 (half the bytes of int32, exact): value - 32768.
+DEPTH_OFFSET = 32768
+
+
+@dataclass
+class DataConfig:
+    """Where the crops come from and how they are cut (the ``data:`` section of a config)."""
+    cache_dir: str = "runs/demo/cache"
+    crop: int = 256                       # side of the square training crop, pixels
+    scale_range: tuple[float, float] = (0.5, 1.0)   # resize of the cached frame, log-uniform
+    crop_candidates: int = 4              # candidate crops per sample ...
+    hard_crop_p: float = 0.75             # ... the one with most depth edges wins with this p
+    edge_threshold: float = 0.02          # horizontal depth step (of the 0..1 range) = an edge
+    flip_p: float = 0.5                   # horizontal flip
+    jitter_p: float = 0.5                 # photometric jitter (brightness/contrast/saturation/hue)
+    jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.02)
+    batch_size: int = 16
+    num_workers: int = 4
+    prefetch_factor: int = 4
+    val_fraction: float = 0.05            # share of *sources* held out for validation
+    val_count: int = 64                   # fixed validation samples
+    val_seed: int = 1234
+    reader_cache: int = 4                 # open video readers kept per worker
+
+    def validate(self) -> None:
+        if self.crop < 16:
+            raise ValueError(f"data.crop must be >= 16, got {self.crop}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"data.scale_range must be 0 < lo <= hi, got {self.scale_range}")
+        for name in ("hard_crop_p", "flip_p", "jitter_p", "val_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {v}")
+        if self.crop_candidates < 1 or self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError("data.crop_candidates and data.batch_size must be >= 1, "
+                             "data.num_workers >= 0")
+
+
+def mix_seed(*parts: int | str) -> int:
+    """A 63-bit seed from several integers (stable across processes and machines)."""
+    h = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
+def open_cache(cache_dir: str | Path) -> Manifest:
+    """The cache's manifest, or a clear error when there is no usable cache."""
+    root = Path(cache_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no depth cache here (the directory does not exist). "
+                                f"Run: python precompute_depth.py INPUT... --cache-dir {root}")
+    manifest = Manifest(root)
+    if not manifest.entries:
+        extra = f" ({len(manifest.errors)} sources failed; see the manifest)" if manifest.errors else ""
+        raise FileNotFoundError(f"{root}: the depth cache has no entries{extra}. "
+                                f"Run: python precompute_depth.py INPUT... --cache-dir {root}")
+    return manifest
+
+
+def split_records(records: list[dict], val_fraction: float) -> tuple[list[dict], list[dict]]:
+    """Hold out whole *sources* (all frames of a video go together) for validation.
+
+    The choice hashes each source's path relative to its input root, so it is the same on
+    every machine. With a single source the validation set is that source too (logged).
+    """
+    sources = sorted({r["rel"] for r in records},
+                     key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    if val_fraction <= 0:
+        return records, []
+    if len(sources) < 2:
+        log.warning("only one source in the cache: validation samples come from it too")
+        return records, records
+    n_val = min(len(sources) - 1, max(1, round(val_fraction * len(sources))))
+    held = set(sources[:n_val])
+    return ([r for r in records if r["rel"] not in held], [r for r in records if r["rel"] in held])
+
+
+class StreamSampler(Sampler):
+    """Endless ``(index, sample_seed)`` stream: a fresh permutation per epoch, sharded by rank.
+
+    Rank ``r`` of ``world`` takes every ``world``-th element of each epoch's permutation
+    (wrapped to equal length), so ranks see disjoint data. ``start`` skips that many samples
+    of this rank's stream (resume). ``sample_seed`` is unique per (seed, rank, position).
+    """
+
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+        if n < 1:
+            raise ValueError("StreamSampler needs at least one sample")
+        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
+        self.per_rank = math.ceil(n / world)
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
+        perm = torch.randperm(self.n, generator=g)
+        reps = math.ceil(self.per_rank * self.world / self.n)
+        return perm.repeat(reps)[: self.per_rank * self.world]
+
+    def __iter__(self):
+        pos, epoch, perm = self.start, None, None
+        while True:
+            e, off = divmod(pos, self.per_rank)
+            if e != epoch:
+                epoch, perm = e, self._perm(e)
+            yield int(perm[self.rank + off * self.world]), mix_seed(self.seed, self.rank, pos)
+            pos += 1
+
+
+def load_pair(manifest: Manifest, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``.
+
+    ``reader(path)`` may return an open :class:`~inpaint_online.media.VideoReader`.
+    """
+    path = manifest.depth_path(rec)
+    try:
+        depth = np.asarray(read_depth(path))
+    except (OSError, ValueError) as e:
+        raise MediaError(f"{path}: cannot read cached depth of {rec['source']} ({e}); "
+                         "re-run precompute_depth.py on it") from None
+    if rec["kind"] == "video":
+        rgb = (reader or VideoReader)(rec["source"]).get_batch([rec["frame"]])[0]
+    else:
+        rgb = load_image(rec["source"])
+    h, w = depth.shape
+    if rgb.shape[:2] != (h, w):
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
+    return rgb, depth
+
+
+def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
+    """Integral image of 'horizontal depth step > threshold' (the holes' birthplaces)."""
+    d = depth.astype(np.float32) * (1.0 / 65535.0)
+    edge = np.zeros(d.shape, np.int32)
+    edge[:, 1:] = np.abs(d[:, 1:] - d[:, :-1]) > threshold
+    out = np.zeros((d.shape[0] + 1, d.shape[1] + 1), np.int64)
+    out[1:, 1:] = edge.cumsum(0).cumsum(1)
+    return out
+
+
+class CacheDataset(Dataset):
+    """Random crops of cached (image, depth) pairs.
+
+    ``dataset[(index, seed)]`` returns a dict of tensors:
+    ``rgb`` uint8 ``(3, S, S)``, ``depth`` int16 ``(1, S, S)`` (uint16 − 32768),
+    ``width`` the frame width in pixels at the drawn scale (shifts are measured in it),
+    ``index``, ``seed``, ``box`` (crop in cached-depth pixels, x0 y0 x1 y1) and ``flip``.
+    """
+
+    def __init__(self, manifest: Manifest, records: list[dict], config: DataConfig,
+                 train: bool = True):
+        if not records:
+            raise ValueError(f"{manifest.root}: no records to draw samples from")
+        config.validate()
+        self.manifest, self.records, self.cfg, self.train = manifest, records, config, train
+        self._readers: OrderedDict[str, VideoReader] = OrderedDict()
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _reader(self, path: str) -> VideoReader:
+        r = self._readers.pop(path, None) or VideoReader(path)
+        self._readers[path] = r
+        while len(self._readers) > max(1, self.cfg.reader_cache):
+            self._readers.popitem(last=False)
+        return r
+
+    def __getitem__(self, key) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        for attempt in range(len(self.records)):
+            i = (index + attempt) % len(self.records)
+            rec = self.records[i]
+            try:
+                rgb, depth = load_pair(self.manifest, rec, self._reader)
+            except (MediaError, OSError) as e:
+                if rec["source"] not in self._warned:
+                    self._warned.add(rec["source"])
+                    log.warning("skipping %s", e)
+                continue
+            return self._sample(rgb, depth, i, seed)
+        raise RuntimeError(f"{self.manifest.root}: none of the {len(self.records)} cached "
+                           "sources could be read (see the warnings above)")
+
+    def _sample(self, rgb: np.ndarray, depth: np.ndarray, index: int, seed: int) -> dict:
+        c, s = self.cfg, self.cfg.crop
+        g = torch.Generator().manual_seed(seed)
+        rand = lambda n=1: torch.rand(n, generator=g)  # noqa: E731
+        h, w = depth.shape
+        lo, hi = c.scale_range
+        f = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rand()))
+        f = max(f, s / min(h, w))                   # small frames are scaled up to fit a crop
+        fw, fh = w * f, h * f
+        xs = (rand(c.crop_candidates) * (fw - s)).floor()
+        ys = (rand(c.crop_candidates) * (fh - s)).floor()
+        pick = 0
+        if c.crop_candidates > 1 and float(rand()) < c.hard_crop_p:
+            ii = _edge_integral(depth, c.edge_threshold)
+            scores = []
+            for x0, y0 in zip(xs.tolist(), ys.tolist()):
+                a, b = int(x0 / f), int(y0 / f)
+                cx, cy = min(w, int(math.ceil((x0 + s) / f))), min(h, int(math.ceil((y0 + s) / f)))
+                scores.append(ii[cy, cx] - ii[b, cx] - ii[cy, a] + ii[b, a])
+            pick = int(np.argmax(scores))
+        x0, y0 = float(xs[pick]), float(ys[pick])
+        box = (x0 / f, y0 / f, (x0 + s) / f, (y0 + s) / f)
+        # PIL resizes just the box, with proper filtering when shrinking
+        rgb_c = np.asarray(Image.fromarray(rgb).resize((s, s), Image.Resampling.BILINEAR, box=box))
+        d_c = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F")
+                         .resize((s, s), Image.Resampling.BILINEAR, box=box))
+        flip = bool(float(rand()) < c.flip_p)
+        if flip:
+            rgb_c, d_c = rgb_c[:, ::-1], d_c[:, ::-1]
+        img = torch.from_numpy(np.array(rgb_c)).permute(2, 0, 1).contiguous()   # a writable copy
+        if self.train and float(rand()) < c.jitter_p:
+            img = self._jitter(img, g)
+        d16 = torch.from_numpy(np.ascontiguousarray(
+            np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[None]
+        return {"rgb": img, "depth": d16, "width": torch.tensor(fw, dtype=torch.float32),
+                "index": torch.tensor(index), "seed": torch.tensor(seed),
+                "box": torch.tensor(box, dtype=torch.float32), "flip": torch.tensor(flip)}
+
+    def _jitter(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, c, s, hue = self.cfg.jitter
+        u = (torch.rand(4, generator=g) * 2 - 1).tolist()
+        img = TF.adjust_brightness(img, 1 + b * u[0])
+        img = TF.adjust_contrast(img, 1 + c * u[1])
+        img = TF.adjust_saturation(img, 1 + s * u[2])
+        return TF.adjust_hue(img, hue * u[3]) if hue > 0 else img

@@ -1,0 +1,105 @@
+"""Losses and metrics inside the holes.
+
+The loss is masked L1 (normalised by the hole area, so small and large holes weigh alike
+per pixel) + a small L1 on the known pixels (keeps the raw prediction sane near the hole
+border) + 1 − SSIM measured around the holes (the structure term: edges and texture that
+L1 blurs away). No perceptual (LPIPS/VGG) term by default: its weights cannot be fetched
+at run time here; SSIM needs none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .models import composite
+
+__all__ = ["LossConfig", "InpaintLoss", "ssim_map", "hole_psnr", "hole_ssim", "masked_mean"]
+
+
+@dataclass
+class LossConfig:
+    """The ``loss:`` section: weights of the terms."""
+    hole_l1: float = 1.0
+    valid_l1: float = 0.1
+    ssim: float = 0.4
+    ssim_window: int = 7
+
+    def validate(self) -> None:
+        if min(self.hole_l1, self.valid_l1, self.ssim) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.ssim_window < 3 or self.ssim_window % 2 == 0:
+            raise ValueError(f"loss.ssim_window must be odd and >= 3, got {self.ssim_window}")
+
+
+def masked_mean(v: torch.Tensor, m: torch.Tensor, dims=None) -> torch.Tensor:
+    """Mean of ``v`` where ``m`` (broadcast over channels); over ``dims`` or everything."""
+    m = m.expand_as(v)
+    if dims is None:
+        return (v * m).sum() / m.sum().clamp(min=1.0)
+    return (v * m).sum(dims) / m.sum(dims).clamp(min=1.0)
+
+
+def _gauss(window: int, device, dtype) -> torch.Tensor:
+    sigma = 1.5 * window / 11
+    x = torch.arange(window, device=device, dtype=dtype) - window // 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Per-pixel SSIM ``(B, C, H, W)`` of images in [0, 1] (Gaussian window, reflect pad)."""
+    c = a.shape[1]
+    g = _gauss(window, a.device, a.dtype)
+    kx = g.view(1, 1, 1, -1).expand(c, 1, 1, window)
+    ky = g.view(1, 1, -1, 1).expand(c, 1, window, 1)
+    p = window // 2
+
+    def blur(t):
+        t = F.pad(t, (p, p, p, p), mode="reflect")
+        return F.conv2d(F.conv2d(t, kx, groups=c), ky, groups=c)
+
+    mu_a, mu_b = blur(a), blur(b)
+    saa = blur(a * a) - mu_a ** 2
+    sbb = blur(b * b) - mu_b ** 2
+    sab = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+
+
+def _around(mask: torch.Tensor, window: int) -> torch.Tensor:
+    """The holes grown by half a window: where SSIM sees hole pixels."""
+    return F.max_pool2d(mask, window, stride=1, padding=window // 2)
+
+
+class InpaintLoss:
+    def __init__(self, config: LossConfig | None = None):
+        self.cfg = config or LossConfig()
+        self.cfg.validate()
+
+    def __call__(self, pred: torch.Tensor, batch) -> tuple[torch.Tensor, dict]:
+        """Total loss and its parts (detached) for a prediction of a :class:`Batch`."""
+        c, m, y = self.cfg, batch.mask, batch.y
+        pred = pred.float()
+        diff = (pred - y).abs()
+        parts = {"hole_l1": masked_mean(diff, m), "valid_l1": masked_mean(diff, 1 - m)}
+        total = c.hole_l1 * parts["hole_l1"] + c.valid_l1 * parts["valid_l1"]
+        if c.ssim > 0:
+            out = composite(batch.x, m, pred)
+            s = ssim_map(out, y, c.ssim_window)
+            parts["ssim"] = masked_mean(s, _around(m, c.ssim_window))
+            total = total + c.ssim * (1 - parts["ssim"])
+        return total, {k: v.detach() for k, v in parts.items()}
+
+
+def hole_psnr(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) inside the holes, per sample ``(B,)``; images in [0, 1]."""
+    mse = masked_mean((out.float() - y.float()) ** 2, mask, dims=(1, 2, 3))
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+
+
+def hole_ssim(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean SSIM over the hole pixels, per sample ``(B,)``."""
+    return masked_mean(ssim_map(out.float(), y.float(), window), mask, dims=(1, 2, 3))

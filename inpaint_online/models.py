@@ -1,0 +1,123 @@
+"""Inpainting networks.
+
+:class:`GatedUNet` — a U-Net of gated convolutions (Yu et al., "Free-Form Image Inpainting
+with Gated Convolution"): each layer learns a soft per-pixel gate, so the network can treat
+hole and known pixels differently without a hand-made partial-conv mask update. Dilated
+gated convs in the bottleneck widen the receptive field for wide holes. It takes masked RGB
++ mask (+ optionally depth) and predicts RGB; :func:`composite` keeps the known pixels.
+Any input size works (replicate-padded to a multiple of ``2**levels`` and cropped back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ModelConfig", "GatedConv", "GatedUNet", "build_model", "composite"]
+
+
+@dataclass
+class ModelConfig:
+    """The ``model:`` section. ``kind`` names the architecture."""
+    kind: str = "gated_unet"
+    channels: int = 32                     # width of the first level
+    levels: int = 3                        # stride-2 downsamplings
+    max_mult: int = 4                      # channel cap: channels * max_mult
+    blocks: int = 1                        # extra gated convs per level
+    dilations: tuple[int, ...] = (2, 4, 8)  # bottleneck
+    use_depth: bool = False                # a 5th input channel: the (masked) depth
+
+    def validate(self) -> None:
+        if self.kind not in MODELS:
+            raise ValueError(f"model.kind must be one of {sorted(MODELS)}, got {self.kind!r}")
+        if self.channels < 4 or self.levels < 1 or self.max_mult < 1 or self.blocks < 0:
+            raise ValueError("model.channels >= 4, model.levels >= 1, model.max_mult >= 1, "
+                             "model.blocks >= 0 are required")
+
+
+class GatedConv(nn.Module):
+    """``act(conv_f(x)) * sigmoid(conv_g(x))`` — one conv with ``2·out`` channels, split."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 2 * cout, k, stride, padding=dilation * (k // 2),
+                              dilation=dilation)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f, g = self.conv(x).chunk(2, dim=1)
+        return self.act(f) * torch.sigmoid(g)
+
+
+class GatedUNet(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        c = self.config = config or ModelConfig()
+        c.validate()
+        widths = [c.channels * min(2 ** i, c.max_mult) for i in range(c.levels + 1)]
+        self.stem = GatedConv(4 + int(c.use_depth), widths[0], 5)
+        self.down = nn.ModuleList()
+        for i in range(c.levels):
+            layers = [GatedConv(widths[i], widths[i + 1], 3, stride=2)]
+            layers += [GatedConv(widths[i + 1], widths[i + 1]) for _ in range(c.blocks)]
+            self.down.append(nn.Sequential(*layers))
+        w = widths[-1]
+        self.middle = nn.Sequential(*[GatedConv(w, w, 3, dilation=d) for d in c.dilations])
+        self.up = nn.ModuleList()
+        for i in reversed(range(c.levels)):
+            layers = [GatedConv(widths[i + 1] + widths[i], widths[i])]
+            layers += [GatedConv(widths[i], widths[i]) for _ in range(c.blocks)]
+            self.up.append(nn.Sequential(*layers))
+        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                depth: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, 3, H, W)`` masked RGB in [0, 1], ``mask`` ``(B, 1, H, W)`` (1 = hole),
+        ``depth`` ``(B, 1, H, W)`` when the model was built with ``use_depth``. Returns the
+        predicted RGB (not yet composited)."""
+        if x.dim() != 4 or x.shape[1] != 3 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"expected x (B, 3, H, W) and mask (B, 1, H, W); got "
+                             f"{tuple(x.shape)} and {tuple(mask.shape)}")
+        parts = [x * 2 - 1, mask]
+        if self.config.use_depth:
+            if depth is None:
+                raise ValueError("this model was built with use_depth=True: pass depth")
+            parts.append(depth * 2 - 1)
+        h, w = x.shape[-2:]
+        m = 2 ** self.config.levels
+        ph, pw = (-h) % m, (-w) % m
+        z = torch.cat(parts, dim=1)
+        if ph or pw:
+            z = F.pad(z, (0, pw, 0, ph), mode="replicate")
+        z = self.stem(z)
+        skips = []
+        for down in self.down:
+            skips.append(z)
+            z = down(z)
+        z = self.middle(z)
+        for up in self.up:
+            s = skips.pop()
+            z = F.interpolate(z, size=s.shape[-2:], mode="nearest")
+            z = up(torch.cat([z, s], dim=1))
+        out = self.head(z) * 0.5 + 0.5
+        return out[..., :h, :w]
+
+
+MODELS = {"gated_unet": GatedUNet}
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    config.validate()
+    return MODELS[config.kind](config)
+
+
+def model_config_dict(config: ModelConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def composite(x: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Known pixels from ``x``, hole pixels from ``pred``."""
+    return x * (1 - mask) + pred * mask

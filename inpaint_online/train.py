@@ -1,0 +1,354 @@
+"""The training loop: setup, loop, validation, checkpoints (nanoGPT's shape).
+
+Data: :class:`~inpaint_online.data.CacheDataset` crops in DataLoader workers →
+:class:`~inpaint_online.collate.Prefetcher` runs :class:`~inpaint_online.collate.WarpCollate`
+on the device one batch ahead → model step. DDP is the few lines marked ``# DDP``:
+``torchrun`` sets the environment, every rank reads its own shard of the data stream and
+draws its own warp parameters, rank 0 validates, logs and writes checkpoints.
+
+Reproducibility: model init from ``run.seed``; the n-th sample of a rank and the warp
+parameters of step s come from seeds derived from (seed, rank, n) and (seed, rank, s). A
+checkpoint holds the step, so ``--resume`` continues the identical stream: on CPU, N steps
+in one go and N/2 + resume + N/2 give bit-identical weights (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .collate import Batch, Prefetcher, WarpCollate
+from .config import Config, ConfigError
+from .data import CacheDataset, StreamSampler, open_cache, split_records
+from .losses import InpaintLoss, hole_psnr, hole_ssim
+from .models import build_model, composite, model_config_dict
+
+__all__ = ["train", "TrainResult", "Trainer", "validation_batches", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    model: torch.nn.Module
+    history: list[dict] = field(default_factory=list)      # logged train rows
+    val: list[dict] = field(default_factory=list)          # validation rows
+    run_dir: Path | None = None
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name}: CUDA is not available on this machine")
+    return dev
+
+
+def _amp_dtype(amp: str, device: torch.device):
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def lr_lambda(cfg: Config):
+    o, steps = cfg.optim, cfg.train.steps
+
+    def f(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - o.warmup_steps) / max(1, steps - o.warmup_steps))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+class Trainer:
+    """Model, optimiser, schedule, AMP scaler and the loss: one optimiser step per call."""
+
+    def __init__(self, cfg: Config, device: torch.device, ddp_rank: int | None = None):
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(cfg.run.seed)
+        self.model = build_model(cfg.model).to(device)            # the raw module (saved)
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=cfg.optim.betas)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.amp = _amp_dtype(cfg.train.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
+        self.loss = InpaintLoss(cfg.loss)
+        net = self.model
+        if cfg.train.compile:
+            net = torch.compile(net)
+        if ddp_rank is not None:                                                   # DDP
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        self.net = net
+
+    def autocast(self):
+        if self.amp is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def predict(self, batch: Batch, net=None) -> torch.Tensor:
+        with self.autocast():
+            return (net or self.net)(batch.x, batch.mask, batch.depth if self.cfg.model.use_depth else None)
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        self.model.train()
+        pred = self.predict(batch)
+        loss, parts = self.loss(pred, batch)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return loss.detach(), parts
+
+    def state(self, step: int, best: dict) -> dict:
+        return {"step": step, "model": self.model.state_dict(),
+                "model_config": model_config_dict(self.cfg.model),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "config": self.cfg.to_dict(), "best": best,
+                "rng": {"torch": torch.get_rng_state()}}
+
+    def load_state(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng"]["torch"])
+
+
+def validation_batches(cfg: Config, manifest, records: list[dict], device) -> list[Batch]:
+    """The fixed validation set: same crops and warp parameters in every run with this
+    config and cache (seeds from ``data.val_seed``), no jitter, no mask augmentation."""
+    if not records or cfg.data.val_count < 1:
+        return []
+    ds = CacheDataset(manifest, records, cfg.data, train=False)
+    collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.data.val_seed,
+                          augment=False)
+    bs = cfg.data.batch_size
+    out = []
+    for start in range(0, cfg.data.val_count, bs):
+        items = [ds[(i % len(ds), cfg.data.val_seed * 1_000_003 + i)]
+                 for i in range(start, min(cfg.data.val_count, start + bs))]
+        cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        out.append(collate(cpu, step=start))
+    return out
+
+
+@torch.no_grad()
+def evaluate(trainer: Trainer, batches: list[Batch]) -> dict:
+    """PSNR and SSIM inside the holes, PSNR over the full image, averaged over samples."""
+    model = trainer.model
+    was = model.training
+    model.eval()
+    rows = {"psnr_hole": [], "ssim_hole": [], "psnr_full": []}
+    for b in batches:
+        out = composite(b.x, b.mask, trainer.predict(b, net=model).float().clamp(0, 1))
+        has = b.mask.flatten(1).sum(1) > 0
+        rows["psnr_hole"].append(hole_psnr(out, b.y, b.mask)[has])
+        rows["ssim_hole"].append(hole_ssim(out, b.y, b.mask)[has])
+        rows["psnr_full"].append(hole_psnr(out, b.y, torch.ones_like(b.mask)))
+    model.train(was)
+    return {k: torch.cat(v).mean().item() if torch.cat(v).numel() else float("nan")
+            for k, v in rows.items()}
+
+
+def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4) -> torch.Tensor:
+    """Rows of input | mask | prediction (composited) | target, ``(3, H', W')`` in [0, 1]."""
+    import torchvision.utils as vutils
+    n = min(n, len(batch))
+    out = composite(batch.x[:n], batch.mask[:n], pred[:n].float().clamp(0, 1))
+    cols = [batch.x[:n], batch.mask[:n].expand(-1, 3, -1, -1), out, batch.y[:n]]
+    tiles = torch.stack(cols, dim=1).flatten(0, 1).float().cpu()
+    return vutils.make_grid(tiles, nrow=4, padding=2, pad_value=1.0)
+
+
+def _setup_distributed():
+    """``(rank, world, local_rank)``; initialises the process group under torchrun."""  # DDP
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("INPAINT_DDP_BACKEND") != "gloo" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend)
+    return rank, world, local
+
+
+def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    rank, world, local = _setup_distributed()
+    main = rank == 0
+    ddp = world > 1
+    if ddp and cfg.run.device == "auto" and os.environ.get("INPAINT_DDP_BACKEND") == "gloo":
+        cfg.run.device = "cpu"
+    device = _device(cfg.run.device, local)
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    if last.exists() and not resume:
+        raise ConfigError(f"{run_dir}: this run already has a checkpoint ({last}). Pass --resume "
+                          "to continue it, or choose another run.name")
+    if resume and not last.exists():
+        raise ConfigError(f"--resume: no checkpoint at {last}")
+
+    manifest = open_cache(cfg.data.cache_dir)
+    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
+    trainer = Trainer(cfg, device, ddp_rank=rank if ddp else None)
+    start, best = 0, {"metric": cfg.train.best_metric, "value": None, "step": None}
+    if resume:
+        ck = load_checkpoint(last, expect_model=model_config_dict(cfg.model), map_location=device)
+        _warn_config_changes(ck["config"], cfg.to_dict())
+        trainer.load_state(ck)
+        start, best = ck["step"], ck["best"]
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    bs = cfg.data.batch_size
+    ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
+    sampler = StreamSampler(len(ds), seed=cfg.run.seed, rank=rank, world=world, start=start * bs)
+    nw = cfg.data.num_workers
+    loader = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=nw,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=cfg.data.prefetch_factor if nw > 0 else None)
+    collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.run.seed, rank=rank)
+    val = validation_batches(cfg, manifest, val_recs, device) if main else []
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if start else None)
+    metrics_path = run_dir / "metrics.jsonl"
+
+    stop = min(cfg.train.stop_at or cfg.train.steps, cfg.train.steps)
+    result = TrainResult(step=start, model=trainer.model, run_dir=run_dir)
+    interrupted = {"flag": False}
+    old_term = None
+    if hasattr(signal, "SIGTERM"):
+        old_term = signal.signal(signal.SIGTERM, lambda *_: interrupted.__setitem__("flag", True))
+
+    def save(step: int, name: str = "last.pt"):
+        if main:
+            save_checkpoint(ckpt_dir / name, trainer.state(step, best))
+
+    def log_row(row: dict):
+        if main:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    from tqdm import tqdm
+    bar = tqdm(total=stop, initial=start, desc=f"train {cfg.run.name}", unit="step",
+               disable=not (main and progress), dynamic_ncols=True)
+    prefetch = iter(Prefetcher(loader, collate, start_step=start))
+    step = start
+    win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}
+    try:
+        while step < stop and not _stop_requested(interrupted["flag"], ddp, step, cfg, device):
+            batch, wait = next(prefetch)
+            loss, parts = trainer.step(batch)
+            step += 1
+            win["wait"] += wait
+            win["n"] += 1
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == stop:
+                dt = time.perf_counter() - win["t"]
+                row = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                       "lr": trainer.sched.get_last_lr()[0],
+                       "samples_per_s": win["n"] * bs * world / max(dt, 1e-9),
+                       "data_wait_fraction": win["wait"] / max(dt, 1e-9)}
+                result.history.append(row)
+                log_row({"kind": "train", **row})
+                if writer:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(("perf/" if k in ("samples_per_s", "data_wait_fraction")
+                                               else "train/") + k, v, step)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}",
+                                wait=f"{100 * row['data_wait_fraction']:.0f}%")
+                win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}
+            if writer and step % cfg.train.image_every == 0:
+                with torch.no_grad():
+                    writer.add_image("train/input_mask_pred_target",
+                                     image_grid(batch, trainer.predict(batch, net=trainer.model)), step)
+            if step % cfg.train.val_every == 0 or step == stop:
+                if main and val:
+                    m = evaluate(trainer, val)
+                    result.val.append({"step": step, **m})
+                    log_row({"kind": "val", "step": step, **m})
+                    if writer:
+                        for k, v in m.items():
+                            writer.add_scalar("val/" + k, v, step)
+                        with torch.no_grad():
+                            writer.add_image("val/input_mask_pred_target",
+                                             image_grid(val[0], trainer.predict(val[0], net=trainer.model)), step)
+                    v = m[cfg.train.best_metric]
+                    if best["value"] is None or v > best["value"]:
+                        best = {"metric": cfg.train.best_metric, "value": v, "step": step}
+                        save(step, "best.pt")
+                if ddp:
+                    dist.barrier()                                                  # DDP
+            if step % cfg.train.ckpt_every == 0 and step != stop:
+                save(step)
+    except KeyboardInterrupt:
+        interrupted["flag"] = True
+    finally:
+        bar.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    save(step)
+    if step < stop and main:
+        log.warning("interrupted at step %d: saved %s (continue with --resume)", step, last)
+    if writer:
+        writer.close()
+    if ddp:
+        dist.barrier()                                                              # DDP
+    result.step = step
+    return result
+
+
+def _stop_requested(flag: bool, ddp: bool, step: int, cfg: Config, device) -> bool:
+    """SIGTERM/Ctrl-C seen? Under DDP all ranks must stop at the same step, so the flag is
+    all-reduced, at log steps only (one tiny collective per log_every steps)."""
+    if not ddp:
+        return flag
+    if step % cfg.train.log_every:
+        return False
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)                                                              # DDP
+    return bool(t.item() > 0)
+
+
+def _warn_config_changes(old: dict, new: dict) -> None:
+    changed = [f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {v!r}" for s, vals in new.items()
+               for k, v in vals.items() if old.get(s, {}).get(k) != v
+               and (s, k) not in {("train", "stop_at")}]
+    if changed:
+        log.warning("resuming with a changed config (the run will not repeat an uninterrupted "
+                    "one exactly): %s", "; ".join(changed))
