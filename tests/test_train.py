@@ -212,3 +212,12 @@ def test_cuda_training_with_amp_and_the_side_stream_prefetcher(small_cache, tmp_
     res16 = train(tiny_config(small_cache, tmp_path, "run.device=cuda", "train.amp=fp16",
                               "run.name=fp16"), progress=False)
     assert res16.val and res16.val[-1]["psnr_hole"] > 5
+
+
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile needs a C compiler on CPU")
+def test_compiled_training_saves_plain_weights(small_cache, tmp_path):
+    res = train(tiny_config(small_cache, tmp_path, "train.compile=true", "train.steps=2"), progress=False)
+    ck = load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")
+    assert res.step == 2 and not any(k.startswith("_orig_mod") for k in ck["model"])
+    GatedUNet(ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in ck["model_config"].items()})).load_state_dict(ck["model"])
