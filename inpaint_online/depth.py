@@ -209,14 +209,26 @@ class ImportBackend(DepthBackend):
             if m.shape != frames.shape[1:3]:
                 raise MediaError(f"{p}: map is {m.shape[1]}x{m.shape[0]} but the image is "
                                  f"{frames.shape[2]}x{frames.shape[1]}")
-            if self.kind == "depth":
-                ok = np.isfinite(m) & (m > 0)
-                inv = np.where(ok, 1.0 / np.where(ok, m, 1.0), np.nan)
-                m = np.where(ok, inv, np.nanmin(inv) if ok.any() else 0.0)
-            else:
-                m = np.where(np.isfinite(m), m, np.nanmin(np.where(np.isfinite(m), m, np.nan)))
-            out.append(torch.from_numpy(m.astype(np.float32)))
+            out.append(torch.from_numpy(to_inverse_depth(m, self.kind)))
         return normalise(torch.stack(out)).numpy()
+
+
+def to_inverse_depth(m: np.ndarray, kind: str) -> np.ndarray:
+    """A raw map as float32 inverse depth (larger = nearer), not yet normalised.
+
+    ``kind="depth"`` (larger = farther) is inverted; ``"disparity"`` is used as it is.
+    Non-finite values (and non-positive depth) count as the farthest value present."""
+    m = np.asarray(m, dtype=np.float64)
+    if kind == "depth":
+        ok = np.isfinite(m) & (m > 0)
+        inv = np.where(ok, 1.0 / np.where(ok, m, 1.0), np.nan)
+        m = np.where(ok, inv, np.nanmin(inv) if ok.any() else 0.0)
+    elif kind == "disparity":
+        fin = np.isfinite(m)
+        m = np.where(fin, m, np.nanmin(np.where(fin, m, np.nan)) if fin.any() else 0.0)
+    else:
+        raise ValueError(f"kind must be 'depth' or 'disparity', got {kind!r}")
+    return m.astype(np.float32)
 
 
 def read_map(path: Path) -> np.ndarray:

@@ -16,7 +16,38 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ModelConfig", "GatedConv", "GatedUNet", "build_model", "composite"]
+__all__ = ["ModelConfig", "GatedConv", "GatedUNet", "build_model", "composite", "prefill_holes"]
+
+PREFILLS = ("interp", "right", "none")
+
+
+def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """A cheap first guess for the holes, row by row, that the network then corrects.
+
+    ``right``: copy the nearest known pixel to the right — the background side in the
+    training orientation. ``interp``: linear interpolation between the nearest known pixels
+    left and right (falls back to whichever exists). ``none``: zeros. Without a first guess
+    a small net spends most of its early training learning to copy neighbours.
+    """
+    if mode == "none":
+        return x * (1 - mask)
+    w = x.shape[-1]
+    hole = mask > 0.5
+    col = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    left = torch.where(hole, -1, col).cummax(dim=3).values
+    right = torch.where(hole, w, col).flip(3).cummin(dim=3).values.flip(3)
+    has_l, has_r = left >= 0, right < w
+    li, ri = left.clamp(min=0), right.clamp(max=w - 1)
+    xl = x.gather(3, li.expand(-1, x.shape[1], -1, -1))
+    xr = x.gather(3, ri.expand(-1, x.shape[1], -1, -1))
+    if mode == "right":
+        guess = torch.where(has_r, xr, xl)
+    else:
+        t = ((col - left).float() / (right - left).clamp(min=1).float())
+        both = torch.lerp(xl, xr, t)
+        guess = torch.where(has_l & has_r, both, torch.where(has_r, xr, xl))
+    guess = torch.where(has_l | has_r, guess, torch.zeros_like(guess))
+    return torch.where(hole, guess, x)
 
 
 @dataclass
@@ -29,8 +60,11 @@ class ModelConfig:
     blocks: int = 1                        # extra gated convs per level
     dilations: tuple[int, ...] = (2, 4, 8)  # bottleneck
     use_depth: bool = False                # a 5th input channel: the (masked) depth
+    prefill: str = "interp"                # holes pre-filled before the net: interp | right | none
 
     def validate(self) -> None:
+        if self.prefill not in PREFILLS:
+            raise ValueError(f"model.prefill must be one of {PREFILLS}, got {self.prefill!r}")
         if self.kind not in MODELS:
             raise ValueError(f"model.kind must be one of {sorted(MODELS)}, got {self.kind!r}")
         if self.channels < 4 or self.levels < 1 or self.max_mult < 1 or self.blocks < 0:
@@ -72,6 +106,9 @@ class GatedUNet(nn.Module):
             layers += [GatedConv(widths[i], widths[i]) for _ in range(c.blocks)]
             self.up.append(nn.Sequential(*layers))
         self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+        if c.prefill != "none":    # start as the first guess: a zero residual
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 depth: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,7 +118,8 @@ class GatedUNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"expected x (B, 3, H, W) and mask (B, 1, H, W); got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
-        parts = [x * 2 - 1, mask]
+        guess = prefill_holes(x, mask, self.config.prefill)
+        parts = [guess * 2 - 1, mask]
         if self.config.use_depth:
             if depth is None:
                 raise ValueError("this model was built with use_depth=True: pass depth")
@@ -102,8 +140,9 @@ class GatedUNet(nn.Module):
             s = skips.pop()
             z = F.interpolate(z, size=s.shape[-2:], mode="nearest")
             z = up(torch.cat([z, s], dim=1))
-        out = self.head(z) * 0.5 + 0.5
-        return out[..., :h, :w]
+        out = self.head(z)[..., :h, :w]
+        # a residual on the first guess (plain output when there is none)
+        return guess + out if self.config.prefill != "none" else out * 0.5 + 0.5
 
 
 MODELS = {"gated_unet": GatedUNet}

@@ -1,0 +1,157 @@
+"""Inference: inpaint and stereo CLIs on real images, checkpoint safety, baseline comparison."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inpaint_online.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from inpaint_online.compare import compare
+from inpaint_online.compare import main as compare_main
+from inpaint_online.inference import inpaint, load_model, render_stereo
+from inpaint_online.inpaint import main as inpaint_main
+from inpaint_online.stereo import main as stereo_main
+from inpaint_online.train import train
+
+from conftest import real_disparity, skimage_data_dir, tiny_config
+
+
+@pytest.fixture(scope="session")
+def checkpoint(small_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(tiny_config(small_cache, out, "train.steps=20", "train.val_every=10"), progress=False)
+    return out / "t" / "checkpoints" / "best.pt"
+
+
+def test_inpaint_cli_fills_only_the_holes_of_a_real_image(checkpoint, tmp_path):
+    img = Image.open(skimage_data_dir() / "astronaut.png").convert("RGB").resize((301, 203))
+    img.save(tmp_path / "a.png")
+    mask = np.zeros((203, 301), np.uint8)
+    mask[60:120, 100:130] = 255
+    mask[150:160, 20:200] = 127                     # iw3's layered-hole value counts as a hole
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+    assert inpaint_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "a.png"),
+                         "--mask", str(tmp_path / "a_mask.png"), "--output", str(tmp_path / "o.png"),
+                         "--device", "cpu"]) == 0
+    src, out = np.array(img), np.array(Image.open(tmp_path / "o.png"))
+    assert out.shape == src.shape
+    assert np.array_equal(out[mask == 0], src[mask == 0])
+    assert np.abs(out[mask > 0].astype(int) - src[mask > 0]).mean() < 60   # filled, not black
+    assert out[mask > 0].mean() > 20
+
+
+def test_tiled_inference_matches_whole_image(checkpoint):
+    model = load_model(checkpoint)
+    x = torch.from_numpy(np.array(Image.open(skimage_data_dir() / "coffee.png").convert("RGB"))
+                         ).permute(2, 0, 1)[None].float() / 255
+    m = torch.zeros_like(x[:, :1])
+    m[..., 100:140, 200:260] = 1
+    m[..., 250:300, 50:90] = 1
+    whole = inpaint(model, x, m, tile=4096)
+    tiled = inpaint(model, x, m, tile=160, overlap=32)
+    mse = ((whole - tiled) ** 2).mean()
+    assert 10 * torch.log10(1 / mse) > 35
+    assert torch.equal(whole * (1 - m), x * (1 - m)) and torch.equal(tiled * (1 - m), x * (1 - m))
+
+
+def test_inpaint_cli_folder_mode_reads_an_exported_dataset(checkpoint, small_cache, tmp_path):
+    from inpaint_online.export import export_dataset
+    export_dataset(tiny_config(small_cache, tmp_path, "collate.min_hole_px=10"), tmp_path / "ex",
+                   3, 0, progress=False)
+    d = tmp_path / "ex" / "train"
+    assert inpaint_main(["--checkpoint", str(checkpoint), "--image", str(d), "--mask", str(d),
+                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "out").glob("*_C.png"))) == 3
+
+
+def test_stereo_cli_on_a_real_image_and_its_disparity(checkpoint, tmp_path):
+    img = Image.open(skimage_data_dir() / "motorcycle_left.png").convert("RGB")
+    w, h = img.size
+    disp = real_disparity()[0, 0].numpy()
+    assert disp.shape == (h, w)
+    np.save(tmp_path / "disp.npy", disp)
+    img.save(tmp_path / "moto.png")
+    out = tmp_path / "moto_LR.png"
+    assert stereo_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "moto.png"),
+                        "--depth", str(tmp_path / "disp.npy"), "--divergence", "3", "--convergence", "0.5",
+                        "--output", str(out), "--save-views", "--save-masks", "--device", "cpu"]) == 0
+    sbs = np.array(Image.open(out))
+    assert sbs.shape == (h, 2 * w, 3)
+    left, right = np.array(Image.open(tmp_path / "moto_LR_L.png")), np.array(Image.open(tmp_path / "moto_LR_R.png"))
+    assert np.array_equal(sbs[:, :w], left) and np.array_equal(sbs[:, w:], right)
+    ml = np.array(Image.open(tmp_path / "moto_LR_L_mask.png")) > 0
+    mr = np.array(Image.open(tmp_path / "moto_LR_R_mask.png")) > 0
+    assert 0.002 < mr.mean() < 0.2 and 0.002 < ml.mean() < 0.2
+    assert not np.array_equal(left, right)
+    assert right[mr].mean() > 10                    # holes were filled (not left black)
+
+
+def test_render_stereo_right_view_holes_have_foreground_on_their_left():
+    from inpaint_online.warp import forward_warp
+    d = real_disparity()[..., :256, :384]
+    x = torch.rand(1, 3, *d.shape[-2:])
+
+    class Copy(torch.nn.Module):       # a stand-in net: returns the first guess
+        config = None
+
+        def forward(self, x, m, depth=None):
+            return x
+    out = render_stereo(Copy(), x, d, 4.0, 0.5, closing=None)
+    hole = out["right_hole"][0, 0]
+    wd, _ = forward_warp(d, d, 4.0, 0.5, "right")
+    rows, cols = torch.nonzero(hole[:, 2:-2] & ~hole[:, 1:-3], as_tuple=True)   # hole starts
+    cols = cols + 2
+    ends = [int(hole[r, c:].long().argmin()) + c for r, c in zip(rows.tolist(), cols.tolist())]
+    left_d = wd[0, 0, rows, cols - 1]
+    right_d = wd[0, 0, rows, torch.tensor(ends).clamp(max=hole.shape[1] - 1)]
+    assert len(ends) > 20 and (left_d > right_d).float().mean() > 0.8
+
+
+def test_checkpoints_load_weights_only_and_refuse_other_models(checkpoint, tmp_path):
+    ck = load_checkpoint(checkpoint)
+    bad = dict(ck, model_config=dict(ck["model_config"], channels=12))
+    save_checkpoint(tmp_path / "other.pt", {k: v for k, v in bad.items() if k != "format"})
+    with pytest.raises(CheckpointError, match="weights do not fit the model config"):
+        load_model(tmp_path / "other.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "evil": Evil()}, buf)
+    (tmp_path / "evil.pt").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_model(tmp_path / "evil.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an inpaint_online checkpoint"):
+        load_model(tmp_path / "foreign.pt")
+
+
+def test_clis_report_bad_input_without_a_traceback(checkpoint, tmp_path, capsys):
+    assert inpaint_main(["--checkpoint", str(tmp_path / "nope.pt"), "--image", "x", "--mask", "y",
+                         "--output", "z"]) == 2
+    assert "nope.pt: no such checkpoint" in capsys.readouterr().err
+    img = Image.open(skimage_data_dir() / "camera.png").convert("RGB")
+    img.save(tmp_path / "c.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "m.png")
+    assert inpaint_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "c.png"),
+                         "--mask", str(tmp_path / "m.png"), "--output", str(tmp_path / "o.png")]) == 2
+    assert "m.png: mask is 10x10 but the image is 512x512" in capsys.readouterr().err
+    assert stereo_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "c.png"),
+                        "--depth", str(tmp_path / "missing.npy"), "--output", str(tmp_path / "s.png")]) == 2
+    assert "missing.npy: cannot read map" in capsys.readouterr().err
+
+
+def test_model_against_baselines_on_held_out_samples(checkpoint, small_cache, capsys):
+    res = compare(str(checkpoint), str(small_cache), count=8, device="cpu")
+    assert set(res) == {"model", "row interpolation", "background copy", "diffusion"}
+    assert res["model"]["samples"] > 0 and all(np.isfinite(r["psnr_hole"]) for r in res.values())
+    # the model starts from its row-interpolation guess and learns a correction on top:
+    # after 20 tiny steps it must not have become worse than that guess by much
+    assert res["model"]["psnr_hole"] > res["row interpolation"]["psnr_hole"] - 1.0
+    assert compare_main(["--checkpoint", str(checkpoint), "--cache-dir", str(small_cache),
+                         "--count", "8", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR in holes" in out and "background copy" in out
+    print(out)
