@@ -50,7 +50,8 @@ class CollateConfig:
 
 @dataclass
 class Batch:
-    """One training batch on the device, in right-view orientation; images in [0, 1]."""
+    """One training batch on the device, in right-view orientation; images in [0, 1].
+    Clip batches have a frame axis: ``(B, T, C, H, W)``; ``params`` are per clip."""
     x: torch.Tensor            # (B, 3, H, W) masked input: y with the holes zeroed
     mask: torch.Tensor         # (B, 1, H, W) float, 1 = hole
     y: torch.Tensor            # (B, 3, H, W) target
@@ -87,6 +88,15 @@ def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> t
     return out
 
 
+def _per_frame(p: WarpParams, t: int) -> WarpParams:
+    """Each sample's parameters repeated for its ``t`` frames."""
+    if t == 1:
+        return p
+    kw = {f.name: (getattr(p, f.name).repeat_interleave(t) if isinstance(getattr(p, f.name), torch.Tensor)
+                   else getattr(p, f.name)) for f in fields(p)}
+    return WarpParams(**kw)
+
+
 def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
     kw = {}
     for f in fields(a):
@@ -116,31 +126,41 @@ class WarpCollate:
         return torch.Generator().manual_seed(mix_seed(self.seed, "warp", self.rank, step))
 
     def __call__(self, batch: dict, step: int) -> Batch:
+        """Images ``rgb (B, 3, H, W)`` → 4-D batch; clips ``rgb (B, T, 3, H, W)`` → 5-D batch
+        whose T frames share one draw of warp parameters, orientation and mask widening (the
+        masks move with the content, as in a converted video)."""
         c, dev, g = self.cfg, self.device, self.generator(step)
         nb = dev.type == "cuda"
-        y = batch["rgb"].to(dev, non_blocking=nb).float().div_(255.0)
-        depth = (batch["depth"].to(dev, non_blocking=nb).float() + DEPTH_OFFSET).div_(65535.0)
-        n = y.shape[0]
+        clip = batch["rgb"].dim() == 5
+        n = batch["rgb"].shape[0]
+        t = batch["rgb"].shape[1] if clip else 1
+        y = batch["rgb"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float().div_(255.0)
+        depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
+                 + DEPTH_OFFSET).div_(65535.0)
         params = self.sampler.sample(n, batch["width"], g)
-        mask = masks_from_params(depth, params, mode=c.mode, border=c.border)
+        mask = masks_from_params(depth, _per_frame(params, t), mode=c.mode, border=c.border)
         params = params.to(dev)
         for _ in range(c.retries):
-            # re-draw for samples with too few holes; computed for the whole batch (no sync)
+            # re-draw for samples with too few holes (per frame on average); computed for the
+            # whole batch, so no host sync
             p2 = self.sampler.sample(n, batch["width"], g)
-            m2 = masks_from_params(depth, p2, mode=c.mode, border=c.border)
-            redo = mask.flatten(1).sum(1) < c.min_hole_px
-            mask = torch.where(redo.view(-1, 1, 1, 1), m2, mask)
+            m2 = masks_from_params(depth, _per_frame(p2, t), mode=c.mode, border=c.border)
+            redo = mask.reshape(n, -1).sum(1) < c.min_hole_px * t
+            mask = torch.where(redo.repeat_interleave(t).view(-1, 1, 1, 1), m2, mask)
             params = _merge(params, p2.to(dev), redo)
-        flip = params.left.view(-1, 1, 1, 1)
-        y, depth, mask = (torch.where(flip, t.flip(-1), t) for t in (y, depth, mask))
+        flip = params.left.repeat_interleave(t).view(-1, 1, 1, 1)
+        y, depth, mask = (torch.where(flip, v.flip(-1), v) for v in (y, depth, mask))
         if self.augment:
-            bg = self._widths(n, c.widen_bg_p, c.widen_bg_px, g)
-            fg = self._widths(n, c.widen_fg_p, c.widen_fg_px, g)
+            bg = self._widths(n, c.widen_bg_p, c.widen_bg_px, g).repeat_interleave(t)
+            fg = self._widths(n, c.widen_fg_p, c.widen_fg_px, g).repeat_interleave(t)
             mask = widen_mask(mask, bg, fg)
         m = mask.float()
         keep = 1.0 - m
-        return Batch(x=y * keep, mask=m, y=y, depth=depth * keep, params=params,
-                     meta={k: batch[k] for k in ("index", "seed", "box", "flip") if k in batch})
+        x, depth = y * keep, depth * keep
+        if clip:
+            x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
+        return Batch(x=x, mask=m, y=y, depth=depth, params=params,
+                     meta={k: batch[k] for k in ("index", "seed", "box", "flip", "frames") if k in batch})
 
     @staticmethod
     def _widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .cache import Manifest, read_depth
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
-           "load_pair", "open_cache", "DEPTH_OFFSET"]
+           "load_pair", "open_cache", "clip_runs", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class DataConfig:
     val_count: int = 64                   # fixed validation samples
     val_seed: int = 1234
     reader_cache: int = 4                 # open video readers kept per worker
+    clip_len: int = 1                     # > 1: clips of T consecutive video frames (video model)
 
     def validate(self) -> None:
         if self.crop < 16:
@@ -66,6 +67,8 @@ class DataConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {v}")
+        if self.clip_len < 1:
+            raise ValueError(f"data.clip_len must be >= 1, got {self.clip_len}")
         if self.crop_candidates < 1 or self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("data.crop_candidates and data.batch_size must be >= 1, "
                              "data.num_workers >= 0")
@@ -170,26 +173,68 @@ def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
     return out
 
 
+def clip_runs(records: list[dict], clip_len: int) -> list[list[dict]]:
+    """Runs of consecutive cached frames of one video, at least ``clip_len`` long.
+
+    Frames cached with ``precompute_depth.py --clip-len T`` come in clips (records share
+    ``clip`` = the clip's first frame); a sample takes a window of ``clip_len`` of a run.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["kind"] == "video":
+            groups.setdefault((r["source"], r.get("clip")), []).append(r)
+    runs = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1] if k[1] is not None else -1)):
+        frames = sorted(groups[key], key=lambda r: r["frame"])
+        cur = [frames[0]]
+        for r in frames[1:]:
+            if r["frame"] == cur[-1]["frame"] + 1:
+                cur.append(r)
+            else:
+                runs.append(cur)
+                cur = [r]
+        runs.append(cur)
+    return [r for r in runs if len(r) >= clip_len]
+
+
 class CacheDataset(Dataset):
-    """Random crops of cached (image, depth) pairs.
+    """Random crops of cached (image, depth) pairs — or, with ``config.clip_len = T > 1``,
+    of clips of T consecutive video frames that share one crop, flip and jitter.
 
     ``dataset[(index, seed)]`` returns a dict of tensors:
-    ``rgb`` uint8 ``(3, S, S)``, ``depth`` int16 ``(1, S, S)`` (uint16 − 32768),
+    ``rgb`` uint8 ``(3, S, S)``, ``depth`` int16 ``(1, S, S)`` (uint16 − 32768) — with a
+    leading ``T`` axis in clip mode, plus ``frames`` ``(T,)`` —,
     ``width`` the frame width in pixels at the drawn scale (shifts are measured in it),
-    ``index``, ``seed``, ``box`` (crop in cached-depth pixels, x0 y0 x1 y1) and ``flip``.
+    ``index`` (into :attr:`items`), ``seed``, ``box`` (crop in cached-depth pixels,
+    x0 y0 x1 y1) and ``flip``.
     """
 
     def __init__(self, manifest: Manifest, records: list[dict], config: DataConfig,
                  train: bool = True):
-        if not records:
-            raise ValueError(f"{manifest.root}: no records to draw samples from")
         config.validate()
-        self.manifest, self.records, self.cfg, self.train = manifest, records, config, train
+        self.manifest, self.cfg, self.train = manifest, config, train
+        self.clip_len = config.clip_len
+        if self.clip_len > 1:
+            self.items = clip_runs(records, self.clip_len)
+            if not self.items:
+                raise ValueError(
+                    f"{manifest.root}: no video clips of >= {self.clip_len} consecutive cached "
+                    f"frames among {len(records)} records; cache videos with "
+                    f"precompute_depth.py --clip-len {self.clip_len} (or more)")
+        else:
+            self.items = [[r] for r in records]
+        if not self.items:
+            raise ValueError(f"{manifest.root}: no records to draw samples from")
         self._readers: OrderedDict[str, VideoReader] = OrderedDict()
         self._warned: set[str] = set()
 
+    @property
+    def records(self) -> list[dict]:
+        """The first record of every item."""
+        return [it[0] for it in self.items]
+
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.items)
 
     def _reader(self, path: str) -> VideoReader:
         r = self._readers.pop(path, None) or VideoReader(path)
@@ -198,27 +243,58 @@ class CacheDataset(Dataset):
             self._readers.popitem(last=False)
         return r
 
+    def _load(self, recs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """``(T, h, w, 3)`` uint8 RGB and ``(T, h, w)`` uint16 depth of some records."""
+        if len(recs) == 1:
+            rgb, depth = load_pair(self.manifest, recs[0], self._reader)
+            return rgb[None], depth[None]
+        depths = []
+        for rec in recs:
+            path = self.manifest.depth_path(rec)
+            try:
+                depths.append(np.asarray(read_depth(path)))
+            except (OSError, ValueError) as e:
+                raise MediaError(f"{path}: cannot read cached depth of {rec['source']} ({e}); "
+                                 "re-run precompute_depth.py on it") from None
+        rgb = self._reader(recs[0]["source"]).get_batch([r["frame"] for r in recs])
+        h, w = depths[0].shape
+        if rgb.shape[1:3] != (h, w):
+            rgb = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+                            for f in rgb])
+        return rgb, np.stack(depths)
+
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        for attempt in range(len(self.records)):
-            i = (index + attempt) % len(self.records)
-            rec = self.records[i]
+        for attempt in range(len(self.items)):
+            i = (index + attempt) % len(self.items)
+            run = self.items[i]
+            start = 0
+            if len(run) > self.clip_len:   # the window of a long run, drawn from the seed
+                start = int(torch.randint(len(run) - self.clip_len + 1, (1,),
+                                          generator=torch.Generator().manual_seed(seed ^ 0x5EED)))
+            recs = run[start:start + self.clip_len]
             try:
-                rgb, depth = load_pair(self.manifest, rec, self._reader)
+                rgb, depth = self._load(recs)
             except (MediaError, OSError) as e:
-                if rec["source"] not in self._warned:
-                    self._warned.add(rec["source"])
+                if run[0]["source"] not in self._warned:
+                    self._warned.add(run[0]["source"])
                     log.warning("skipping %s", e)
                 continue
-            return self._sample(rgb, depth, i, seed)
-        raise RuntimeError(f"{self.manifest.root}: none of the {len(self.records)} cached "
+            out = self._sample(rgb, depth, i, seed)
+            if self.clip_len > 1:
+                out["frames"] = torch.tensor([r["frame"] for r in recs])
+            else:
+                out["rgb"], out["depth"] = out["rgb"][0], out["depth"][0]
+            return out
+        raise RuntimeError(f"{self.manifest.root}: none of the {len(self.items)} cached "
                            "sources could be read (see the warnings above)")
 
     def _sample(self, rgb: np.ndarray, depth: np.ndarray, index: int, seed: int) -> dict:
+        """One crop/scale/flip/jitter draw applied to every frame of ``(T, ...)`` stacks."""
         c, s = self.cfg, self.cfg.crop
         g = torch.Generator().manual_seed(seed)
         rand = lambda n=1: torch.rand(n, generator=g)  # noqa: E731
-        h, w = depth.shape
+        h, w = depth.shape[1:]
         lo, hi = c.scale_range
         f = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rand()))
         f = max(f, s / min(h, w))                   # small frames are scaled up to fit a crop
@@ -227,7 +303,7 @@ class CacheDataset(Dataset):
         ys = (rand(c.crop_candidates) * (fh - s)).floor()
         pick = 0
         if c.crop_candidates > 1 and float(rand()) < c.hard_crop_p:
-            ii = _edge_integral(depth, c.edge_threshold)
+            ii = _edge_integral(depth[len(depth) // 2], c.edge_threshold)
             scores = []
             for x0, y0 in zip(xs.tolist(), ys.tolist()):
                 a, b = int(x0 / f), int(y0 / f)
@@ -237,17 +313,18 @@ class CacheDataset(Dataset):
         x0, y0 = float(xs[pick]), float(ys[pick])
         box = (x0 / f, y0 / f, (x0 + s) / f, (y0 + s) / f)
         # PIL resizes just the box, with proper filtering when shrinking
-        rgb_c = np.asarray(Image.fromarray(rgb).resize((s, s), Image.Resampling.BILINEAR, box=box))
-        d_c = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F")
-                         .resize((s, s), Image.Resampling.BILINEAR, box=box))
+        rgb_c = np.stack([np.asarray(Image.fromarray(fr).resize((s, s), Image.Resampling.BILINEAR, box=box))
+                          for fr in rgb])
+        d_c = np.stack([np.asarray(Image.fromarray(dp.astype(np.float32), mode="F")
+                                   .resize((s, s), Image.Resampling.BILINEAR, box=box)) for dp in depth])
         flip = bool(float(rand()) < c.flip_p)
         if flip:
-            rgb_c, d_c = rgb_c[:, ::-1], d_c[:, ::-1]
-        img = torch.from_numpy(np.array(rgb_c)).permute(2, 0, 1).contiguous()   # a writable copy
+            rgb_c, d_c = rgb_c[:, :, ::-1], d_c[:, :, ::-1]
+        img = torch.from_numpy(np.array(rgb_c)).permute(0, 3, 1, 2).contiguous()   # a writable copy
         if self.train and float(rand()) < c.jitter_p:
             img = self._jitter(img, g)
         d16 = torch.from_numpy(np.ascontiguousarray(
-            np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[None]
+            np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[:, None]
         return {"rgb": img, "depth": d16, "width": torch.tensor(fw, dtype=torch.float32),
                 "index": torch.tensor(index), "seed": torch.tensor(seed),
                 "box": torch.tensor(box, dtype=torch.float32), "flip": torch.tensor(flip)}

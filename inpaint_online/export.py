@@ -7,6 +7,8 @@
     DIR/train/00000000_I.png       masked input C·(1−M) (unless masked_input=False)
     DIR/train/index.jsonl          one line per sample: source, frame, crop, warp parameters
     DIR/eval/...                   the same for held-out sources
+    DIR/train/00000000/0000_C.png  clips (data.clip_len > 1): one folder per sample, frames
+                                   0000, 0001, ... each with _C, _M (and _I), as iw3's video data
 
 The samples come from the same generator as training (CacheDataset → WarpCollate) with its
 training-time augmentations off (colour jitter, mask widening: a trainer reading a fixed
@@ -67,8 +69,13 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def read_sample(split_dir: str | Path, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x, mask, y)`` float tensors ``(3|1, H, W)`` in [0, 1] of an exported sample."""
+    """``(x, mask, y)`` float tensors ``(3|1, H, W)`` in [0, 1] of an exported sample; for a
+    clip (a folder ``name/``) ``(T, 3|1, H, W)``."""
     d = Path(split_dir)
+    if (d / name).is_dir():
+        frames = sorted(p.name[:-6] for p in (d / name).glob("*_C.png"))
+        parts = [read_sample(d / name, f) for f in frames]
+        return tuple(torch.stack(v) for v in zip(*parts))
     y = torch.from_numpy(np.array(Image.open(d / f"{name}_C.png").convert("RGB"))).permute(2, 0, 1)
     m = torch.from_numpy(np.array(Image.open(d / f"{name}_M.png")))[None]
     y = y.float() / 255
@@ -167,9 +174,12 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
     min_px = cfg.collate.min_hole_px
     for k, cpu in enumerate(loader, start=first_batch):
         b = collate(cpu, step=k)
-        y = (b.y * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        m = b.mask[:, 0].to(torch.uint8).mul(255).cpu().numpy()
-        holes = b.mask.flatten(1).sum(1).long().tolist()
+        clip = b.y.dim() == 5
+        y, mask = (b.y, b.mask) if clip else (b.y[:, None], b.mask[:, None])    # (B, T, ...)
+        y = (y * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+        m = mask[:, :, 0].to(torch.uint8).mul(255).cpu().numpy()
+        holes = mask.flatten(1).sum(1).long().tolist()
+        t = y.shape[1]
         params = b.params.records()
         jobs, lines = [], []
         for i in range(len(b)):
@@ -179,19 +189,26 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
             if st["written"] >= want:
                 break
             st["next_position"] = pos + 1
-            if holes[i] < min_px:
+            if holes[i] < min_px * t:
                 st["dropped"] += 1
                 continue
             name = f"{pos:08d}"
-            files = [(f"{name}_C.png", y[i]), (f"{name}_M.png", m[i])]
-            if masked_input:
-                files.append((f"{name}_I.png", np.where(m[i][..., None] > 0, 0, y[i]).astype(np.uint8)))
-            for fname, arr in files:
-                jobs.append(pool.submit(lambda p=split_dir / fname, a=arr: atomic_write_bytes(p, _png(a))))
-            rec = recs[int(b.meta["index"][i])]
+            # images: NAME_C.png ...; clips: NAME/0000_C.png ... (iw3's video layout)
+            stems = [f"{name}/{j:04d}" for j in range(t)] if clip else [name]
+            if clip:
+                (split_dir / name).mkdir(exist_ok=True)
+            for j, stem in enumerate(stems):
+                files = [(f"{stem}_C.png", y[i, j]), (f"{stem}_M.png", m[i, j])]
+                if masked_input:
+                    files.append((f"{stem}_I.png",
+                                  np.where(m[i, j][..., None] > 0, 0, y[i, j]).astype(np.uint8)))
+                for fname, arr in files:
+                    jobs.append(pool.submit(lambda p=split_dir / fname, a=arr: atomic_write_bytes(p, _png(a))))
+            rec = ds.items[int(b.meta["index"][i])][0]
+            frames = b.meta["frames"][i].tolist() if clip else rec["frame"]
             lines.append(json.dumps({
                 "name": name, "position": pos, "split": split, "source": rec["source"],
-                "rel": rec["rel"], "kind": rec["kind"], "frame": rec["frame"],
+                "rel": rec["rel"], "kind": rec["kind"], ("frames" if clip else "frame"): frames,
                 "box": [round(v, 3) for v in b.meta["box"][i].tolist()],
                 "flip": bool(b.meta["flip"][i]), "hole_px": holes[i], "orientation": "right",
                 **params[i]}))

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .models import ModelConfig, build_model, composite
+from .models import ModelConfig, TemporalGatedUNet, build_model, composite
 from .warp import close_mask, fill_from_background, forward_warp
 
-__all__ = ["load_model", "inpaint", "render_stereo", "background_fill", "diffusion_fill",
+__all__ = ["TemporalGatedUNet", "load_model", "inpaint", "render_stereo", "background_fill", "diffusion_fill",
            "image_to_tensor", "tensor_to_image"]
 
 
@@ -77,7 +77,8 @@ def _ramp(n: int, overlap: int, device) -> torch.Tensor:
 def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
             depth: torch.Tensor | None = None, *, view: str = "right", tile: int = 1024,
             overlap: int = 64) -> torch.Tensor:
-    """Fill the holes of ``x`` ``(B, 3, H, W)`` where ``mask`` ``(B, 1, H, W)`` is 1.
+    """Fill the holes of ``x`` ``(B, 3, H, W)`` where ``mask`` ``(B, 1, H, W)`` is 1 (or of
+    clips ``(B, T, 3, H, W)`` with a temporal model).
 
     Any size: images larger than ``tile`` are processed in overlapping tiles blended with
     linear ramps (bounded memory; the model pads each tile itself). Returns the composite:
@@ -96,7 +97,7 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
         d = d.flip(-1) if d is not None else None
     h, w = x.shape[-2:]
     pred = torch.zeros_like(x)
-    weight = torch.zeros_like(x[:, :1])
+    weight = torch.zeros(h, w, device=x.device)
     for y0 in _starts(h, tile, overlap):
         for x0 in _starts(w, tile, overlap):
             sl = (..., slice(y0, y0 + tile), slice(x0, x0 + tile))
@@ -110,9 +111,11 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
 
 def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tensor,
                   divergence: float, convergence: float, *, mode: str = "bilinear",
-                  closing: tuple[int, int] | None = (5, 5), tile: int = 1024) -> dict:
-    """Left and right views of ``image`` ``(1, 3, H, W)`` by ``depth`` ``(1, 1, H, W)``
-    (inverse depth in [0, 1]), disocclusions filled by ``model``.
+                  closing: tuple[int, int] | None = (5, 5), tile: int = 1024,
+                  clip: bool = False) -> dict:
+    """Left and right views of ``image`` ``(N, 3, H, W)`` by ``depth`` ``(N, 1, H, W)``
+    (inverse depth in [0, 1]), disocclusions filled by ``model``. ``clip=True``: the N
+    images are consecutive frames and the model sees them as one clip (temporal model).
 
     Returns ``left``, ``right``, ``sbs`` (left | right) and the hole masks ``left_hole``,
     ``right_hole`` (after the same closing the training masks get).
@@ -124,7 +127,11 @@ def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tens
                                  fill="background")
         if closing is not None and tuple(closing) != (0, 0):
             hole = close_mask(hole, tuple(closing))
-        out[view] = inpaint(model, warped, hole.float(), wdepth, view=view, tile=tile)
+        if clip:
+            out[view] = inpaint(model, warped[None], hole.float()[None], wdepth[None], view=view,
+                                tile=tile)[0]
+        else:
+            out[view] = inpaint(model, warped, hole.float(), wdepth, view=view, tile=tile)
         out[f"{view}_hole"] = hole
     out["sbs"] = torch.cat([out["left"], out["right"]], dim=-1)
     return out

