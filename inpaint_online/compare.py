@@ -8,7 +8,8 @@ parameters from ``data.val_seed``), rebuilt from the config stored in the checkp
 (each hole pixel takes the nearest known pixel on its row's background side — what a
 converter does without a model); *row interpolation* (linear between the nearest known
 pixels left and right: the model's own first guess, ``model.prefill=interp``); *diffusion* (harmonic fill, a stand-in for OpenCV's
-Telea / Navier–Stokes inpainting). Reports PSNR and SSIM inside the holes.
+Telea / Navier–Stokes inpainting). Reports PSNR and SSIM inside the holes, and for clips the
+temporal-consistency error (:func:`~inpaint_online.losses.temporal_error`, lower is better).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, load_config
 from .data import open_cache, split_records
 from .inference import background_fill, diffusion_fill, inpaint, load_model
-from .losses import hole_psnr, hole_ssim
+from .losses import hole_psnr, hole_ssim, temporal_error
 from .models import prefill_holes
 from .train import _device, validation_batches
 
@@ -48,16 +49,23 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         raise ConfigError(f"{cfg.data.cache_dir}: no held-out sources to compare on "
                           "(data.val_fraction is 0 or the cache has one source)")
     rows = {m: {"psnr_hole": [], "ssim_hole": []} for m in METHODS}
+    n = 0
     for b in batches:
-        keep = b.mask.flatten(1).sum(1) > 0
-        outs = {"model": inpaint(model, b.x, b.mask, b.depth),
-                "row interpolation": prefill_holes(b.x, b.mask, "interp"),
-                "background copy": background_fill(b.x, b.mask, b.depth),
-                "diffusion": diffusion_fill(b.x, b.mask)}
+        clip = b.y.dim() == 5
+        flat = (lambda v: v.flatten(0, 1)) if clip else (lambda v: v)   # noqa: E731
+        x, m, y, d = flat(b.x), flat(b.mask), flat(b.y), flat(b.depth)
+        keep = m.flatten(1).sum(1) > 0
+        n += int(keep.sum())
+        outs = {"model": flat(inpaint(model, b.x, b.mask, b.depth)),
+                "row interpolation": prefill_holes(x, m, "interp"),
+                "background copy": background_fill(x, m, d),
+                "diffusion": diffusion_fill(x, m)}
         for name, out in outs.items():
-            rows[name]["psnr_hole"].append(hole_psnr(out, b.y, b.mask)[keep])
-            rows[name]["ssim_hole"].append(hole_ssim(out, b.y, b.mask)[keep])
-    n = int(sum(int((b.mask.flatten(1).sum(1) > 0).sum()) for b in batches))
+            rows[name]["psnr_hole"].append(hole_psnr(out, y, m)[keep])
+            rows[name]["ssim_hole"].append(hole_ssim(out, y, m)[keep])
+            if clip and b.y.shape[1] > 1:
+                rows[name].setdefault("temporal_error", []).append(
+                    temporal_error(out.unflatten(0, b.y.shape[:2]), b.y, b.mask))
     return {m: {k: torch.cat(v).mean().item() for k, v in r.items()} | {"samples": n}
             for m, r in rows.items()}
 
@@ -75,9 +83,13 @@ def main(argv=None) -> int:
     except (CheckpointError, ConfigError, FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
-    print(f"{'method':<18}{'PSNR in holes':>15}{'SSIM in holes':>15}   ({res['model']['samples']} held-out samples)")
+    tc = "temporal_error" in res["model"]
+    print(f"{'method':<18}{'PSNR in holes':>15}{'SSIM in holes':>15}"
+          + (f"{'temporal error':>16}" if tc else "")
+          + f"   ({res['model']['samples']} held-out {'frames' if tc else 'samples'})")
     for m, r in res.items():
-        print(f"{m:<18}{r['psnr_hole']:>12.2f} dB{r['ssim_hole']:>15.3f}")
+        print(f"{m:<18}{r['psnr_hole']:>12.2f} dB{r['ssim_hole']:>15.3f}"
+              + (f"{r['temporal_error']:>16.4f}" if tc else ""))
     return 0
 
 

