@@ -63,8 +63,11 @@ class Batch:
         return self.y.shape[0]
 
     def record_stream(self, stream) -> None:
-        for t in (self.x, self.mask, self.y, self.depth):
-            t.record_stream(stream)
+        """Tell the caching allocator these side-stream tensors are used on ``stream``."""
+        params = [getattr(self.params, f.name) for f in fields(self.params)]
+        for t in [self.x, self.mask, self.y, self.depth, *params]:
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                t.record_stream(stream)
 
 
 def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
