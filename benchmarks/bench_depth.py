@@ -15,7 +15,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from inpaint_online.depth import DepthRequest, FallbackBackend, MidasBackend, net_size

@@ -76,7 +76,6 @@ def main(argv=None) -> int:
     it = iter(loader())
     t_load = timed(lambda: next(it), n, torch.device("cpu"), warmup=max(2, cfg.data.num_workers))
     cpu_batch = next(it)
-    del it
 
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=0)
     steps = iter(range(10 ** 9))

@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .depth import read_map, to_inverse_depth
 from .models import ModelConfig, TemporalGatedUNet, build_model, composite
 from .warp import close_mask, fill_from_background, forward_warp
 
 __all__ = ["TemporalGatedUNet", "load_model", "inpaint", "render_stereo", "background_fill", "diffusion_fill",
-           "image_to_tensor", "tensor_to_image"]
+           "image_to_tensor", "tensor_to_image", "load_depth"]
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -40,6 +41,16 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> to
         raise CheckpointError(f"{checkpoint}: weights do not fit the model config "
                               f"({str(e).splitlines()[0][:300]})") from None
     return model.to(device).eval()
+
+
+def load_depth(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:
+    """A depth/disparity map file as inverse depth in [0, 1] at ``shape`` (resized if needed)."""
+    d = to_inverse_depth(read_map(path), kind)
+    if d.shape != shape:   # maps at model resolution are common: resize to the image
+        d = F.interpolate(torch.from_numpy(d)[None, None], shape, mode="bilinear",
+                          align_corners=False)[0, 0].numpy()
+    lo, hi = float(d.min()), float(d.max())
+    return (d - lo) / max(hi - lo, 1e-12)
 
 
 def image_to_tensor(rgb: np.ndarray, device="cpu") -> torch.Tensor:

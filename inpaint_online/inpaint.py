@@ -21,8 +21,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError
-from .depth import read_map, to_inverse_depth
-from .inference import image_to_tensor, inpaint, load_model, tensor_to_image
+from .inference import image_to_tensor, inpaint, load_depth, load_model, tensor_to_image
 from .media import IMAGE_EXTS, MediaError, load_image
 
 
@@ -91,12 +90,8 @@ def main(argv=None) -> int:
             m = torch.from_numpy(hole)[None, None].to(args.device).float()
             d = None
             if args.depth:
-                dm = to_inverse_depth(read_map(Path(args.depth)), args.depth_kind)
-                if dm.shape != rgb.shape[:2]:
-                    raise MediaError(f"{args.depth}: depth is {dm.shape[1]}x{dm.shape[0]}, "
-                                     f"image {rgb.shape[1]}x{rgb.shape[0]}")
-                d = torch.from_numpy(dm)[None, None].to(args.device)
-                d = (d - d.min()) / (d.max() - d.min()).clamp(min=1e-12)
+                d = torch.from_numpy(load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
+                                     )[None, None].to(args.device)
             out = inpaint(model, x, m, d, view=args.view, tile=args.tile)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(tensor_to_image(out)).save(out_path)

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import CheckpointError
-from .depth import (FALLBACK, MIDAS_MODELS, DepthRequest, DepthSetupError, make_backend, read_map,
-                    to_inverse_depth)
-from .inference import image_to_tensor, load_model, render_stereo, tensor_to_image
+from .depth import FALLBACK, MIDAS_MODELS, DepthRequest, DepthSetupError, make_backend
+from .inference import image_to_tensor, load_depth, load_model, render_stereo, tensor_to_image
 from .media import MediaError, VideoReader, load_image
 
 
@@ -40,15 +39,6 @@ def estimate_depth(rgb: np.ndarray, path: Path, model: str, *, weights=None, hub
     d = backend.predict(rgb[None], DepthRequest(path, path.name))[0]
     t = torch.from_numpy(np.asarray(d, dtype=np.float32))[None, None]
     return F.interpolate(t, rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def load_depth(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:
-    d = to_inverse_depth(read_map(path), kind)
-    if d.shape != shape:   # maps at model resolution are common: resize to the image
-        d = F.interpolate(torch.from_numpy(d)[None, None], shape, mode="bilinear",
-                          align_corners=False)[0, 0].numpy()
-    lo, hi = float(d.min()), float(d.max())
-    return (d - lo) / max(hi - lo, 1e-12)
 
 
 def build_parser() -> argparse.ArgumentParser:
