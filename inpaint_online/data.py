@@ -28,7 +28,7 @@ from .cache import Manifest, read_depth
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
-           "load_pair", "open_cache", "clip_runs", "DEPTH_OFFSET"]
+           "load_pair", "open_cache", "clip_runs", "RecordTable", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,13 @@ class StreamSampler(Sampler):
             pos += 1
 
 
-def load_pair(manifest: Manifest, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(cache: Manifest | Path, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:
     """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``.
 
-    ``reader(path)`` may return an open :class:`~inpaint_online.media.VideoReader`.
+    ``cache``: the cache's :class:`Manifest` or its root folder. ``reader(path)`` may return
+    an open :class:`~inpaint_online.media.VideoReader`.
     """
-    path = manifest.depth_path(rec)
+    path = (cache.root if isinstance(cache, Manifest) else Path(cache)) / rec["depth_file"]
     try:
         depth = np.asarray(read_depth(path))
     except (OSError, ValueError) as e:
@@ -197,6 +198,35 @@ def clip_runs(records: list[dict], clip_len: int) -> list[list[dict]]:
     return [r for r in runs if len(r) >= clip_len]
 
 
+class RecordTable:
+    """Records as flat numpy arrays: no Python object per record.
+
+    DataLoader workers are forked; touching millions of dicts (reference counts, the garbage
+    collector) would copy them page by page into every worker. Fixed-width byte strings and
+    integer arrays are shared and stay shared.
+    """
+
+    FIELDS = ("source", "rel", "depth_file")
+
+    def __init__(self, records: list[dict]):
+        for f in self.FIELDS:
+            setattr(self, f, np.array([r[f].encode("utf-8") for r in records], dtype=bytes))
+        self.video = np.array([r["kind"] == "video" for r in records], dtype=bool)
+        self.frame = np.array([-1 if r.get("frame") is None else r["frame"] for r in records], np.int64)
+        self.clip = np.array([-1 if r.get("clip") is None else r["clip"] for r in records], np.int64)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i: int) -> dict:
+        out = {f: getattr(self, f)[i].decode("utf-8") for f in self.FIELDS}
+        video = bool(self.video[i])
+        out["kind"] = "video" if video else "image"
+        out["frame"] = int(self.frame[i]) if video or self.frame[i] >= 0 else None
+        out["clip"] = int(self.clip[i]) if self.clip[i] >= 0 else None
+        return out
+
+
 class CacheDataset(Dataset):
     """Random crops of cached (image, depth) pairs — or, with ``config.clip_len = T > 1``,
     of clips of T consecutive video frames that share one crop, flip and jitter.
@@ -209,32 +239,41 @@ class CacheDataset(Dataset):
     x0 y0 x1 y1) and ``flip``.
     """
 
-    def __init__(self, manifest: Manifest, records: list[dict], config: DataConfig,
+    def __init__(self, manifest: Manifest | Path, records: list[dict], config: DataConfig,
                  train: bool = True):
         config.validate()
-        self.manifest, self.cfg, self.train = manifest, config, train
+        self.root = manifest.root if isinstance(manifest, Manifest) else Path(manifest)
+        self.cfg, self.train = config, train
         self.clip_len = config.clip_len
         if self.clip_len > 1:
-            self.items = clip_runs(records, self.clip_len)
-            if not self.items:
+            items = clip_runs(records, self.clip_len)
+            if not items:
                 raise ValueError(
-                    f"{manifest.root}: no video clips of >= {self.clip_len} consecutive cached "
+                    f"{self.root}: no video clips of >= {self.clip_len} consecutive cached "
                     f"frames among {len(records)} records; cache videos with "
                     f"precompute_depth.py --clip-len {self.clip_len} (or more)")
         else:
-            self.items = [[r] for r in records]
-        if not self.items:
-            raise ValueError(f"{manifest.root}: no records to draw samples from")
+            items = [[r] for r in records]
+        if not items:
+            raise ValueError(f"{self.root}: no records to draw samples from")
+        # item i = records starts[i] .. starts[i] + lengths[i] - 1 of the table
+        self.table = RecordTable([r for it in items for r in it])
+        self.lengths = np.array([len(it) for it in items], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self._readers: OrderedDict[str, VideoReader] = OrderedDict()
         self._warned: set[str] = set()
 
+    def item(self, i: int) -> list[dict]:
+        """The records of item ``i`` (one for an image or frame, a run of frames for clips)."""
+        return [self.table[j] for j in range(self.starts[i], self.starts[i] + self.lengths[i])]
+
     @property
     def records(self) -> list[dict]:
-        """The first record of every item."""
-        return [it[0] for it in self.items]
+        """The first record of every item (builds dicts: for inspection, not for loading)."""
+        return [self.table[int(j)] for j in self.starts]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.lengths)
 
     def _reader(self, path: str) -> VideoReader:
         r = self._readers.pop(path, None) or VideoReader(path)
@@ -246,11 +285,11 @@ class CacheDataset(Dataset):
     def _load(self, recs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         """``(T, h, w, 3)`` uint8 RGB and ``(T, h, w)`` uint16 depth of some records."""
         if len(recs) == 1:
-            rgb, depth = load_pair(self.manifest, recs[0], self._reader)
+            rgb, depth = load_pair(self.root, recs[0], self._reader)
             return rgb[None], depth[None]
         depths = []
         for rec in recs:
-            path = self.manifest.depth_path(rec)
+            path = self.root / rec["depth_file"]
             try:
                 depths.append(np.asarray(read_depth(path)))
             except (OSError, ValueError) as e:
@@ -265,19 +304,20 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        for attempt in range(len(self.items)):
-            i = (index + attempt) % len(self.items)
-            run = self.items[i]
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            n = int(self.lengths[i])
             start = 0
-            if len(run) > self.clip_len:   # the window of a long run, drawn from the seed
-                start = int(torch.randint(len(run) - self.clip_len + 1, (1,),
+            if n > self.clip_len:   # the window of a long run, drawn from the seed
+                start = int(torch.randint(n - self.clip_len + 1, (1,),
                                           generator=torch.Generator().manual_seed(seed ^ 0x5EED)))
-            recs = run[start:start + self.clip_len]
+            first = int(self.starts[i]) + start
+            recs = [self.table[j] for j in range(first, first + self.clip_len)]
             try:
                 rgb, depth = self._load(recs)
             except (MediaError, OSError) as e:
-                if run[0]["source"] not in self._warned:
-                    self._warned.add(run[0]["source"])
+                if recs[0]["source"] not in self._warned:
+                    self._warned.add(recs[0]["source"])
                     log.warning("skipping %s", e)
                 continue
             out = self._sample(rgb, depth, i, seed)
@@ -286,7 +326,7 @@ class CacheDataset(Dataset):
             else:
                 out["rgb"], out["depth"] = out["rgb"][0], out["depth"][0]
             return out
-        raise RuntimeError(f"{self.manifest.root}: none of the {len(self.items)} cached "
+        raise RuntimeError(f"{self.root}: none of the {len(self)} cached "
                            "sources could be read (see the warnings above)")
 
     def _sample(self, rgb: np.ndarray, depth: np.ndarray, index: int, seed: int) -> dict:

@@ -204,7 +204,7 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
                                   np.where(m[i, j][..., None] > 0, 0, y[i, j]).astype(np.uint8)))
                 for fname, arr in files:
                     jobs.append(pool.submit(lambda p=split_dir / fname, a=arr: atomic_write_bytes(p, _png(a))))
-            rec = ds.items[int(b.meta["index"][i])][0]
+            rec = ds.table[int(ds.starts[int(b.meta["index"][i])])]
             frames = b.meta["frames"][i].tolist() if clip else rec["frame"]
             lines.append(json.dumps({
                 "name": name, "position": pos, "split": split, "source": rec["source"],

@@ -14,6 +14,7 @@ in one go and N/2 + resume + N/2 give bit-identical weights (tested).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -251,6 +252,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
                         prefetch_factor=cfg.data.prefetch_factor if nw > 0 else None)
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.run.seed, rank=rank)
     val = validation_batches(cfg, manifest, val_recs, device) if main else []
+    # the datasets hold flat arrays; drop the manifest's dicts before the workers fork
+    del manifest, train_recs, val_recs
+    gc.collect()
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter

@@ -52,7 +52,7 @@ def test_crop_is_the_box_of_the_cached_pair_at_the_frame_width(small_cache):
     ds = dataset(small_cache, flip_p=0.0, scale_range=(0.8, 1.6))
     for i in range(len(ds)):
         s = ds[(i, 1000 + i)]
-        rgb, depth = load_pair(ds.manifest, ds.records[s["index"]])
+        rgb, depth = load_pair(ds.root, ds.item(int(s["index"]))[0])
         h, w = depth.shape
         x0, y0, x1, y1 = s["box"].tolist()
         f = 64 / (x1 - x0)
@@ -121,3 +121,12 @@ def test_unreadable_source_is_skipped_with_a_warning(small_cache, tmp_path, capl
     ds = CacheDataset(m, [broken, recs[1]], DataConfig(crop=32))
     s = ds[(0, 1)]
     assert int(s["index"]) == 1 and "gone.png" in caplog.text
+
+
+def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
+    from inpaint_online.data import RecordTable
+    recs = open_cache(small_cache).samples()
+    table = RecordTable(recs)
+    keys = ("source", "rel", "depth_file", "kind", "frame", "clip")
+    assert [table[i] for i in range(len(table))] == [{k: r.get(k) for k in keys} for r in recs]
+    assert {r["kind"] for r in recs} == {"image", "video"}

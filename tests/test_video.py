@@ -24,14 +24,14 @@ def clip_dataset(cache, **kw):
 
 def test_a_clip_is_consecutive_frames_cut_by_one_box(clip_cache):
     ds = clip_dataset(clip_cache, scale_range=(1.0, 1.4))
-    assert len(ds) == 4 and all(len(run) == 4 for run in ds.items)
+    assert len(ds) == 4 and all(len(ds.item(i)) == 4 for i in range(len(ds)))
     s = ds[(1, 11)]
     assert s["rgb"].shape == (4, 3, 64, 64) and s["depth"].shape == (4, 1, 64, 64)
     frames = s["frames"].tolist()
     assert frames == list(range(frames[0], frames[0] + 4))
     box = tuple(s["box"].tolist())
-    for j, rec in enumerate(ds.items[int(s["index"])]):
-        rgb, depth = load_pair(ds.manifest, rec)
+    for j, rec in enumerate(ds.item(int(s["index"]))):
+        rgb, depth = load_pair(ds.root, rec)
         crop = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR, box=box))
         d = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F")
                        .resize((64, 64), Image.Resampling.BILINEAR, box=box))
