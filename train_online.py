@@ -21,7 +21,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config (configs/*.yaml); defaults when omitted")
     ap.add_argument("--resume", action="store_true",
-                    help="continue the run from <run dir>/checkpoints/last.pt")
+                    help="continue the run from <run dir>/checkpoints/last.pt (without --config: "
+                         "with the config saved in the run dir)")
     ap.add_argument("--export-dir", help="write generated pairs to DIR (iw3 layout) instead of training")
     ap.add_argument("--export-count", type=int, help="training samples to export (with --export-dir)")
     ap.add_argument("--export-eval-count", type=int,
@@ -38,6 +39,10 @@ def main(argv=None) -> int:
     from inpaint_online.config import ConfigError, load_config
     try:
         cfg = load_config(args.config, args.overrides)
+        saved = cfg.run_dir / "config.yaml"
+        if args.resume and args.config is None and saved.is_file():
+            # `--resume run.name=X` alone continues X with the config it was started with
+            cfg = load_config(saved, args.overrides)
         if args.export_dir:
             if args.export_count is None:
                 ap.error("--export-dir needs --export-count N")

@@ -30,6 +30,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader
 
+from .cache import atomic_write_bytes
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Batch, Prefetcher, WarpCollate
 from .config import Config, ConfigError
@@ -241,7 +242,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
         start, best = ck["step"], ck["best"]
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        saved = cfg.to_dict()
+        saved["train"]["stop_at"] = 0          # belongs to one invocation, not to the run
+        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(saved, sort_keys=False).encode())
 
     bs = cfg.data.batch_size
     ds = CacheDataset(manifest, train_recs, cfg.data, train=True)

@@ -221,3 +221,14 @@ def test_compiled_training_saves_plain_weights(small_cache, tmp_path):
     assert res.step == 2 and not any(k.startswith("_orig_mod") for k in ck["model"])
     GatedUNet(ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
                              for k, v in ck["model_config"].items()})).load_state_dict(ck["model"])
+
+
+def test_resume_without_config_uses_the_runs_saved_config(small_cache, tmp_path, capsys):
+    main = cli_main()
+    base = ["--quiet", f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.name=r",
+            "data.crop=48", "data.num_workers=0", "data.batch_size=2", "data.val_count=2",
+            "model.channels=8", "model.levels=2", "model.blocks=0", "model.dilations=[2]",
+            "train.steps=4", "train.val_every=2", "train.log_every=1"]
+    assert main([*base, "train.stop_at=2"]) == 0
+    assert main(["--quiet", "--resume", f"run.out_dir={tmp_path}", "run.name=r"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 4
