@@ -16,15 +16,12 @@ import yaml
 
 from .collate import CollateConfig
 from .data import DataConfig
+from .errors import ConfigError
 from .losses import LossConfig
 from .models import ModelConfig
 from .warp_params import WarpSamplerConfig
 
 __all__ = ["RunConfig", "OptimConfig", "TrainConfig", "Config", "ConfigError", "load_config"]
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass

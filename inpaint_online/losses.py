@@ -3,21 +3,74 @@
 The loss is masked L1 (normalised by the hole area, so small and large holes weigh alike
 per pixel) + a small L1 on the known pixels (keeps the raw prediction sane near the hole
 border) + 1 − SSIM measured around the holes (the structure term: edges and texture that
-L1 blurs away). No perceptual (LPIPS/VGG) term by default: its weights cannot be fetched
-at run time here; SSIM needs none.
+L1 blurs away). An optional perceptual term (``loss.perceptual``, LPIPS-style distance of
+unit-normalised VGG16 features around the holes, as iw3 uses LPIPS) needs the VGG16 weights
+as a local file (``loss.perceptual_weights``): nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import ConfigError
 from .models import composite
 
 __all__ = ["LossConfig", "InpaintLoss", "ssim_map", "hole_psnr", "hole_ssim", "masked_mean",
            "temporal_error"]
+
+
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG16 up to relu3_3 (torchvision's layout); returns relu1_2, relu2_2, relu3_3."""
+
+    TAPS = (3, 8, 15)
+
+    def __init__(self, weights: str):
+        super().__init__()
+        from torchvision.models import vgg16
+        self.features = vgg16(weights=None).features[: self.TAPS[-1] + 1]
+        try:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"{weights}: cannot read VGG16 weights ({type(e).__name__}: {e})") from None
+        sd = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")
+              and int(k.split(".")[1]) <= self.TAPS[-1]}
+        try:
+            self.features.load_state_dict(sd)
+        except RuntimeError as e:
+            raise ConfigError(f"{weights}: not torchvision VGG16 weights "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        self.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out, z = [], (x - self.mean) / self.std
+        for i, layer in enumerate(self.features):
+            z = layer(z)
+            if i in self.TAPS:
+                out.append(z)
+        return out
+
+
+def perceptual_distance(vgg: VGGFeatures, a: torch.Tensor, b: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+    """LPIPS-style: squared difference of channel-normalised features, averaged around the
+    holes (the mask max-pooled to each feature resolution), summed over the three taps."""
+    total = a.new_zeros(())
+    for fa, fb in zip(vgg(a), vgg(b)):
+        fa = fa / (fa.norm(dim=1, keepdim=True) + 1e-10)
+        fb = fb / (fb.norm(dim=1, keepdim=True) + 1e-10)
+        m = F.adaptive_max_pool2d(mask, fa.shape[-2:])
+        total = total + masked_mean(((fa - fb) ** 2).sum(1, keepdim=True), m)
+    return total
 
 
 @dataclass
@@ -28,10 +81,17 @@ class LossConfig:
     ssim: float = 0.4
     ssim_window: int = 7
     temporal: float = 0.0                  # clips: L1 of (Δ_t output − Δ_t target) in the holes
+    perceptual: float = 0.0                # VGG16 feature distance around the holes
+    perceptual_weights: str = ""           # torchvision's vgg16-397923af.pth (local path)
 
     def validate(self) -> None:
-        if min(self.hole_l1, self.valid_l1, self.ssim, self.temporal) < 0:
+        if min(self.hole_l1, self.valid_l1, self.ssim, self.temporal, self.perceptual) < 0:
             raise ValueError("loss weights must be >= 0")
+        if self.perceptual > 0 and not Path(self.perceptual_weights).is_file():
+            raise ValueError(
+                f"loss.perceptual needs loss.perceptual_weights = a local copy of torchvision's "
+                f"VGG16 weights (vgg16-397923af.pth, {VGG16_URL}); got "
+                f"{self.perceptual_weights or 'nothing'!r}")
         if self.ssim_window < 3 or self.ssim_window % 2 == 0:
             raise ValueError(f"loss.ssim_window must be odd and >= 3, got {self.ssim_window}")
 
@@ -80,6 +140,7 @@ class InpaintLoss:
     def __init__(self, config: LossConfig | None = None):
         self.cfg = config or LossConfig()
         self.cfg.validate()
+        self.vgg = VGGFeatures(self.cfg.perceptual_weights) if self.cfg.perceptual > 0 else None
 
     def __call__(self, pred: torch.Tensor, batch) -> tuple[torch.Tensor, dict]:
         """Total loss and its parts (detached) for a prediction of a :class:`Batch`
@@ -101,6 +162,10 @@ class InpaintLoss:
             s = ssim_map(out, y, c.ssim_window)
             parts["ssim"] = masked_mean(s, _around(m, c.ssim_window))
             total = total + c.ssim * (1 - parts["ssim"])
+        if self.vgg is not None:
+            self.vgg.to(pred.device)
+            parts["perceptual"] = perceptual_distance(self.vgg, composite(x, m, pred), y, m)
+            total = total + c.perceptual * parts["perceptual"]
         if temporal is not None:
             parts["temporal"] = temporal
             total = total + c.temporal * temporal

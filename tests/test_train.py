@@ -232,3 +232,26 @@ def test_resume_without_config_uses_the_runs_saved_config(small_cache, tmp_path,
     assert main([*base, "train.stop_at=2"]) == 0
     assert main(["--quiet", "--resume", f"run.out_dir={tmp_path}", "run.name=r"]) == 0
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_perceptual_term_needs_local_vgg_weights_and_trains(small_cache, tmp_path):
+    from torchvision.models import vgg16
+    from inpaint_online.losses import VGG16_URL
+    with pytest.raises(ConfigError, match="vgg16-397923af.pth"):
+        tiny_config(small_cache, tmp_path, "loss.perceptual=0.1")
+    torch.manual_seed(0)
+    feats = {f"features.{k}": v for k, v in vgg16(weights=None).features[:16].state_dict().items()}
+    torch.save(feats, tmp_path / "vgg.pth")                     # random stand-in weights
+    cfg = tiny_config(small_cache, tmp_path, "loss.perceptual=0.1", f"loss.perceptual_weights={tmp_path / 'vgg.pth'}")
+    batch = fixed_batch(small_cache, cfg)
+    trainer = Trainer(cfg, torch.device("cpu"))
+    _, parts = trainer.step(batch)
+    assert parts["perceptual"] > 0
+    before = [p.clone() for p in trainer.loss.vgg.parameters()]
+    trainer.step(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.loss.vgg.parameters()))   # frozen
+    (tmp_path / "bad.pth").write_bytes(b"xx")
+    with pytest.raises(ValueError, match="cannot read VGG16 weights"):
+        Trainer(tiny_config(small_cache, tmp_path, "loss.perceptual=0.1",
+                            f"loss.perceptual_weights={tmp_path / 'bad.pth'}"), torch.device("cpu"))
+    assert VGG16_URL.endswith("vgg16-397923af.pth")
