@@ -201,6 +201,14 @@ def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4) -> torch.Tensor:
     return vutils.make_grid(tiles, nrow=4, padding=2, pad_value=1.0)
 
 
+def hole_stats(batch: Batch, min_px: int) -> dict:
+    """Mean hole fraction of a batch, and the share of samples (frames) with fewer than
+    ``min_px`` hole pixels — the first thing to look at when a config makes too few holes."""
+    m = batch.mask.flatten(0, 1) if batch.mask.dim() == 5 else batch.mask
+    px = m.flatten(1).sum(1)
+    return {"hole_fraction": m.mean().item(), "few_holes": (px < min_px).float().mean().item()}
+
+
 def _setup_distributed():
     """``(rank, world, local_rank)``; initialises the process group under torchrun."""  # DDP
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -286,6 +294,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
     prefetch = iter(Prefetcher(loader, collate, start_step=start))
     step = start
     win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}
+    warned_holes = False
     try:
         while step < stop and not _stop_requested(interrupted["flag"], ddp, step, cfg, device):
             batch, wait = next(prefetch)
@@ -299,14 +308,23 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
                 row = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
                        "lr": trainer.sched.get_last_lr()[0],
                        "samples_per_s": win["n"] * bs * world / max(dt, 1e-9),
-                       "data_wait_fraction": win["wait"] / max(dt, 1e-9)}
+                       "data_wait_fraction": win["wait"] / max(dt, 1e-9),
+                       **hole_stats(batch, cfg.collate.min_hole_px)}
+                if row["few_holes"] > 0.5 and not warned_holes:
+                    warned_holes = True
+                    log.warning("step %d: %.0f%% of the batch has fewer than collate.min_hole_px=%d "
+                                "hole pixels per frame: the shifts are small for these frames. "
+                                "Raise warp.level or data.scale_range (shifts are %% of the frame "
+                                "width), or lower collate.min_hole_px", step,
+                                100 * row["few_holes"], cfg.collate.min_hole_px)
                 result.history.append(row)
                 log_row({"kind": "train", **row})
                 if writer:
                     for k, v in row.items():
                         if k != "step":
-                            writer.add_scalar(("perf/" if k in ("samples_per_s", "data_wait_fraction")
-                                               else "train/") + k, v, step)
+                            group = ("perf/" if k in ("samples_per_s", "data_wait_fraction") else
+                                     "data/" if k in ("hole_fraction", "few_holes") else "train/")
+                            writer.add_scalar(group + k, v, step)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}",
                                 wait=f"{100 * row['data_wait_fraction']:.0f}%")
                 win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}

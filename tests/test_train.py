@@ -255,3 +255,10 @@ def test_perceptual_term_needs_local_vgg_weights_and_trains(small_cache, tmp_pat
         Trainer(tiny_config(small_cache, tmp_path, "loss.perceptual=0.1",
                             f"loss.perceptual_weights={tmp_path / 'bad.pth'}"), torch.device("cpu"))
     assert VGG16_URL.endswith("vgg16-397923af.pth")
+
+
+def test_a_config_that_makes_too_few_holes_is_flagged(small_cache, tmp_path, caplog):
+    res = train(tiny_config(small_cache, tmp_path, "collate.min_hole_px=100000", "collate.retries=0",
+                            "train.steps=1"), progress=False)
+    assert res.history[0]["few_holes"] == 1.0 and 0 <= res.history[0]["hole_fraction"] < 1
+    assert "fewer than collate.min_hole_px=100000" in caplog.text and "warp.level" in caplog.text
