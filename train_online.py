@@ -37,6 +37,7 @@ def main(argv=None) -> int:
 
     from inpaint_online.checkpoint import CheckpointError
     from inpaint_online.config import ConfigError, load_config
+    from inpaint_online.errors import DataError, user_message
     try:
         cfg = load_config(args.config, args.overrides)
         saved = cfg.run_dir / "config.yaml"
@@ -57,8 +58,8 @@ def main(argv=None) -> int:
             return 0
         from inpaint_online.train import train
         res = train(cfg, resume=args.resume, progress=not args.quiet)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        print(f"train_online.py: error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, FileNotFoundError, DataError) as e:
+        print(f"train_online.py: error: {user_message(e)}", file=sys.stderr)
         return 2
     if res.run_dir is not None and (res.val or res.history):
         last = res.val[-1] if res.val else {}

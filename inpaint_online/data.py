@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .cache import Manifest, read_depth
+from .errors import DataError
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
@@ -326,7 +327,7 @@ class CacheDataset(Dataset):
             else:
                 out["rgb"], out["depth"] = out["rgb"][0], out["depth"][0]
             return out
-        raise RuntimeError(f"{self.root}: none of the {len(self)} cached "
+        raise DataError(f"{self.root}: none of the {len(self)} cached "
                            "sources could be read (see the warnings above)")
 
     def _sample(self, rgb: np.ndarray, depth: np.ndarray, index: int, seed: int) -> dict:

@@ -3,3 +3,16 @@
 
 class ConfigError(ValueError):
     """A configuration value or a file it names is wrong; the message says which and why."""
+
+
+class DataError(RuntimeError):
+    """The data cannot be read (a cache whose files are all missing or broken)."""
+
+
+def user_message(e: BaseException) -> str:
+    """The message of ``e`` without the worker traceback DataLoader wraps around it."""
+    lines = [x for x in str(e).splitlines() if x.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    for prefix in (f"{type(e).__module__}.{type(e).__name__}: ", f"{type(e).__name__}: "):
+        last = last.removeprefix(prefix)
+    return last

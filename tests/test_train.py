@@ -262,3 +262,16 @@ def test_a_config_that_makes_too_few_holes_is_flagged(small_cache, tmp_path, cap
                             "train.steps=1"), progress=False)
     assert res.history[0]["few_holes"] == 1.0 and 0 <= res.history[0]["hole_fraction"] < 1
     assert "fewer than collate.min_hole_px=100000" in caplog.text and "warp.level" in caplog.text
+
+
+def test_a_cache_whose_depth_files_are_gone_is_a_clear_error(small_cache, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / "cache"
+    shutil.copytree(small_cache, broken)
+    shutil.rmtree(broken / "depth")
+    main = cli_main()
+    for workers in ("0", "2"):
+        assert main(["--quiet", f"data.cache_dir={broken}", f"run.out_dir={tmp_path / workers}",
+                     "data.val_fraction=0", f"data.num_workers={workers}", "data.crop=32"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {broken}: none of the" in err and "Traceback" not in err
