@@ -22,6 +22,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, load_config
 from .data import open_cache, split_records
+from .errors import DataError, user_message
 from .inference import background_fill, diffusion_fill, inpaint, load_model
 from .losses import hole_psnr, hole_ssim, temporal_error
 from .models import prefill_holes
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         res = compare(args.checkpoint, args.cache_dir, args.count, args.device)
-    except (CheckpointError, ConfigError, FileNotFoundError) as e:
-        print(f"compare: error: {e}", file=sys.stderr)
+    except (CheckpointError, ConfigError, FileNotFoundError, DataError) as e:
+        print(f"compare: error: {user_message(e)}", file=sys.stderr)
         return 2
     tc = "temporal_error" in res["model"]
     print(f"{'method':<18}{'PSNR in holes':>15}{'SSIM in holes':>15}"
