@@ -275,3 +275,26 @@ def test_a_cache_whose_depth_files_are_gone_is_a_clear_error(small_cache, tmp_pa
                      "data.val_fraction=0", f"data.num_workers={workers}", "data.crop=32"]) == 2
         err = capsys.readouterr().err
         assert f"error: {broken}: none of the" in err and "Traceback" not in err
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(small_cache, tmp_path):
+    import signal
+    import time
+    args = ["--quiet", f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.name=s",
+            "data.crop=32", "data.num_workers=0", "data.batch_size=2", "data.val_count=2",
+            "model.channels=8", "model.levels=2", "model.blocks=0", "model.dilations=[2]",
+            "train.steps=100000", "train.log_every=1", "train.val_every=100000", "train.ckpt_every=100000"]
+    p = subprocess.Popen([sys.executable, str(ROOT / "train_online.py"), *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "s" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    step = load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")["step"]
+    assert 3 <= step < 100000 and "continue with --resume" in err
+    main = cli_main()
+    assert main(["--quiet", "--resume", f"run.out_dir={tmp_path}", "run.name=s", f"train.stop_at={step + 2}"]) == 0
+    assert load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")["step"] == step + 2
