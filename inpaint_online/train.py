@@ -271,6 +271,12 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if start else None)
     metrics_path = run_dir / "metrics.jsonl"
+    if main and resume and metrics_path.exists():
+        # rows logged after the checkpoint by a killed run will be logged again: drop them
+        # (TensorBoard does the same through purge_step)
+        keep = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
+                if _row_step(line) <= start]
+        atomic_write_bytes(metrics_path, "".join(x + "\n" for x in keep).encode())
 
     stop = min(cfg.train.stop_at or cfg.train.steps, cfg.train.steps)
     result = TrainResult(step=start, model=trainer.model, run_dir=run_dir)
@@ -366,6 +372,13 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
         dist.barrier()                                                              # DDP
     result.step = step
     return result
+
+
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")          # a torn line from a kill
 
 
 def _stop_requested(flag: bool, ddp: bool, step: int, cfg: Config, device) -> bool:

@@ -296,5 +296,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(small_cache, tmp_path):
     step = load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")["step"]
     assert 3 <= step < 100000 and "continue with --resume" in err
     main = cli_main()
+    with open(metrics, "a") as f:                 # rows a hard kill logged after the checkpoint
+        f.write(json.dumps({"kind": "train", "step": step + 1, "loss": 9.9}) + "\n" + '{"kind": "tr')
     assert main(["--quiet", "--resume", f"run.out_dir={tmp_path}", "run.name=s", f"train.stop_at={step + 2}"]) == 0
     assert load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")["step"] == step + 2
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"train"' in x]
+    assert steps == list(range(1, step + 3))      # no duplicates, no torn line
