@@ -11,6 +11,8 @@ class DataError(RuntimeError):
 
 def user_message(e: BaseException) -> str:
     """The message of ``e`` without the worker traceback DataLoader wraps around it."""
+    if "Original Traceback" not in str(e):
+        return str(e)
     lines = [x for x in str(e).splitlines() if x.strip()]
     last = lines[-1] if lines else type(e).__name__
     for prefix in (f"{type(e).__module__}.{type(e).__name__}: ", f"{type(e).__name__}: "):
