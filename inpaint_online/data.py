@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_
            "load_pair", "open_cache", "clip_runs", "RecordTable", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
+
+# open video readers a forked worker inherited from its parent: kept alive, never used
+_INHERITED: list = []
 
 # uint16 depth travels as int16 (half the bytes of int32, exact): value - 32768.
 DEPTH_OFFSET = 32768
@@ -57,6 +61,7 @@ class DataConfig:
     val_seed: int = 1234
     reader_cache: int = 4                 # open video readers kept per worker
     clip_len: int = 1                     # > 1: clips of T consecutive video frames (video model)
+    worker_start: str = "fork"            # fork (fast start) | spawn | forkserver (DataLoader)
 
     def validate(self) -> None:
         if self.crop < 16:
@@ -68,6 +73,8 @@ class DataConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {v}")
+        if self.worker_start not in ("fork", "spawn", "forkserver"):
+            raise ValueError(f"data.worker_start must be fork, spawn or forkserver, got {self.worker_start!r}")
         if self.clip_len < 1:
             raise ValueError(f"data.clip_len must be >= 1, got {self.clip_len}")
         if self.crop_candidates < 1 or self.batch_size < 1 or self.num_workers < 0:
@@ -262,7 +269,14 @@ class CacheDataset(Dataset):
         self.lengths = np.array([len(it) for it in items], np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self._readers: OrderedDict[str, VideoReader] = OrderedDict()
+        self._pid = os.getpid()
         self._warned: set[str] = set()
+
+    def __getstate__(self) -> dict:
+        # spawn/forkserver workers get the dataset pickled: open decoders stay behind
+        state = dict(self.__dict__)
+        state["_readers"], state["_pid"] = OrderedDict(), -1
+        return state
 
     def item(self, i: int) -> list[dict]:
         """The records of item ``i`` (one for an image or frame, a run of frames for clips)."""
@@ -277,6 +291,12 @@ class CacheDataset(Dataset):
         return len(self.lengths)
 
     def _reader(self, path: str) -> VideoReader:
+        if self._pid != os.getpid():
+            # a forked DataLoader worker: the parent's decoders (their threads, their locks)
+            # did not come along. Using or even freeing them deadlocks in libav, so they are
+            # parked, never touched, and this process opens its own.
+            _INHERITED.append(self._readers)
+            self._readers, self._pid = OrderedDict(), os.getpid()
         r = self._readers.pop(path, None) or VideoReader(path)
         self._readers[path] = r
         while len(self._readers) > max(1, self.cfg.reader_cache):

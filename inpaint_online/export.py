@@ -169,7 +169,8 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
     sampler = StreamSampler(len(ds), seed=seed, start=first_batch * bs)
     nw = cfg.data.num_workers
     loader = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=nw,
-                        prefetch_factor=cfg.data.prefetch_factor if nw else None)
+                        prefetch_factor=cfg.data.prefetch_factor if nw else None,
+                        multiprocessing_context=cfg.data.worker_start if nw else None)
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, augment=False)
     min_px = cfg.collate.min_hole_px
     for k, cpu in enumerate(loader, start=first_batch):

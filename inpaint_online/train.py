@@ -260,7 +260,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
     nw = cfg.data.num_workers
     loader = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=nw,
                         pin_memory=device.type == "cuda", persistent_workers=False,
-                        prefetch_factor=cfg.data.prefetch_factor if nw > 0 else None)
+                        prefetch_factor=cfg.data.prefetch_factor if nw > 0 else None,
+                        multiprocessing_context=cfg.data.worker_start if nw > 0 else None)
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.run.seed, rank=rank)
     val = validation_batches(cfg, manifest, val_recs, device) if main else []
     # the datasets hold flat arrays; drop the manifest's dicts before the workers fork

@@ -130,3 +130,30 @@ def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
     keys = ("source", "rel", "depth_file", "kind", "frame", "clip")
     assert [table[i] for i in range(len(table))] == [{k: r.get(k) for k in keys} for r in recs]
     assert {r["kind"] for r in recs} == {"image", "video"}
+
+
+def test_workers_never_touch_the_parents_video_decoders(small_cache):
+    import pickle
+    from inpaint_online import data as data_mod
+    ds = dataset(small_cache)
+    video = next(i for i in range(len(ds)) if ds.item(i)[0]["kind"] == "video")
+    ds[(video, 1)]                                         # the parent opens a decoder
+    parent_reader = next(iter(ds._readers.values()))
+    ds._pid = -12345                                       # as seen from a forked worker
+    ds[(video, 2)]
+    assert next(iter(ds._readers.values())) is not parent_reader
+    assert any(parent_reader in parked.values() for parked in data_mod._INHERITED)
+    clone = pickle.loads(pickle.dumps(ds))                 # spawn / forkserver workers
+    assert not clone._readers and torch.equal(clone[(video, 3)]["rgb"], ds[(video, 3)]["rgb"])
+
+
+def test_spawned_workers_give_the_same_stream(small_cache):
+    m = open_cache(small_cache)
+    out = []
+    for start in ("fork", "spawn"):
+        cfg = DataConfig(crop=32, jitter_p=0.0, worker_start=start)
+        ds = CacheDataset(m, m.samples(), cfg)
+        loader = DataLoader(ds, batch_size=4, sampler=StreamSampler(len(ds), seed=4), num_workers=2,
+                            multiprocessing_context=start)
+        out.append(next(iter(loader)))
+    assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
