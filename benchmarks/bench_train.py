@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inpaint_online.collate import Prefetcher, WarpCollate  # noqa: E402
 from inpaint_online.config import load_config  # noqa: E402
-from inpaint_online.data import CacheDataset, StreamSampler, open_cache, split_records  # noqa: E402
+from inpaint_online.data import CacheDataset, StreamSampler, make_loader, open_cache, split_records  # noqa: E402
 from inpaint_online.train import Trainer, _device  # noqa: E402
 
 
@@ -68,10 +67,8 @@ def main(argv=None) -> int:
           f"cache {len(manifest.entries)} entries")
 
     def loader(start=0):
-        nw = cfg.data.num_workers
-        return DataLoader(ds, batch_size=bs, num_workers=nw, pin_memory=device.type == "cuda",
-                          sampler=StreamSampler(len(ds), seed=0, start=start),
-                          prefetch_factor=cfg.data.prefetch_factor if nw else None)
+        return make_loader(ds, StreamSampler(len(ds), seed=0, start=start),
+                           pin_memory=device.type == "cuda")
 
     it = iter(loader())
     t_load = timed(lambda: next(it), n, torch.device("cpu"), warmup=max(2, cfg.data.num_workers))

@@ -93,11 +93,7 @@ def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> t
 
 def _per_frame(p: WarpParams, t: int) -> WarpParams:
     """Each sample's parameters repeated for its ``t`` frames."""
-    if t == 1:
-        return p
-    kw = {f.name: (getattr(p, f.name).repeat_interleave(t) if isinstance(getattr(p, f.name), torch.Tensor)
-                   else getattr(p, f.name)) for f in fields(p)}
-    return WarpParams(**kw)
+    return p if t == 1 else p.map(lambda v: v.repeat_interleave(t))
 
 
 def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
@@ -140,17 +136,16 @@ class WarpCollate:
         y = batch["rgb"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float().div_(255.0)
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(65535.0)
-        params = self.sampler.sample(n, batch["width"], g)
+        params = self.sampler.sample(n, batch["width"], g).to(dev)
         mask = masks_from_params(depth, _per_frame(params, t), mode=c.mode, border=c.border)
-        params = params.to(dev)
         for _ in range(c.retries):
             # re-draw for samples with too few holes (per frame on average); computed for the
             # whole batch, so no host sync
-            p2 = self.sampler.sample(n, batch["width"], g)
+            p2 = self.sampler.sample(n, batch["width"], g).to(dev)
             m2 = masks_from_params(depth, _per_frame(p2, t), mode=c.mode, border=c.border)
             redo = mask.reshape(n, -1).sum(1) < c.min_hole_px * t
             mask = torch.where(redo.repeat_interleave(t).view(-1, 1, 1, 1), m2, mask)
-            params = _merge(params, p2.to(dev), redo)
+            params = _merge(params, p2, redo)
         flip = params.left.repeat_interleave(t).view(-1, 1, 1, 1)
         y, depth, mask = (torch.where(flip, v.flip(-1), v) for v in (y, depth, mask))
         if self.augment:

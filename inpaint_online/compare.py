@@ -24,7 +24,7 @@ from .config import ConfigError, load_config
 from .data import open_cache, split_records
 from .errors import DataError, user_message
 from .inference import background_fill, diffusion_fill, inpaint, load_model
-from .losses import hole_psnr, hole_ssim, temporal_error
+from .losses import batch_scores, mean_scores
 from .models import prefill_holes
 from .train import _device, validation_batches
 
@@ -49,26 +49,18 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     if not batches:
         raise ConfigError(f"{cfg.data.cache_dir}: no held-out sources to compare on "
                           "(data.val_fraction is 0 or the cache has one source)")
-    rows = {m: {"psnr_hole": [], "ssim_hole": []} for m in METHODS}
-    n = 0
+    rows = {m: [] for m in METHODS}
     for b in batches:
-        clip = b.y.dim() == 5
-        flat = (lambda v: v.flatten(0, 1)) if clip else (lambda v: v)   # noqa: E731
-        x, m, y, d = flat(b.x), flat(b.mask), flat(b.y), flat(b.depth)
-        keep = m.flatten(1).sum(1) > 0
-        n += int(keep.sum())
-        outs = {"model": flat(inpaint(model, b.x, b.mask, b.depth)),
+        flat = (lambda v: v.flatten(0, 1)) if b.y.dim() == 5 else (lambda v: v)   # noqa: E731
+        x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
+        outs = {"model": inpaint(model, b.x, b.mask, b.depth),
                 "row interpolation": prefill_holes(x, m, "interp"),
                 "background copy": background_fill(x, m, d),
                 "diffusion": diffusion_fill(x, m)}
         for name, out in outs.items():
-            rows[name]["psnr_hole"].append(hole_psnr(out, y, m)[keep])
-            rows[name]["ssim_hole"].append(hole_ssim(out, y, m)[keep])
-            if clip and b.y.shape[1] > 1:
-                rows[name].setdefault("temporal_error", []).append(
-                    temporal_error(out.unflatten(0, b.y.shape[:2]), b.y, b.mask))
-    return {m: {k: torch.cat(v).mean().item() for k, v in r.items()} | {"samples": n}
-            for m, r in rows.items()}
+            rows[name].append(batch_scores(out.view(b.y.shape), b.y, b.mask))
+    n = sum(len(r["psnr_hole"]) for r in rows["model"])
+    return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
 
 
 def main(argv=None) -> int:

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .cache import Manifest, read_depth
 from .errors import DataError
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
-           "load_pair", "open_cache", "clip_runs", "RecordTable", "DEPTH_OFFSET"]
+           "load_pair", "load_frames", "open_cache", "clip_runs", "RecordTable", "make_loader", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
 
@@ -150,26 +150,37 @@ class StreamSampler(Sampler):
             pos += 1
 
 
-def load_pair(cache: Manifest | Path, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:
-    """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``.
+def load_frames(cache: Manifest | Path, recs: list[dict], reader=None) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``uint8 (T, h, w, 3)`` at the cached depth's size and depth ``uint16 (T, h, w)`` of
+    one image record or of consecutive frames of one video (decoded with one ``get_batch``).
 
     ``cache``: the cache's :class:`Manifest` or its root folder. ``reader(path)`` may return
     an open :class:`~inpaint_online.media.VideoReader`.
     """
-    path = (cache.root if isinstance(cache, Manifest) else Path(cache)) / rec["depth_file"]
-    try:
-        depth = np.asarray(read_depth(path))
-    except (OSError, ValueError) as e:
-        raise MediaError(f"{path}: cannot read cached depth of {rec['source']} ({e}); "
-                         "re-run precompute_depth.py on it") from None
-    if rec["kind"] == "video":
-        rgb = (reader or VideoReader)(rec["source"]).get_batch([rec["frame"]])[0]
+    root = cache.root if isinstance(cache, Manifest) else Path(cache)
+    depths = []
+    for rec in recs:
+        path = root / rec["depth_file"]
+        try:
+            depths.append(np.asarray(read_depth(path)))
+        except (OSError, ValueError) as e:
+            raise MediaError(f"{path}: cannot read cached depth of {rec['source']} ({e}); "
+                             "re-run precompute_depth.py on it") from None
+    if recs[0]["kind"] == "video":
+        rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
     else:
-        rgb = load_image(rec["source"])
-    h, w = depth.shape
-    if rgb.shape[:2] != (h, w):
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))
-    return rgb, depth
+        rgb = load_image(recs[0]["source"])[None]
+    h, w = depths[0].shape
+    if rgb.shape[1:3] != (h, w):
+        rgb = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+                        for f in rgb])
+    return rgb, np.stack(depths)
+
+
+def load_pair(cache: Manifest | Path, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``."""
+    rgb, depth = load_frames(cache, [rec], reader)
+    return rgb[0], depth[0]
 
 
 def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
@@ -282,11 +293,6 @@ class CacheDataset(Dataset):
         """The records of item ``i`` (one for an image or frame, a run of frames for clips)."""
         return [self.table[j] for j in range(self.starts[i], self.starts[i] + self.lengths[i])]
 
-    @property
-    def records(self) -> list[dict]:
-        """The first record of every item (builds dicts: for inspection, not for loading)."""
-        return [self.table[int(j)] for j in self.starts]
-
     def __len__(self) -> int:
         return len(self.lengths)
 
@@ -303,26 +309,6 @@ class CacheDataset(Dataset):
             self._readers.popitem(last=False)
         return r
 
-    def _load(self, recs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        """``(T, h, w, 3)`` uint8 RGB and ``(T, h, w)`` uint16 depth of some records."""
-        if len(recs) == 1:
-            rgb, depth = load_pair(self.root, recs[0], self._reader)
-            return rgb[None], depth[None]
-        depths = []
-        for rec in recs:
-            path = self.root / rec["depth_file"]
-            try:
-                depths.append(np.asarray(read_depth(path)))
-            except (OSError, ValueError) as e:
-                raise MediaError(f"{path}: cannot read cached depth of {rec['source']} ({e}); "
-                                 "re-run precompute_depth.py on it") from None
-        rgb = self._reader(recs[0]["source"]).get_batch([r["frame"] for r in recs])
-        h, w = depths[0].shape
-        if rgb.shape[1:3] != (h, w):
-            rgb = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
-                            for f in rgb])
-        return rgb, np.stack(depths)
-
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, key)
         for attempt in range(len(self)):
@@ -335,7 +321,7 @@ class CacheDataset(Dataset):
             first = int(self.starts[i]) + start
             recs = [self.table[j] for j in range(first, first + self.clip_len)]
             try:
-                rgb, depth = self._load(recs)
+                rgb, depth = load_frames(self.root, recs, self._reader)
             except (MediaError, OSError) as e:
                 if recs[0]["source"] not in self._warned:
                     self._warned.add(recs[0]["source"])
@@ -397,3 +383,12 @@ class CacheDataset(Dataset):
         img = TF.adjust_contrast(img, 1 + c * u[1])
         img = TF.adjust_saturation(img, 1 + s * u[2])
         return TF.adjust_hue(img, hue * u[3]) if hue > 0 else img
+
+
+def make_loader(ds: CacheDataset, sampler: StreamSampler, *, pin_memory: bool = False) -> DataLoader:
+    """The DataLoader of a stream: ``data.batch_size``, workers started by
+    ``data.worker_start`` with ``data.prefetch_factor`` batches each in flight."""
+    c, nw = ds.cfg, ds.cfg.num_workers
+    return DataLoader(ds, batch_size=c.batch_size, sampler=sampler, num_workers=nw,
+                      pin_memory=pin_memory, prefetch_factor=c.prefetch_factor if nw else None,
+                      multiprocessing_context=c.worker_start if nw else None)

@@ -36,12 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from .cache import atomic_write_bytes
 from .collate import WarpCollate
 from .config import Config, ConfigError
-from .data import CacheDataset, StreamSampler, mix_seed, open_cache, split_records
+from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
 from .train import _device
 
 __all__ = ["export_dataset", "read_sample", "ExportSummary"]
@@ -167,10 +166,7 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
     ds = CacheDataset(manifest, recs, cfg.data, train=False)            # no colour jitter
     first_batch = st["next_position"] // bs
     sampler = StreamSampler(len(ds), seed=seed, start=first_batch * bs)
-    nw = cfg.data.num_workers
-    loader = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=nw,
-                        prefetch_factor=cfg.data.prefetch_factor if nw else None,
-                        multiprocessing_context=cfg.data.worker_start if nw else None)
+    loader = make_loader(ds, sampler)
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, augment=False)
     min_px = cfg.collate.min_hole_px
     for k, cpu in enumerate(loader, start=first_batch):

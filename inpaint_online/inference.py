@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .depth import read_map, to_inverse_depth
-from .models import ModelConfig, TemporalGatedUNet, build_model, composite
+from .models import ModelConfig, build_model, composite
 from .warp import close_mask, fill_from_background, forward_warp
 
-__all__ = ["TemporalGatedUNet", "load_model", "inpaint", "render_stereo", "background_fill", "diffusion_fill",
+__all__ = ["load_model", "inpaint", "render_stereo", "background_fill", "diffusion_fill",
            "image_to_tensor", "tensor_to_image", "load_depth"]
 
 

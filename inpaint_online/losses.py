@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .models import composite
 
 __all__ = ["LossConfig", "InpaintLoss", "ssim_map", "hole_psnr", "hole_ssim", "masked_mean",
-           "temporal_error"]
+           "temporal_error", "batch_scores", "mean_scores"]
 
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -187,6 +187,31 @@ def temporal_error(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> to
     d_y = y[:, 1:].float() - y[:, :-1].float()
     region = torch.maximum(mask[:, 1:], mask[:, :-1])
     return masked_mean((d_out - d_y).abs(), region, dims=(1, 2, 3, 4))
+
+
+def batch_scores(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scores of a composited output against its target: ``psnr_hole`` and ``ssim_hole`` per
+    sample with holes, ``psnr_full`` per sample, and for clips ``(B, T, ...)`` (scored per
+    frame) ``temporal_error`` per clip."""
+    rows = {}
+    if out.dim() == 5 and out.shape[1] > 1:
+        rows["temporal_error"] = temporal_error(out, y, mask)
+    out, y, m = (v.flatten(0, 1) if v.dim() == 5 else v for v in (out, y, mask))
+    has = m.flatten(1).sum(1) > 0
+    rows["psnr_hole"] = hole_psnr(out, y, m)[has]
+    rows["ssim_hole"] = hole_ssim(out, y, m)[has]
+    rows["psnr_full"] = hole_psnr(out, y, torch.ones_like(m))
+    return rows
+
+
+def mean_scores(rows: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Each score averaged over all the samples of several :func:`batch_scores` results."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    out = {}
+    for k in keys:
+        v = torch.cat([r[k] for r in rows if k in r])
+        out[k] = v.mean().item() if v.numel() else float("nan")
+    return out
 
 
 def hole_psnr(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

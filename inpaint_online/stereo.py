@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +25,27 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import CheckpointError
-from .depth import FALLBACK, MIDAS_MODELS, DepthRequest, DepthSetupError, make_backend
+from .depth import (FALLBACK, MIDAS_MODELS, DepthBackend, DepthRequest, DepthSetupError,
+                    ImportBackend, make_backend)
 from .inference import image_to_tensor, load_depth, load_model, render_stereo, tensor_to_image
 from .media import MediaError, VideoReader, load_image
+from .models import TemporalGatedUNet
 
 
-def estimate_depth(rgb: np.ndarray, path: Path, model: str, *, weights=None, hub_dir=None,
-                   device="cpu") -> np.ndarray:
-    """Inverse depth in [0, 1] at the image's size from a depth backend."""
-    if model == FALLBACK:
-        backend = make_backend(FALLBACK, device=device)
-    else:
-        backend = make_backend("midas", model=model, weights=weights, hub_dir=hub_dir, device=device)
-    d = backend.predict(rgb[None], DepthRequest(path, path.name))[0]
-    t = torch.from_numpy(np.asarray(d, dtype=np.float32))[None, None]
-    return F.interpolate(t, rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+def depth_backend(args) -> DepthBackend:
+    """The backend ``--depth-model`` names (with ``--weights`` / ``--hub-dir``)."""
+    if args.depth_model == FALLBACK:
+        return make_backend(FALLBACK, device=args.device)
+    return make_backend("midas", model=args.depth_model, weights=args.weights,
+                        hub_dir=args.hub_dir, device=args.device)
+
+
+def estimate_depth(backend: DepthBackend, frames: np.ndarray, path: Path,
+                   idx: list[int]) -> np.ndarray:
+    """Inverse depth in [0, 1] ``(T, H, W)`` at the size of ``frames`` ``(T, H, W, 3)``."""
+    d = backend.predict(frames, DepthRequest(path, path.name, idx))
+    return F.interpolate(torch.from_numpy(np.asarray(d, np.float32))[:, None], frames.shape[1:3],
+                         mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +96,7 @@ def main(argv=None) -> int:
         if args.depth:
             d = load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
         else:
-            d = estimate_depth(rgb, path, args.depth_model, weights=args.weights,
-                               hub_dir=args.hub_dir, device=args.device)
+            d = estimate_depth(depth_backend(args), rgb[None], path, [0])[0]
         out = render_stereo(model, image_to_tensor(rgb, args.device),
                             torch.from_numpy(d)[None, None].to(args.device).float(),
                             args.divergence, args.convergence, mode=args.mode, tile=args.tile)
@@ -117,17 +123,12 @@ def main(argv=None) -> int:
 def video_main(args) -> int:
     """Stereo for a video: chunks of frames → depth → render_stereo → x264 side by side."""
     import av
-    from .inference import TemporalGatedUNet
     try:
         model = load_model(args.checkpoint, args.device)
         path = Path(args.video)
         reader = VideoReader(path)
-        backend = None
-        if args.depth_model:
-            backend = (make_backend(FALLBACK, device=args.device) if args.depth_model == FALLBACK
-                       else make_backend("midas", model=args.depth_model, weights=args.weights,
-                                         hub_dir=args.hub_dir, device=args.device))
-        elif not Path(args.depth).is_dir():
+        backend = depth_backend(args) if args.depth_model else None
+        if backend is None and not Path(args.depth).is_dir():
             raise MediaError(f"{args.depth}: for --video, --depth must be a folder of per-frame maps")
     except (CheckpointError, MediaError, DepthSetupError, ValueError) as e:
         print(f"stereo: error: {e}", file=sys.stderr)
@@ -138,11 +139,10 @@ def video_main(args) -> int:
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix or '.mp4'}")
-    w2, h2 = 2 * info.width + (2 * info.width) % 2, info.height + info.height % 2   # x264: even
+    w2, h2 = 2 * info.width, info.height + info.height % 2      # x264 wants even sides
     holes = []
     try:
         with av.open(str(tmp), "w") as container:
-            from fractions import Fraction
             rate = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
@@ -151,9 +151,7 @@ def video_main(args) -> int:
                 idx = list(range(start, min(n, start + args.chunk)))
                 frames = reader.get_batch(idx)
                 if backend is not None:
-                    d = backend.predict(frames, DepthRequest(path, path.name, idx))
-                    d = F.interpolate(torch.from_numpy(np.asarray(d, np.float32))[:, None],
-                                      frames.shape[1:3], mode="bilinear", align_corners=False)[:, 0].numpy()
+                    d = estimate_depth(backend, frames, path, idx)
                 else:
                     d = np.stack([load_depth(_frame_map(Path(args.depth), i), args.depth_kind,
                                              frames.shape[1:3]) for i in idx])
@@ -182,7 +180,7 @@ def video_main(args) -> int:
 
 
 def _frame_map(folder: Path, frame: int) -> Path:
-    for ext in (".npy", ".png", ".pfm"):
+    for ext in ImportBackend.EXTS:
         p = folder / f"{frame:06d}{ext}"
         if p.is_file():
             return p

@@ -28,14 +28,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import yaml
-from torch.utils.data import DataLoader
 
 from .cache import atomic_write_bytes
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Batch, Prefetcher, WarpCollate
 from .config import Config, ConfigError
-from .data import CacheDataset, StreamSampler, open_cache, split_records
-from .losses import InpaintLoss, hole_psnr, hole_ssim, temporal_error
+from .data import CacheDataset, StreamSampler, make_loader, open_cache, split_records
+from .losses import InpaintLoss, batch_scores, mean_scores
 from .models import build_model, composite, model_config_dict
 
 __all__ = ["train", "TrainResult", "Trainer", "validation_batches", "evaluate"]
@@ -170,19 +169,12 @@ def evaluate(trainer: Trainer, batches: list[Batch]) -> dict:
     model = trainer.model
     was = model.training
     model.eval()
-    rows = {"psnr_hole": [], "ssim_hole": [], "psnr_full": []}
+    rows = []
     for b in batches:
         out = composite(b.x, b.mask, trainer.predict(b, net=model).float().clamp(0, 1))
-        if out.dim() == 5 and out.shape[1] > 1:      # clips: temporal consistency too
-            rows.setdefault("temporal_error", []).append(temporal_error(out, b.y, b.mask))
-        out, y, m = (v.flatten(0, 1) if v.dim() == 5 else v for v in (out, b.y, b.mask))
-        has = m.flatten(1).sum(1) > 0
-        rows["psnr_hole"].append(hole_psnr(out, y, m)[has])
-        rows["ssim_hole"].append(hole_ssim(out, y, m)[has])
-        rows["psnr_full"].append(hole_psnr(out, y, torch.ones_like(m)))
+        rows.append(batch_scores(out, b.y, b.mask))
     model.train(was)
-    return {k: torch.cat(v).mean().item() if torch.cat(v).numel() else float("nan")
-            for k, v in rows.items()}
+    return mean_scores(rows)
 
 
 def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4) -> torch.Tensor:
@@ -257,11 +249,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
     bs = cfg.data.batch_size
     ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
     sampler = StreamSampler(len(ds), seed=cfg.run.seed, rank=rank, world=world, start=start * bs)
-    nw = cfg.data.num_workers
-    loader = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=nw,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        prefetch_factor=cfg.data.prefetch_factor if nw > 0 else None,
-                        multiprocessing_context=cfg.data.worker_start if nw > 0 else None)
+    loader = make_loader(ds, sampler, pin_memory=device.type == "cuda")
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.run.seed, rank=rank)
     val = validation_batches(cfg, manifest, val_recs, device) if main else []
     # the datasets hold flat arrays; drop the manifest's dicts before the workers fork

@@ -134,9 +134,13 @@ class WarpParams:
     closing_choices: tuple[tuple[int, int], ...] = field(default=((5, 5),))
     max_shift: float = 32.0
 
-    def to(self, device) -> "WarpParams":
-        return WarpParams(**{f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)
+    def map(self, fn) -> "WarpParams":
+        """The same parameters with ``fn`` applied to every ``(B,)`` tensor."""
+        return WarpParams(**{f.name: (fn(v) if isinstance(v, torch.Tensor) else v)
                              for f in fields(self) for v in [getattr(self, f.name)]})
+
+    def to(self, device) -> "WarpParams":
+        return self.map(lambda v: v.to(device))
 
     def __len__(self) -> int:
         return self.divergence.shape[0]
