@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .data import DEPTH_OFFSET, mix_seed
+from .occlusion import METHODS
 from .warp_params import WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
 
 __all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask"]
@@ -27,7 +28,7 @@ __all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask"]
 @dataclass
 class CollateConfig:
     """The ``collate:`` section: how masks are made from the drawn parameters."""
-    mode: str = "bilinear"                 # splatting of the warp core
+    method: str = "geometric"              # mask method: exact "geometric" or iw3's "iw3"
     border: str = "pad"                    # image borders: replicate-padded (no border holes)
     min_hole_px: int = 300                 # samples with fewer hole pixels are re-drawn ...
     retries: int = 1                       # ... this many times (each costs one mask pass)
@@ -38,8 +39,8 @@ class CollateConfig:
     with_depth: bool = False               # also hand the (masked) depth to the model
 
     def validate(self) -> None:
-        if self.mode not in ("bilinear", "nearest"):
-            raise ValueError(f"collate.mode must be 'bilinear' or 'nearest', got {self.mode!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"collate.method must be one of {METHODS}, got {self.method!r}")
         if self.border not in ("pad", "none"):
             raise ValueError(f"collate.border must be 'pad' or 'none', got {self.border!r}")
         for name in ("widen_bg_px", "widen_fg_px"):
@@ -100,7 +101,10 @@ def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
     kw = {}
     for f in fields(a):
         va, vb = getattr(a, f.name), getattr(b, f.name)
-        kw[f.name] = torch.where(take_b, vb, va) if isinstance(va, torch.Tensor) else va
+        if f.name == "shift_bound":
+            kw[f.name] = max(va, vb)
+        else:
+            kw[f.name] = torch.where(take_b, vb, va) if isinstance(va, torch.Tensor) else va
     return WarpParams(**kw)
 
 
@@ -137,12 +141,12 @@ class WarpCollate:
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(65535.0)
         params = self.sampler.sample(n, batch["width"], g).to(dev)
-        mask = masks_from_params(depth, _per_frame(params, t), mode=c.mode, border=c.border)
+        mask = masks_from_params(depth, _per_frame(params, t), method=c.method, border=c.border)
         for _ in range(c.retries):
             # re-draw for samples with too few holes (per frame on average); computed for the
             # whole batch, so no host sync
             p2 = self.sampler.sample(n, batch["width"], g).to(dev)
-            m2 = masks_from_params(depth, _per_frame(p2, t), mode=c.mode, border=c.border)
+            m2 = masks_from_params(depth, _per_frame(p2, t), method=c.method, border=c.border)
             redo = mask.reshape(n, -1).sum(1) < c.min_hole_px * t
             mask = torch.where(redo.repeat_interleave(t).view(-1, 1, 1, 1), m2, mask)
             params = _merge(params, p2, redo)

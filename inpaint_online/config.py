@@ -147,6 +147,10 @@ def _section(name: str, values, source: str):
     known = {f.name for f in dataclasses.fields(cls)}
     extra = {"level"} if cls is WarpSamplerConfig else set()
     unknown = sorted(set(values) - known - extra)
+    if name == "collate" and "mode" in unknown:
+        raise ConfigError(f"{source}: collate.mode (bilinear/nearest splatting of the old "
+                          "round-trip mask) was replaced by collate.method: 'geometric' "
+                          "(exact occlusion, default) or 'iw3' (iw3's masks); see docs/geometry.md")
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(name + '.' + k for k in unknown)}; "
                           f"'{name}' has: {', '.join(sorted(known | extra))}")

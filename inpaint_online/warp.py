@@ -36,6 +36,7 @@ __all__ = [
     "close_mask",
     "fill_from_background",
     "view_sign",
+    "METHODS",
 ]
 
 Param = float | torch.Tensor
@@ -133,25 +134,6 @@ def disparity_shift(depth: torch.Tensor, divergence: Param, convergence: Param,
     return s
 
 
-def _max_shift_bound(divergence: Param, convergence: Param, width: Param) -> float:
-    """Upper bound of |s| over a batch (host value; syncs only for CUDA tensors)."""
-    def hi(v, f):
-        if isinstance(v, torch.Tensor):
-            return float(f(v.detach().float()).max().cpu()) if v.numel() else 0.0
-        return float(f(torch.tensor(float(v))))
-    conv_span = max(hi(convergence, lambda c: c.abs()), hi(convergence, lambda c: (1 - c).abs()))
-    return hi(divergence, torch.abs) * 0.005 * hi(width, torch.abs) * conv_span
-
-
-def _border_pad(divergence: Param, convergence: Param, width: Param,
-                max_shift: float | None, w: int) -> int:
-    """Columns of edge replication on each side so the border makes no holes."""
-    bound = max_shift if max_shift is not None else _max_shift_bound(divergence, convergence, width)
-    return min(int(math.ceil(bound)) + 2, 4 * w)
-
-
-# ----------------------------------------------------------------------------- splatting
-
 def _splats(shift: torch.Tensor, sign: torch.Tensor, mode: str):
     """Integer targets (as float) and weights of every source pixel: [(target, weight), ...].
 
@@ -201,16 +183,6 @@ def _gather_cols(values: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``values[b, c, y, cols[b, 0, y, x]]`` for non-negative ``cols``."""
     b, c, h, w = values.shape
     return values.gather(3, cols.expand(b, c, h, w))
-
-
-def _reached(shift: torch.Tensor, sign: torch.Tensor, mode: str) -> torch.Tensor:
-    """Bool ``(B,1,H,W)``: targets that at least one splat reaches (no z-buffer needed)."""
-    b, _, h, w = shift.shape
-    hit = torch.zeros((b, 1, h, w + 2), dtype=torch.uint8, device=shift.device)
-    one = torch.ones((), dtype=torch.uint8, device=shift.device).expand(b, 1, h, w)
-    for target, _ in _splats(shift, sign, mode):
-        hit.scatter_(3, _padded_targets(target), one)
-    return hit[..., 1:w + 1].bool()
 
 
 def fill_from_background(values: torch.Tensor, hole: torch.Tensor,
@@ -355,8 +327,10 @@ def close_mask(mask: torch.Tensor, kernel: int | tuple[int, int] = (5, 5)) -> to
         raise ValueError(f"closing kernel sizes must be odd and positive, got {kernel}")
     if mask.dim() != 4:
         raise ValueError(f"mask must have shape (B, 1, H, W). Got {tuple(mask.shape)}")
-    mask = mask.bool()
-    return _erode(_dilate(mask, kh // 2, kw // 2), kh // 2, kw // 2) | mask
+    # uint8 rather than bool: the same bytes, and inductor's CPU codegen (torch 2.14)
+    # fails on these in-place bool OR/AND chains under torch.compile
+    m = mask.to(torch.uint8)
+    return (_erode(_dilate(m, kh // 2, kw // 2), kh // 2, kw // 2) | m).bool()
 
 
 # Rectangle dilation/erosion of a bool mask as OR/AND of shifted slices, separably: measured
@@ -381,49 +355,10 @@ def _shift_reduce(m: torch.Tensor, r: int, dim: int, op) -> torch.Tensor:
     return out
 
 
-def occlusion_mask(depth: torch.Tensor, divergence: Param, convergence: Param,
-                   view: View = "right", closing: int | tuple[int, int] | None = (5, 5), *,
-                   width: Param | None = None, mode: str = "bilinear", border: str = "pad",
-                   max_shift: float | None = None, check: bool = True) -> torch.Tensor:
-    """Disocclusion mask at the *original* image position (the seed's steps 1-4).
-
-    Right-view case: (1) warp the depth to the **left** view and fill its holes from the
-    background side; (2) warp it back to the **right** (which returns every visible pixel to
-    where it started); (3) original pixels nothing reached are the mask; (4) closing. The
-    left-view case is the mirror image (warp right, then back left). In the right view the
-    mask lies on the background side of a foreground edge: foreground to its left,
-    background to its right, width ≈ the disparity jump.
-
-    Args:
-        depth: ``(B, 1, H, W)`` inverse depth in ``[0, 1]``.
-        divergence, convergence, view, width, mode, max_shift, check: as :func:`forward_warp`.
-        closing: ``(kh, kw)`` or odd int kernel for :func:`close_mask`; ``None`` = no closing.
-        border: ``"pad"`` pads the depth by edge replication so that the image border does
-            not produce holes (constant depth → empty mask); ``"none"`` leaves the band at
-            the border that the shift uncovers in the mask.
-
-    Returns:
-        bool ``(B, 1, H, W)``, ``True`` = hole.
-    """
-    depth = _check_depth(depth, check)
-    b, _, h, w = depth.shape
-    if border not in ("pad", "none"):
-        raise ValueError(f"border must be 'pad' or 'none', got {border!r}")
-    sign = view_sign(view, b, depth.device)
-    if width is None:
-        width = float(w)
-    pad = _border_pad(divergence, convergence, width, max_shift, w) if border == "pad" else 0
-    if pad:
-        depth = F.pad(depth, (pad, pad, 0, 0), mode="replicate")
-    # step 1: to the opposite eye, holes filled from the background
-    shift = disparity_shift(depth, divergence, convergence, width, max_shift)
-    warped, _, hole = _splat_warp(shift, -sign, depth, mode)
-    warped = fill_from_background(warped, hole, warped)
-    # steps 2-3: back towards the requested eye; whatever is not reached is the mask
-    shift = disparity_shift(warped, divergence, convergence, width, max_shift)
-    mask = ~_reached(shift, sign, mode)
-    if pad:
-        mask = mask[..., pad:pad + w]
-    if closing is not None:
-        mask = close_mask(mask, closing)
-    return mask
+def __getattr__(name: str):
+    # occlusion_mask lives in .occlusion (which builds on this module); it is part of this
+    # module's public API, resolved lazily so that neither module imports the other at load
+    if name in ("occlusion_mask", "METHODS"):
+        from . import occlusion
+        return getattr(occlusion, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

