@@ -59,6 +59,7 @@ class Batch:
     depth: torch.Tensor        # (B, 1, H, W) depth in [0, 1] (zero in the holes)
     params: WarpParams         # the drawn parameters (on the device)
     meta: dict                 # index, seed, box, flip (CPU tensors from the dataset)
+    layered: torch.Tensor | None = None   # (B,) iw3 layered-hole pixels per sample (all frames)
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -66,7 +67,7 @@ class Batch:
     def record_stream(self, stream) -> None:
         """Tell the caching allocator these side-stream tensors are used on ``stream``."""
         params = [getattr(self.params, f.name) for f in fields(self.params)]
-        for t in [self.x, self.mask, self.y, self.depth, *params]:
+        for t in [self.x, self.mask, self.y, self.depth, self.layered, *params]:
             if isinstance(t, torch.Tensor) and t.is_cuda:
                 t.record_stream(stream)
 
@@ -141,14 +142,18 @@ class WarpCollate:
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(65535.0)
         params = self.sampler.sample(n, batch["width"], g).to(dev)
-        mask = masks_from_params(depth, _per_frame(params, t), method=c.method, border=c.border)
+        mask, layered = masks_from_params(depth, _per_frame(params, t), method=c.method,
+                                          border=c.border, return_layered=True)
         for _ in range(c.retries):
             # re-draw for samples with too few holes (per frame on average); computed for the
             # whole batch, so no host sync
             p2 = self.sampler.sample(n, batch["width"], g).to(dev)
-            m2 = masks_from_params(depth, _per_frame(p2, t), method=c.method, border=c.border)
+            m2, l2 = masks_from_params(depth, _per_frame(p2, t), method=c.method,
+                                       border=c.border, return_layered=True)
             redo = mask.reshape(n, -1).sum(1) < c.min_hole_px * t
-            mask = torch.where(redo.repeat_interleave(t).view(-1, 1, 1, 1), m2, mask)
+            per_frame = redo.repeat_interleave(t).view(-1, 1, 1, 1)
+            mask = torch.where(per_frame, m2, mask)
+            layered = torch.where(per_frame, l2, layered)
             params = _merge(params, p2, redo)
         flip = params.left.repeat_interleave(t).view(-1, 1, 1, 1)
         y, depth, mask = (torch.where(flip, v.flip(-1), v) for v in (y, depth, mask))
@@ -162,7 +167,8 @@ class WarpCollate:
         if clip:
             x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
         return Batch(x=x, mask=m, y=y, depth=depth, params=params,
-                     meta={k: batch[k] for k in ("index", "seed", "box", "flip", "frames") if k in batch})
+                     meta={k: batch[k] for k in ("index", "seed", "box", "flip", "frames") if k in batch},
+                     layered=layered.reshape(n, -1).sum(1))
 
     @staticmethod
     def _widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:

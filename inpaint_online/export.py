@@ -5,7 +5,8 @@
     DIR/train/00000000_C.png       target crop (RGB)           ← iw3's inpaint trainer reads
     DIR/train/00000000_M.png       hole mask (L, 0 / 255)      ← these two
     DIR/train/00000000_I.png       masked input C·(1−M) (unless masked_input=False)
-    DIR/train/index.jsonl          one line per sample: source, frame, crop, warp parameters
+    DIR/train/index.jsonl          one line per sample: source, frame, crop, warp parameters,
+                                   mask method, hole_px and layered_px (iw3's layered holes)
     DIR/eval/...                   the same for held-out sources
     DIR/train/00000000/0000_C.png  clips (data.clip_len > 1): one folder per sample, frames
                                    0000, 0001, ... each with _C, _M (and _I), as iw3's video data
@@ -176,6 +177,7 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
         y = (y * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
         m = mask[:, :, 0].to(torch.uint8).mul(255).cpu().numpy()
         holes = mask.flatten(1).sum(1).long().tolist()
+        layered = b.layered.long().tolist()
         t = y.shape[1]
         params = b.params.records()
         jobs, lines = [], []
@@ -207,7 +209,8 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
                 "name": name, "position": pos, "split": split, "source": rec["source"],
                 "rel": rec["rel"], "kind": rec["kind"], ("frames" if clip else "frame"): frames,
                 "box": [round(v, 3) for v in b.meta["box"][i].tolist()],
-                "flip": bool(b.meta["flip"][i]), "hole_px": holes[i], "orientation": "right",
+                "flip": bool(b.meta["flip"][i]), "hole_px": holes[i],
+                "layered_px": layered[i], "method": cfg.collate.method, "orientation": "right",
                 **params[i]}))
             st["written"] += 1
             bar.update(1)

@@ -208,22 +208,24 @@ class WarpSampler:
 
 
 def masks_from_params(depth: torch.Tensor, params: WarpParams, *, method: str = "geometric",
-                      border: str = "pad", check: bool = False) -> torch.Tensor:
+                      border: str = "pad", check: bool = False, return_layered: bool = False):
     """Hole masks ``(B, 1, H, W)`` for a batch of depth maps and their drawn parameters.
 
-    Applies the mapper, computes :func:`~inpaint_online.warp.occlusion_mask` for each
-    sample's view, then each sample's closing (a loop over the few configured kernel sizes,
-    never over samples). No host sync.
+    Applies the mapper, computes :func:`~inpaint_online.occlusion.occlusion_mask` for each
+    sample's view (``method``: ``"geometric"`` or ``"iw3"``), then each sample's closing (a
+    loop over the few configured kernel sizes, never over samples). No host sync: the
+    padding and occluder window come from the host-side ``params.shift_bound``. With
+    ``return_layered`` also iw3's layered-hole class (before closing).
     """
     params = params.to(depth.device)
     mapped = apply_mapper(depth.float(), params.mapper, params.mapper_strength)
-    raw = occlusion_mask(mapped, params.divergence, params.convergence, params.left,
-                         closing=None, width=params.width, method=method, border=border,
-                         max_shift=params.shift_bound, check=check)
+    raw, layered = occlusion_mask(mapped, params.divergence, params.convergence, params.left,
+                                  closing=None, width=params.width, method=method, border=border,
+                                  max_shift=params.shift_bound, check=check, return_layered=True)
     out = raw
     for i, kernel in enumerate(params.closing_choices):
         if tuple(kernel) == (0, 0):
             continue
         sel = (params.closing == i).view(-1, 1, 1, 1)
         out = torch.where(sel, close_mask(raw, tuple(kernel)), out)
-    return out
+    return (out, layered) if return_layered else out

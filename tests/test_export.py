@@ -36,6 +36,7 @@ def test_export_writes_iw3_layout_with_an_index(small_cache, tmp_path):
             x, m, y = read_sample(d, r["name"])
             assert int(m.sum()) == r["hole_px"] >= 30
             assert {"divergence", "convergence", "mapper", "view", "width", "box", "source"} <= set(r)
+            assert r["method"] == "geometric" and r["layered_px"] == 0
     srcs = {s: {json.loads(x)["source"] for x in (tmp_path / "ex" / s / "index.jsonl").read_text().splitlines()}
             for s in ("train", "eval")}
     assert not srcs["train"] & srcs["eval"]                 # eval comes from held-out sources
@@ -106,3 +107,15 @@ def test_export_cli(small_cache, tmp_path, capsys):
     assert main([*args, "--export-dir", str(tmp_path / "ex"), "--export-count", "3"]) == 0
     out = capsys.readouterr().out
     assert "exported 3 train + 1 eval samples" in out and "samples/s" in out
+
+
+def test_iw3_method_export_records_its_method_and_layered_holes(small_cache, tmp_path):
+    export_dataset(cfg_for(small_cache, tmp_path, "collate.method=iw3", "warp.level=3"),
+                   tmp_path / "ex", 12, 0, progress=False)
+    index = [json.loads(x) for x in (tmp_path / "ex" / "train" / "index.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in index} == {"iw3"}
+    # layered holes are holes (before closing), so never more than the hole pixels
+    assert all(0 <= r["layered_px"] <= r["hole_px"] for r in index)
+    assert sum(r["layered_px"] for r in index) > 0
+    saved = json.loads((tmp_path / "ex" / "export.json").read_text())
+    assert "iw3" in json.dumps(saved)
