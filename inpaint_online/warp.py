@@ -15,10 +15,12 @@ Conventions, stated once:
 * Forward warp = splatting: source pixel ``x`` moves to ``x ± s(x)``; when several land on
   one target the nearest (largest ``d``) wins; targets nobody reaches are holes.
 
+Disocclusion masks (``occlusion_mask``, methods ``"geometric"`` and ``"iw3"``) live in
+:mod:`inpaint_online.occlusion` and are part of this module's API.
+
 Everything is vectorised over the batch with per-sample parameters; nothing in here calls
 ``.item()`` or otherwise syncs with the host, except the optional value check
-(``check=True``) and the border-padding bound when ``max_shift`` is not given and the
-parameters live on a CUDA device.
+(``check=True``).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ def test_resume_gives_bit_identical_weights(small_cache, tmp_path):
     train(tiny_config(small_cache, tmp_path / "b", *common, "train.stop_at=3"), progress=False)
     part = load_checkpoint(tmp_path / "b" / "t" / "checkpoints" / "last.pt")
     assert part["step"] == 3
+    assert part["config"]["collate"]["method"] == "geometric"      # the masks it was trained on
     resumed = train(tiny_config(small_cache, tmp_path / "b", *common), resume=True, progress=False)
     assert once.step == resumed.step == 6
     a, b = once.model.state_dict(), resumed.model.state_dict()
@@ -302,3 +303,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(small_cache, tmp_path):
     assert load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")["step"] == step + 2
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"train"' in x]
     assert steps == list(range(1, step + 3))      # no duplicates, no torn line
+
+
+def test_old_collate_mode_key_gets_a_message_naming_its_replacement(tmp_path):
+    from inpaint_online.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="collate.method"):
+        load_config(None, ["collate.mode=bilinear"])
