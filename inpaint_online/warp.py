@@ -29,7 +29,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "disparity_shift",
