@@ -10,11 +10,18 @@ Layout of ``DIR``::
     depth/ab/<sha1>.png             the same as a viewable 16-bit PNG (``--format png``)
 
 A record is ``{"key", "source", "rel", "kind", "frame", "clip", "src_size", "depth_file",
-"depth_size", "backend", "backend_settings", "fingerprint", "time"}`` or an error record
+"depth_size", "depth_bytes", "depth_crc32", "backend", "backend_settings", "fingerprint",
+"time"}`` or an error record
 ``{"key", "source", "error", "time"}``. Records are appended (and fsync'ed) as work
 completes; the newest record of a key wins; a torn last line is ignored; at the end of a run
 the manifest is compacted atomically. Depth files are written to a temp file and
-``os.replace``-d, so a run killed at any point loses nothing and a re-run finishes the job.
+``os.replace``-d, so a run killed at any point loses nothing and a re-run finishes the job;
+the temp files a kill leaves behind are swept when the cache is next opened for writing.
+
+Integrity: ``depth_bytes`` and ``depth_crc32`` (of the file's bytes) are checked by every
+read of the training path (:func:`load_depth`); a re-run of ``precompute_depth.py``
+recomputes entries whose file is missing or of the wrong size, and ``--verify`` checks every
+checksum (``--repair`` recomputes what fails).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -30,23 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .fsutil import atomic_write_bytes, show  # noqa: F401  (re-exported)
+
 
 MANIFEST_GLOB = "manifest*.jsonl"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def encode_depth(depth: np.ndarray, fmt: str) -> bytes:
@@ -65,13 +58,69 @@ def encode_depth(depth: np.ndarray, fmt: str) -> bytes:
 
 
 def read_depth(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """A cached depth map as ``uint16 (h, w)``."""
+    """A cached depth map as ``uint16 (h, w)`` (no integrity check: see :func:`load_depth`)."""
     path = Path(path)
     if path.suffix == ".npy":
         return np.load(path, mmap_mode="r" if mmap else None)
     from PIL import Image
     with Image.open(path) as im:
         return np.asarray(im).astype(np.uint16)
+
+
+class CacheIntegrityError(ValueError):
+    """A cached depth file that does not match its manifest record."""
+
+
+def checksum(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def file_check(data: bytes) -> dict:
+    """What a record stores to verify its depth file later: size and CRC-32 of the bytes."""
+    return {"depth_bytes": len(data), "depth_crc32": checksum(data)}
+
+
+def decode_depth(data: bytes, suffix: str) -> np.ndarray:
+    import io
+    if suffix == ".npy":
+        m = np.load(io.BytesIO(data), allow_pickle=False)
+    else:
+        from PIL import Image
+        with Image.open(io.BytesIO(data)) as im:
+            m = np.asarray(im)
+    if m.ndim != 2 or m.dtype not in (np.uint16, np.dtype(">u2"), np.int32, np.uint8):
+        raise ValueError(f"not a 2-D 16-bit map (shape {m.shape}, {m.dtype})")
+    return m.astype(np.uint16, copy=False)
+
+
+def load_depth(root: Path, rec: dict) -> np.ndarray:
+    """The depth map of a record, verified against the size and CRC-32 the record holds
+    (records of older caches without them are only decoded). Raises
+    :class:`CacheIntegrityError` or OSError."""
+    path = Path(root) / rec["depth_file"]
+    data = path.read_bytes()
+    why = mismatch(rec, data)
+    if why:
+        raise CacheIntegrityError(why)
+    try:
+        m = decode_depth(data, path.suffix)
+    except Exception as e:   # numpy/PIL raise several types for garbage
+        raise CacheIntegrityError(f"undecodable ({type(e).__name__}: {e})") from None
+    want = rec.get("depth_size")
+    if want and tuple(m.shape[::-1]) != tuple(want):
+        raise CacheIntegrityError(f"map is {m.shape[1]}x{m.shape[0]}, the manifest says "
+                                  f"{want[0]}x{want[1]}")
+    return m
+
+
+def mismatch(rec: dict, data: bytes | None = None, size: int | None = None) -> str | None:
+    """Why a depth file (its bytes, or only its size) does not match ``rec``; None if it does."""
+    n = len(data) if data is not None else size
+    if "depth_bytes" in rec and n is not None and n != rec["depth_bytes"]:
+        return f"size {n} bytes, the manifest says {rec['depth_bytes']} (truncated or overwritten)"
+    if data is not None and "depth_crc32" in rec and checksum(data) != rec["depth_crc32"]:
+        return "checksum mismatch (the file was changed or damaged after it was written)"
+    return None
 
 
 def fingerprint(path: Path, with_hash: bool = False) -> dict:
@@ -211,7 +260,7 @@ class Summary:
         out = ["", "  precompute_depth summary", "  " + "-" * 34]
         out += [f"  {k:<24}{v:>10}" for k, v in rows]
         for path, why in self.errors:
-            out.append(f"  ERROR {path}: {why}")
+            out.append(f"  ERROR {show(path)}: {' '.join(why.split())}")
         for path in self.vanished[:20]:
-            out.append(f"  VANISHED {path} (run with --prune to remove its entries)")
+            out.append(f"  VANISHED {show(path)} (run with --prune to remove its entries)")
         return "\n".join(out)

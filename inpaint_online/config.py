@@ -8,7 +8,9 @@ allowed — a typo must not silently train with the default.
 
 from __future__ import annotations
 
+
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,7 +116,14 @@ def _coerce(where: str, default, value):
             return value
         raise bad("an integer")
     if isinstance(default, float):
+        if isinstance(value, str):       # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise bad("a finite number")
             return float(value)
         raise bad("a number")
     if isinstance(default, str):

@@ -25,8 +25,9 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .cache import Manifest, read_depth
-from .errors import DataError
+from .cache import Manifest, load_depth
+from .errors import DataError, one_line
+from .fsutil import show
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
@@ -61,6 +62,7 @@ class DataConfig:
     val_seed: int = 1234
     reader_cache: int = 4                 # open video readers kept per worker
     clip_len: int = 1                     # > 1: clips of T consecutive video frames (video model)
+    max_upscale: float = 4.0              # sources that need more to fill a crop are skipped
     worker_start: str = "fork"            # fork (fast start) | spawn | forkserver (DataLoader)
 
     def validate(self) -> None:
@@ -77,6 +79,8 @@ class DataConfig:
             raise ValueError(f"data.worker_start must be fork, spawn or forkserver, got {self.worker_start!r}")
         if self.clip_len < 1:
             raise ValueError(f"data.clip_len must be >= 1, got {self.clip_len}")
+        if not self.max_upscale >= 1:
+            raise ValueError(f"data.max_upscale must be >= 1, got {self.max_upscale}")
         if self.crop_candidates < 1 or self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("data.crop_candidates and data.batch_size must be >= 1, "
                              "data.num_workers >= 0")
@@ -162,10 +166,12 @@ def load_frames(cache: Manifest | Path, recs: list[dict], reader=None) -> tuple[
     for rec in recs:
         path = root / rec["depth_file"]
         try:
-            depths.append(np.asarray(read_depth(path)))
+            depths.append(load_depth(root, rec))
         except (OSError, ValueError) as e:
-            raise MediaError(f"{path}: cannot read cached depth of {rec['source']} ({e}); "
-                             "re-run precompute_depth.py on it") from None
+            why = (e.strerror or type(e).__name__) if isinstance(e, OSError) else one_line(e)
+            raise MediaError(f"{show(path)}: cached depth of {show(rec['source'])} is unusable "
+                             f"({why}); run: python precompute_depth.py --cache-dir {show(root)} "
+                             "--verify --repair") from None
     if recs[0]["kind"] == "video":
         rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
     else:
@@ -191,6 +197,22 @@ def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
     out = np.zeros((d.shape[0] + 1, d.shape[1] + 1), np.int64)
     out[1:, 1:] = edge.cumsum(0).cumsum(1)
     return out
+
+
+def drop_small(records: list[dict], config: DataConfig) -> list[dict]:
+    """Records whose frame fills a ``data.crop`` crop with at most ``data.max_upscale``
+    enlargement; the others are skipped with one warning line (a 2x2000 image scaled up 128
+    times is a flat smear: no holes, no texture, a NaN score)."""
+    need = config.crop / config.max_upscale
+    small = [r for r in records if min(r.get("depth_size") or (1 << 30,)) < need]
+    if not small:
+        return records
+    names = sorted({f"{show(r['rel'])} ({r['depth_size'][0]}x{r['depth_size'][1]})" for r in small})
+    log.warning("skipping %d cached frame(s) smaller than data.crop / data.max_upscale = %g px on "
+                "the short side: %s%s", len(small), need, ", ".join(names[:5]),
+                f" and {len(names) - 5} more" if len(names) > 5 else "")
+    drop = {id(r) for r in small}
+    return [r for r in records if id(r) not in drop]
 
 
 def clip_runs(records: list[dict], clip_len: int) -> list[list[dict]]:
@@ -264,6 +286,7 @@ class CacheDataset(Dataset):
         self.root = manifest.root if isinstance(manifest, Manifest) else Path(manifest)
         self.cfg, self.train = config, train
         self.clip_len = config.clip_len
+        records = drop_small(records, config)
         if self.clip_len > 1:
             items = clip_runs(records, self.clip_len)
             if not items:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import one_line
+from .fsutil import show
 from .media import MediaError
 
 log = logging.getLogger(__name__)
@@ -207,9 +209,12 @@ class ImportBackend(DepthBackend):
             p = self._path(request, frame, video)
             m = read_map(p).astype(np.float64)
             if m.shape != frames.shape[1:3]:
-                raise MediaError(f"{p}: map is {m.shape[1]}x{m.shape[0]} but the image is "
+                raise MediaError(f"{show(p)}: map is {m.shape[1]}x{m.shape[0]} but the image is "
                                  f"{frames.shape[2]}x{frames.shape[1]}")
-            out.append(torch.from_numpy(to_inverse_depth(m, self.kind)))
+            try:
+                out.append(torch.from_numpy(to_inverse_depth(m, self.kind)))
+            except ValueError as e:
+                raise MediaError(f"{show(p)}: {e}") from None
         return normalise(torch.stack(out)).numpy()
 
 
@@ -217,8 +222,13 @@ def to_inverse_depth(m: np.ndarray, kind: str) -> np.ndarray:
     """A raw map as float32 inverse depth (larger = nearer), not yet normalised.
 
     ``kind="depth"`` (larger = farther) is inverted; ``"disparity"`` is used as it is.
-    Non-finite values (and non-positive depth) count as the farthest value present."""
+    Non-finite values (and non-positive depth) count as the farthest value present; a map
+    with no usable value at all is a ValueError."""
     m = np.asarray(m, dtype=np.float64)
+    usable = np.isfinite(m) & (m > 0) if kind == "depth" else np.isfinite(m)
+    if kind in ("depth", "disparity") and not usable.any():
+        raise ValueError("the map has no usable value (all NaN/inf"
+                         f"{' or <= 0' if kind == 'depth' else ''})")
     if kind == "depth":
         ok = np.isfinite(m) & (m > 0)
         inv = np.where(ok, 1.0 / np.where(ok, m, 1.0), np.nan)
@@ -243,11 +253,11 @@ def read_map(path: Path) -> np.ndarray:
             with Image.open(path) as im:
                 m = np.asarray(im)
     except Exception as e:
-        raise MediaError(f"{path}: cannot read map ({type(e).__name__}: {e})") from None
+        raise MediaError(f"{show(path)}: cannot read map ({type(e).__name__}: {one_line(e)})") from None
     if m.ndim == 3:
         m = m[..., 0]
     if m.ndim != 2:
-        raise MediaError(f"{path}: expected a single-channel 2-D map, got shape {m.shape}")
+        raise MediaError(f"{show(path)}: expected a single-channel 2-D map, got shape {m.shape}")
     return m
 
 

@@ -18,3 +18,8 @@ def user_message(e: BaseException) -> str:
     for prefix in (f"{type(e).__module__}.{type(e).__name__}: ", f"{type(e).__name__}: "):
         last = last.removeprefix(prefix)
     return last
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (a reason that ends up in a list of ``path: reason`` lines)."""
+    return " ".join(str(text).split())

@@ -7,6 +7,7 @@ masks of ``view="left"``) are mirrored in and out.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .fsutil import show
+from .media import MediaError
 from .depth import read_map, to_inverse_depth
 from .models import ModelConfig, build_model, composite
 from .warp import close_mask, fill_from_background, forward_warp
+
+log = logging.getLogger(__name__)
 
 __all__ = ["load_model", "inpaint", "render_stereo", "background_fill", "diffusion_fill",
            "image_to_tensor", "tensor_to_image", "load_depth"]
@@ -44,12 +49,25 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> to
 
 
 def load_depth(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:
-    """A depth/disparity map file as inverse depth in [0, 1] at ``shape`` (resized if needed)."""
-    d = to_inverse_depth(read_map(path), kind)
+    """A depth/disparity map file as inverse depth in [0, 1] at ``shape`` (resized if needed).
+    Non-finite values count as the farthest (a warning says how many); a map without any
+    usable value is a :class:`MediaError`."""
+    raw = read_map(path)
+    bad = int((~np.isfinite(raw)).sum()) if raw.dtype.kind == "f" else 0
+    try:
+        d = to_inverse_depth(raw, kind)
+    except ValueError as e:
+        raise MediaError(f"{show(path)}: {e}") from None
+    if bad:
+        log.warning("%s: %d of %d depth values are not finite (NaN/inf); they were treated as "
+                    "the farthest depth", show(path), bad, raw.size)
     if d.shape != shape:   # maps at model resolution are common: resize to the image
         d = F.interpolate(torch.from_numpy(d)[None, None], shape, mode="bilinear",
                           align_corners=False)[0, 0].numpy()
     lo, hi = float(d.min()), float(d.max())
+    if hi <= lo:
+        log.warning("%s: the depth map is constant: there is no parallax, both views will "
+                    "equal the image", show(path))
     return (d - lo) / max(hi - lo, 1e-12)
 
 

@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError
+from .errors import one_line
+from .fsutil import check_output_file, save_image, show
 from .inference import image_to_tensor, inpaint, load_depth, load_model, tensor_to_image
 from .media import IMAGE_EXTS, MediaError, load_image
 
@@ -40,9 +42,9 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
         with Image.open(path) as im:
             m = np.asarray(im.convert("L"))
     except Exception as e:
-        raise MediaError(f"{path}: cannot read mask ({type(e).__name__}: {e})") from None
+        raise MediaError(f"{show(path)}: cannot read mask ({type(e).__name__}: {one_line(e)})") from None
     if m.shape != shape:
-        raise MediaError(f"{path}: mask is {m.shape[1]}x{m.shape[0]} but the image is "
+        raise MediaError(f"{show(path)}: mask is {m.shape[1]}x{m.shape[0]} but the image is "
                          f"{shape[1]}x{shape[0]}")
     return m > 0
 
@@ -50,18 +52,18 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 def pairs(image: Path, mask: Path, output: Path) -> list[tuple[Path, Path, Path]]:
     if image.is_dir():
         if not mask.is_dir():
-            raise MediaError(f"{mask}: --image is a folder, so --mask must be one too")
+            raise MediaError(f"{show(mask)}: --image is a folder, so --mask must be one too")
         out = []
         for p in sorted(image.iterdir()):
             if p.suffix.lower() not in IMAGE_EXTS or p.stem.endswith(("_M", "_I")):
                 continue
             m = find_mask(p, mask)
             if m is None:
-                print(f"skipping {p}: no mask for it in {mask}", file=sys.stderr)
+                print(f"inpaint: skipping {show(p)}: no mask for it in {show(mask)}", file=sys.stderr)
                 continue
             out.append((p, m, output / (p.stem + ".png")))
         if not out:
-            raise MediaError(f"{image}: no image with a mask in {mask}")
+            raise MediaError(f"{show(image)}: no image with a mask in {show(mask)}")
         return out
     return [(image, mask, output)]
 
@@ -81,25 +83,58 @@ def main(argv=None) -> int:
     ap.add_argument("--tile", type=int, default=1024, help="tile size for large images")
     args = ap.parse_args(argv)
     try:
-        model = load_model(args.checkpoint, args.device)
+        # everything that can be checked is checked before the model is loaded
         jobs = pairs(Path(args.image), Path(args.mask), Path(args.output))
-        for img_path, mask_path, out_path in jobs:
-            rgb = load_image(img_path)
-            hole = read_mask(mask_path, rgb.shape[:2])
-            x = image_to_tensor(rgb, args.device)
-            m = torch.from_numpy(hole)[None, None].to(args.device).float()
-            d = None
-            if args.depth:
-                d = torch.from_numpy(load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
-                                     )[None, None].to(args.device)
-            out = inpaint(model, x, m, d, view=args.view, tile=args.tile)
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(tensor_to_image(out)).save(out_path)
-            print(f"{img_path} + {mask_path.name} ({100 * hole.mean():.1f}% holes) -> {out_path}")
+        if Path(args.image).is_dir():
+            out = Path(args.output)
+            if out.exists() and not out.is_dir():
+                raise MediaError(f"{show(out)}: --image is a folder, so --output must be a "
+                                 "folder too (it is a file)")
+        else:
+            check_output_file(args.output)
+        model = load_model(args.checkpoint, args.device)
     except (CheckpointError, MediaError, ValueError) as e:
         print(f"inpaint: error: {e}", file=sys.stderr)
         return 2
+    failed = []
+    for img_path, mask_path, out_path in jobs:
+        try:       # one image's failure never stops the others
+            fill_one(model, img_path, mask_path, out_path, args)
+        except Exception as e:  # noqa: BLE001 - the per-file backstop
+            why = str(e) if isinstance(e, (MediaError, ValueError)) else f"{type(e).__name__}: {e}"
+            why = one_line(why)
+            if not why.startswith(show(img_path)) and not why.startswith(show(mask_path)):
+                why = f"{show(img_path)}: {why}"
+            print(f"inpaint: error: {why}", file=sys.stderr)
+            failed.append(img_path)
+    if len(jobs) == 1:
+        return 2 if failed else 0
+    if failed:
+        print(f"inpaint: {len(failed)} of {len(jobs)} images failed: "
+              + ", ".join(show(p.name) for p in failed[:10])
+              + (f" and {len(failed) - 10} more" if len(failed) > 10 else ""), file=sys.stderr)
+        return 1
     return 0
+
+
+def fill_one(model, img_path: Path, mask_path: Path, out_path: Path, args) -> None:
+    rgb = load_image(img_path)
+    hole = read_mask(mask_path, rgb.shape[:2])
+    if hole.all():
+        print(f"inpaint: warning: {show(mask_path)}: the mask covers the whole image: nothing "
+              "is known to fill from, the output is the model's guess", file=sys.stderr)
+    elif not hole.any():
+        print(f"inpaint: warning: {show(mask_path)}: the mask has no holes: the output is the "
+              "input", file=sys.stderr)
+    x = image_to_tensor(rgb, args.device)
+    m = torch.from_numpy(hole)[None, None].to(args.device).float()
+    d = None
+    if args.depth:
+        d = torch.from_numpy(load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
+                             )[None, None].to(args.device)
+    out = inpaint(model, x, m, d, view=args.view, tile=args.tile)
+    save_image(out_path, tensor_to_image(out))
+    print(f"{show(img_path)} + {show(mask_path.name)} ({100 * hole.mean():.1f}% holes) -> {show(out_path)}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import one_line
+from .fsutil import show
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
 
@@ -35,12 +38,32 @@ def media_kind(path: str | os.PathLike) -> str | None:
 def find_media(inputs: list[str | os.PathLike]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """Walk files and folders. Returns ``([(root, path)], [(path, reason)])``: supported
     files with the root they were found under (for relative names), in a stable order, and
-    inputs that were skipped (missing, unsupported)."""
+    inputs that were skipped (missing, unsupported, a folder that cannot be read).
+
+    Linked folders are followed; a folder reached again (a link loop) is not walked twice.
+    """
     found, skipped = [], []
     for inp in inputs:
         p = Path(inp)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
+            seen: set[tuple[int, int]] = set()
+
+            def unreadable(e: OSError) -> None:
+                skipped.append((Path(e.filename or p),
+                                f"cannot read folder ({e.strerror or type(e).__name__})"))
+
+            for dirpath, dirnames, filenames in os.walk(p, onerror=unreadable, followlinks=True):
+                try:
+                    st = os.stat(dirpath)
+                    ident = (st.st_dev, st.st_ino)
+                except OSError as e:
+                    unreadable(e)
+                    dirnames[:] = []
+                    continue
+                if ident in seen:          # a linked folder we have walked already
+                    dirnames[:] = []
+                    continue
+                seen.add(ident)
                 dirnames.sort()
                 for name in sorted(filenames):
                     f = Path(dirpath) / name
@@ -51,6 +74,8 @@ def find_media(inputs: list[str | os.PathLike]) -> tuple[list[tuple[Path, Path]]
                 found.append((p.parent, p))
             else:
                 skipped.append((p, f"unsupported file type '{p.suffix}'"))
+        elif p.is_symlink():
+            found.append((p.parent, p))    # a broken link or a loop: reported by its reader
         else:
             skipped.append((p, "no such file or directory"))
     return found, skipped
@@ -60,33 +85,56 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as ``uint8`` RGB ``(H, W, 3)``, EXIF rotation applied.
 
     16-bit images are scaled to 8 bits, grayscale/palette/CMYK converted, alpha dropped.
-    Raises :class:`MediaError` naming the file for anything unreadable.
+    Raises :class:`MediaError` naming the file for anything unreadable: also a file that
+    declares more pixels than Pillow's decompression-bomb limit, and a float image with
+    non-finite pixels.
     """
+    import warnings
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    name = show(path)
     try:
         if path.stat().st_size == 0:
-            raise MediaError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return _to_rgb8(im)
+            raise MediaError(f"{name}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                return _to_rgb8(im, name)
     except MediaError:
         raise
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"{name}: refused: {one_line(e)} (a decompression bomb, or raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if the image is real)") from None
     except UnidentifiedImageError:
-        raise MediaError(f"{path}: not a readable image (unknown or corrupt format)") from None
+        raise MediaError(f"{name}: not a readable image (unknown or corrupt format)") from None
+    except FileNotFoundError:
+        raise MediaError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise MediaError(f"{name}: is a folder, not an image") from None
+    except PermissionError:
+        raise MediaError(f"{name}: permission denied") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise MediaError(f"{path}: cannot decode image ({e})") from None
+        raise MediaError(f"{name}: cannot decode image ({one_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - decoders raise anything (MemoryError too)
+        raise MediaError(f"{name}: cannot decode image ({type(e).__name__}: {one_line(e)})") from None
 
 
-def _to_rgb8(im) -> np.ndarray:
+def _to_rgb8(im, name: str = "image") -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im).astype(np.float64)
-        # 16-bit (or 32-bit int) data: scale by the type's range, not the image's
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         if im.mode == "F":
-            hi = max(float(a.max()), 1e-12)
+            bad = int((~np.isfinite(a)).sum())
+            if bad:
+                raise MediaError(f"{name}: float image with {bad} non-finite (NaN/inf) pixels "
+                                 f"of {a.size}; not used")
+            # float data: [0, 1] as it is, larger ranges scaled by their maximum
+            hi = max(1.0, float(a.max()))
+        else:
+            # 16-bit (or 32-bit int) data: scale by the type's range, not the image's
+            hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(a[..., None], 3, axis=2)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -114,9 +162,9 @@ class VideoReader:
     def __init__(self, path: str | os.PathLike, backend: str = "auto"):
         self.path = Path(path)
         if not self.path.is_file():
-            raise MediaError(f"{self.path}: no such file")
+            raise MediaError(f"{show(self.path)}: no such file")
         if self.path.stat().st_size == 0:
-            raise MediaError(f"{self.path}: empty file (0 bytes)")
+            raise MediaError(f"{show(self.path)}: empty file (0 bytes)")
         if backend == "auto":
             try:
                 import decord  # noqa: F401
@@ -133,29 +181,29 @@ class VideoReader:
             elif backend == "pyav":
                 self._frames, fps = _pyav_decode_all(self.path)
                 if not self._frames:
-                    raise MediaError(f"{self.path}: video has no frames")
+                    raise MediaError(f"{show(self.path)}: video has no frames")
                 self.info = VideoInfo(len(self._frames), fps, *self._frames[0].shape[1::-1])
             else:
                 raise ValueError(f"unknown video backend {backend!r}")
         except MediaError:
             raise
         except Exception as e:  # decoders raise their own exception types
-            raise MediaError(f"{self.path}: cannot open video ({type(e).__name__}: {e})") from None
+            raise MediaError(f"{show(self.path)}: cannot open video ({type(e).__name__}: {one_line(e)})") from None
         if self.info.num_frames == 0:
-            raise MediaError(f"{self.path}: video has no frames")
+            raise MediaError(f"{show(self.path)}: video has no frames")
 
     def get_batch(self, indices: list[int]) -> np.ndarray:
         bad = [i for i in indices if not 0 <= i < self.info.num_frames]
         if bad:
-            raise MediaError(f"{self.path}: frame index {bad[0]} out of range "
+            raise MediaError(f"{show(self.path)}: frame index {bad[0]} out of range "
                              f"(video has {self.info.num_frames} frames)")
         try:
             if self.backend == "decord":
                 return self._vr.get_batch(list(indices)).asnumpy()
             return np.stack([self._frames[i] for i in indices])
         except Exception as e:
-            raise MediaError(f"{self.path}: cannot decode frames {indices[:3]}... "
-                             f"({type(e).__name__}: {e})") from None
+            raise MediaError(f"{show(self.path)}: cannot decode frames {indices[:3]}... "
+                             f"({type(e).__name__}: {one_line(e)})") from None
 
 
 def _pyav_decode_all(path: Path) -> tuple[list[np.ndarray], float]:

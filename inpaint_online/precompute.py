@@ -1,15 +1,21 @@
 """Fill the depth cache from raw media (the work behind ``precompute_depth.py``).
 
-Resumable (skips what is cached and unchanged, recomputes what changed), shardable
-(``shard=(i, n)``), and it never stops on a bad file: the file and the reason go into the
-summary and the manifest's error records.
+Resumable (skips what is cached, unchanged and intact; recomputes what changed or whose
+file is missing or of the wrong size), shardable (``shard=(i, n)``), and it never stops on
+a bad file: every file has its own error boundary, and the file and the reason go into the
+summary and the manifest's error records. :func:`verify` checks every cached map against
+its checksum; ``repair=True`` recomputes the broken ones from their sources.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import logging
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .cache import (Manifest, ManifestWriter, Sampling, Summary, atomic_write_bytes,
-                    depth_size, encode_depth, entry_key, fingerprint, shard_of)
+from .cache import (CacheIntegrityError, Manifest, ManifestWriter, Sampling, Summary,
+                    atomic_write_bytes, depth_size, encode_depth, entry_key, file_check,
+                    fingerprint, load_depth, mismatch, shard_of)
 from .depth import DepthBackend, DepthRequest, normalise
+from .errors import ConfigError, one_line
+from .fsutil import show, sweep_temp
 from .media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
 
 log = logging.getLogger(__name__)
@@ -38,37 +47,51 @@ def _resize(depth: np.ndarray, w: int, h: int) -> np.ndarray:
 class _Job:
     def __init__(self, root: Path, backend: DepthBackend, writer: ManifestWriter,
                  manifest: Manifest, max_size: int | None, fmt: str, with_hash: bool,
-                 summary: Summary):
+                 summary: Summary, min_side: int = 0, force: set[str] = frozenset()):
         self.root, self.backend, self.writer, self.manifest = root, backend, writer, manifest
         self.max_size, self.fmt, self.with_hash, self.summary = max_size, fmt, with_hash, summary
+        self.min_side, self.force = min_side, force
         self.signature = {"backend": backend.name, "backend_settings": backend.settings()}
 
     def is_current(self, key: str, fp: dict, size: tuple[int, int]) -> bool:
         rec = self.manifest.entries.get(key)
-        return (rec is not None and rec["fingerprint"] == fp
-                and rec["backend"] == self.signature["backend"]
-                and rec["backend_settings"] == self.signature["backend_settings"]
-                and tuple(rec["depth_size"]) == size
-                and rec["depth_file"].endswith("." + self.fmt)
-                and self.manifest.depth_path(rec).is_file())
+        if (rec is None or key in self.force or rec["fingerprint"] != fp
+                or rec["backend"] != self.signature["backend"]
+                or rec["backend_settings"] != self.signature["backend_settings"]
+                or tuple(rec["depth_size"]) != size
+                or not rec["depth_file"].endswith("." + self.fmt)):
+            return False
+        try:   # the file is there and has the size it was written with (a stat, no read)
+            return mismatch(rec, size=self.manifest.depth_path(rec).stat().st_size) is None
+        except OSError:
+            return False
+
+    def check_size(self, w: int, h: int) -> None:
+        if min(w, h) < self.min_side:
+            raise MediaError(f"{w}x{h} px is smaller than --min-side {self.min_side} px "
+                             "(too small to crop training samples from)")
 
     def store(self, source: Path, rel: str, kind: str, frame: int | None, clip: int | None,
               src_wh: tuple[int, int], size: tuple[int, int], depth: np.ndarray, fp: dict) -> None:
         key = entry_key(source, frame)
+        if not np.isfinite(depth).all():
+            raise MediaError(f"the depth backend returned non-finite values"
+                             f"{'' if frame is None else f' for frame {frame}'}")
         h = hashlib.sha1(key.encode()).hexdigest()
         rel_file = f"depth/{h[:2]}/{h}.{self.fmt}"
-        atomic_write_bytes(self.root / rel_file, encode_depth(depth, self.fmt))
+        data = encode_depth(depth, self.fmt)
+        atomic_write_bytes(self.root / rel_file, data)
         self.writer.append({
             "key": key, "source": str(source), "rel": rel, "kind": kind, "frame": frame,
             "clip": clip, "src_size": list(src_wh), "depth_file": rel_file,
-            "depth_size": list(size), "fingerprint": fp, **self.signature})
+            "depth_size": list(size), **file_check(data), "fingerprint": fp, **self.signature})
         self.summary.computed += 1
 
     def error(self, source: Path, why: str) -> None:
         self.summary.errors.append((str(source), why))
         self.writer.append({"key": entry_key(source, None), "source": str(source), "error": why})
 
-    def image(self, root: Path, path: Path) -> None:
+    def image(self, path: Path, rel: str) -> None:
         fp = fingerprint(path, self.with_hash)
         key = entry_key(path, None)
         rec = self.manifest.entries.get(key)
@@ -77,27 +100,33 @@ class _Job:
             return
         img = load_image(path)
         hh, ww = img.shape[:2]
+        self.check_size(ww, hh)
         size = depth_size(ww, hh, self.max_size)
-        d = self.backend.predict(img[None], DepthRequest(path, _rel(root, path)))
-        self.store(path, _rel(root, path), "image", None, None, (ww, hh), size,
-                   _resize(d, *size)[0], fp)
+        d = self.backend.predict(img[None], DepthRequest(path, rel))
+        self.store(path, rel, "image", None, None, (ww, hh), size, _resize(d, *size)[0], fp)
 
-    def video(self, root: Path, path: Path, sampling: Sampling, batch_size: int) -> None:
+    def video(self, path: Path, rel: str, sampling: Sampling, batch_size: int,
+              only: list[tuple[int, int | None]] | None = None) -> None:
+        """The sampled frames of a video that are not current (or exactly ``only``:
+        ``(frame, clip start)`` pairs, for a repair)."""
         fp = fingerprint(path, self.with_hash)
         reader = VideoReader(path)
         info = reader.info
+        self.check_size(info.width, info.height)
         size = depth_size(info.width, info.height, self.max_size)
-        clips = sample_frames(info.num_frames, info.fps, every=sampling.every,
-                              target_fps=sampling.fps, max_frames=sampling.max_frames,
-                              clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
-        todo = []
-        for clip in clips:
-            for f in clip:
-                if self.is_current(entry_key(path, f), fp, size):
-                    self.summary.skipped += 1
-                else:
-                    todo.append((f, clip[0]))
-        rel = _rel(root, path)
+        if only is not None:
+            todo = list(only)
+        else:
+            clips = sample_frames(info.num_frames, info.fps, every=sampling.every,
+                                  target_fps=sampling.fps, max_frames=sampling.max_frames,
+                                  clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
+            todo = []
+            for clip in clips:
+                for f in clip:
+                    if self.is_current(entry_key(path, f), fp, size):
+                        self.summary.skipped += 1
+                    else:
+                        todo.append((f, clip[0]))
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i + batch_size]
             frames = reader.get_batch([f for f, _ in chunk])
@@ -113,42 +142,86 @@ def _rel(root: Path, path: Path) -> str:
         return path.name
 
 
+def _reason(e: BaseException, path: Path) -> str:
+    """The reason of a per-file failure, on one line, without the path in front."""
+    if isinstance(e, MediaError):
+        text = str(e)
+        for prefix in (f"{show(path)}: ", f"{path}: "):
+            text = text.removeprefix(prefix)
+        return one_line(text)
+    return one_line(f"{type(e).__name__}: {e}")
+
+
+def _link_reason(e: BaseException) -> str:
+    if isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP:
+        return "symbolic link loop (the link points back to itself)"
+    if isinstance(e, FileNotFoundError):
+        return "broken symbolic link (its target does not exist)"
+    return one_line(f"cannot resolve the path ({type(e).__name__}: {e})")
+
+
+def prepare_cache_dir(cache_dir: str | Path) -> Path:
+    """The cache folder, created if needed and checked before any work; stale temp files of
+    an interrupted run (a dead writer's, or older than an hour) are removed."""
+    root = Path(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{show(root)}: --cache-dir is a file, not a folder")
+    try:
+        (root / "depth").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{show(root)}: cannot create the cache folder ({e.strerror or e})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"{show(root)}: the cache folder is not writable")
+    swept = sweep_temp(root) + sweep_temp(root / "depth", recursive=True)
+    if swept:
+        log.info("%s: removed %d temp file(s) left by an interrupted run", show(root), swept)
+    return root
+
+
 def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                sampling: Sampling | None = None, shard: tuple[int, int] | None = None,
                max_size: int | None = 1024, fmt: str = "npy", with_hash: bool = False,
-               prune: bool = False, batch_size: int = 8, progress: bool = True) -> Summary:
+               prune: bool = False, batch_size: int = 8, progress: bool = True,
+               min_side: int = 16) -> Summary:
     """Compute and cache depth for every image and sampled video frame under ``inputs``."""
     t0 = time.perf_counter()
     sampling = sampling or Sampling()
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
-    root = Path(cache_dir)
+    root = prepare_cache_dir(cache_dir)
     summary = Summary()
     found, skipped = find_media(inputs)
     manifest = Manifest(root)
     writer = ManifestWriter(root, shard)
-    job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary)
+    job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side)
     for path, why in skipped:
         job.error(path, why)
-    sources = [(r.resolve(), p.resolve()) for r, p in found]
-    if shard is not None:
-        sources = [(r, p) for r, p in sources if shard_of(p, shard[1]) == shard[0]]
-    bar = tqdm(sources, desc="depth", unit="file", disable=not progress, dynamic_ncols=True)
-    for root_dir, path in bar:
-        kind = media_kind(path)
+    sources, seen = [], set()
+    for r, p in found:
         try:
-            if kind == "image":
+            rp = p.resolve(strict=True)
+        except (OSError, RuntimeError) as e:
+            job.error(p, _link_reason(e))
+            continue
+        if rp not in seen:                 # reached twice (a linked folder): done once
+            seen.add(rp)
+            sources.append((rp, _rel(r, p)))
+    if shard is not None:
+        sources = [(p, rel) for p, rel in sources if shard_of(p, shard[1]) == shard[0]]
+    bar = tqdm(sources, desc="depth", unit="file", disable=not progress, dynamic_ncols=True)
+    for path, rel in bar:
+        try:
+            if media_kind(path) == "image":
                 summary.images += 1
-                job.image(root_dir, path)
+                job.image(path, rel)
             else:
                 summary.videos += 1
-                job.video(root_dir, path, sampling, batch_size)
-        except MediaError as e:
-            job.error(path, str(e).removeprefix(f"{path}: "))
-        except (OSError, ValueError, RuntimeError) as e:
-            job.error(path, f"{type(e).__name__}: {e}")
+                job.video(path, rel, sampling, batch_size)
+        except Exception as e:   # noqa: BLE001 - the per-file backstop: report, go on
+            job.error(path, _reason(e, path))
         elapsed = time.perf_counter() - t0
-        bar.set_postfix(frames=summary.computed, fps=f"{summary.computed / max(elapsed, 1e-9):.1f}")
+        bar.set_postfix(frames=summary.computed, fps=f"{summary.computed / max(elapsed, 1e-9):.1f}",
+                        errors=len(summary.errors))
     bar.close()
 
     # sources this run is responsible for that no longer exist
@@ -163,11 +236,106 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                 writer.append({"key": key, "source": rec["source"], "deleted": True})
                 summary.pruned += 1
         summary.vanished = []
-    # compact this run's manifest file: the newest record of each key it holds
+    _compact(root, writer)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _compact(root: Path, writer: ManifestWriter) -> None:
+    """Rewrite this run's manifest file with the newest record of each key it holds."""
     merged = Manifest(root)
     keep = {k: r for k, r in {**merged.entries, **merged.errors}.items()
             if merged.origin.get(k) == writer.path.name}
     writer.compact(keep)
     writer.close()
-    summary.seconds = time.perf_counter() - t0
-    return summary
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    legacy: int = 0                                   # records without a checksum
+    broken: list[tuple[dict, str]] = field(default_factory=list)
+    repaired: int = 0
+    unrepaired: list[tuple[dict, str]] = field(default_factory=list)
+
+    def table(self) -> str:
+        out = ["", "  precompute_depth --verify", "  " + "-" * 34,
+               f"  {'maps checked':<24}{self.checked:>10}",
+               f"  {'broken':<24}{len(self.broken):>10}",
+               f"  {'repaired':<24}{self.repaired:>10}"]
+        if self.legacy:
+            out.append(f"  {'without checksum':<24}{self.legacy:>10}  (made by an older "
+                       "version: only decoded)")
+        for rec, why in self.broken:
+            frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
+            out.append(f"  BROKEN {show(rec['source'])}{frame} ({rec['depth_file']}): {why}")
+        for rec, why in self.unrepaired:
+            frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
+            out.append(f"  NOT REPAIRED {show(rec['source'])}{frame}: {why}; entry removed")
+        if self.broken and not self.repaired and not self.unrepaired:
+            out.append("  run again with --repair to recompute them from their sources")
+        return "\n".join(out)
+
+
+def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_size: int = 8,
+           progress: bool = True) -> VerifyReport:
+    """Check every cached map against its manifest record (size, CRC-32, decodable, shape).
+    With a ``backend``: recompute the broken ones from their sources (a repair); an entry
+    whose source cannot be read any more is removed and listed."""
+    root = Path(cache_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{show(root)}: no depth cache here (not a folder)")
+    manifest = Manifest(root)
+    report = VerifyReport()
+    for rec in tqdm(manifest.samples(), desc="verify", unit="map", disable=not progress,
+                    dynamic_ncols=True):
+        report.checked += 1
+        report.legacy += "depth_crc32" not in rec
+        try:
+            load_depth(root, rec)
+        except CacheIntegrityError as e:
+            report.broken.append((rec, str(e)))
+        except OSError as e:
+            report.broken.append((rec, "missing" if isinstance(e, FileNotFoundError)
+                                  else one_line(f"cannot read ({e.strerror or e})")))
+    if backend is None or not report.broken:
+        return report
+    sig = {"backend": backend.name, "backend_settings": backend.settings()}
+    other = {(r["backend"], json.dumps(r["backend_settings"], sort_keys=True))
+             for r, _ in report.broken if (r["backend"], r["backend_settings"]) != tuple(sig.values())}
+    if other:
+        name, settings = sorted(other)[0]
+        raise ConfigError(f"the broken maps were made with depth backend {name!r} {settings}, "
+                          f"not {sig['backend']!r} {json.dumps(sig['backend_settings'], sort_keys=True)}: "
+                          "run --repair with the backend options of the cache")
+    prepare_cache_dir(root)
+    writer = ManifestWriter(root, None)
+    by_source: dict[str, list[dict]] = {}
+    for rec, _ in report.broken:
+        by_source.setdefault(rec["source"], []).append(rec)
+    for source, recs in by_source.items():
+        path = Path(source)
+        job = _Job(root, backend, writer, manifest, _max_size_of(recs[0]),
+                   Path(recs[0]["depth_file"]).suffix[1:], "sha256" in recs[0]["fingerprint"],
+                   Summary(), force={r["key"] for r in recs})
+        try:
+            if recs[0]["kind"] == "image":
+                job.image(path, recs[0]["rel"])
+            else:
+                job.video(path, recs[0]["rel"], Sampling(), batch_size,
+                          only=[(r["frame"], r.get("clip")) for r in recs])
+            report.repaired += len(recs)
+        except Exception as e:   # noqa: BLE001 - report, remove the entry, go on
+            for r in recs:
+                (root / r["depth_file"]).unlink(missing_ok=True)
+                writer.append({"key": r["key"], "source": r["source"], "deleted": True})
+                report.unrepaired.append((r, _reason(e, path)))
+    _compact(root, writer)
+    return report
+
+
+def _max_size_of(rec: dict) -> int | None:
+    """The ``max_size`` that gives a record's stored size from its source size."""
+    sw, sh = rec["src_size"]
+    dw, dh = rec["depth_size"]
+    return None if (dw, dh) == (sw, sh) else max(dw, dh)

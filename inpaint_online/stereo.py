@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .checkpoint import CheckpointError
 from .depth import (FALLBACK, MIDAS_MODELS, DepthBackend, DepthRequest, DepthSetupError,
                     ImportBackend, make_backend)
+from .errors import one_line
+from .fsutil import check_output_file, save_image, show
 from .inference import image_to_tensor, load_depth, load_model, render_stereo, tensor_to_image
 from .media import MediaError, VideoReader, load_image
 from .models import TemporalGatedUNet
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     if args.video:
         return video_main(args)
     try:
+        check_output_file(args.output)              # before any work, not after it
         model = load_model(args.checkpoint, args.device)
         path = Path(args.image)
         rgb = load_image(path)
@@ -100,23 +102,22 @@ def main(argv=None) -> int:
         out = render_stereo(model, image_to_tensor(rgb, args.device),
                             torch.from_numpy(d)[None, None].to(args.device).float(),
                             args.divergence, args.convergence, mode=args.mode, tile=args.tile)
-    except (CheckpointError, MediaError, DepthSetupError, ValueError) as e:
-        print(f"stereo: error: {e}", file=sys.stderr)
+        o = Path(args.output)
+        save_image(o, tensor_to_image(out["sbs"]))
+        written = [o]
+        for view, tag in (("left", "L"), ("right", "R")):
+            if args.save_views:
+                written.append(o.with_name(f"{o.stem}_{tag}.png"))
+                save_image(written[-1], tensor_to_image(out[view]))
+            if args.save_masks:
+                written.append(o.with_name(f"{o.stem}_{tag}_mask.png"))
+                save_image(written[-1], out[f"{view}_hole"][0, 0].cpu().numpy().astype(np.uint8) * 255)
+    except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
+        print(f"stereo: error: {_message(e)}", file=sys.stderr)
         return 2
-    o = Path(args.output)
-    o.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(tensor_to_image(out["sbs"])).save(o)
-    written = [o]
-    for view, tag in (("left", "L"), ("right", "R")):
-        if args.save_views:
-            written.append(o.with_name(f"{o.stem}_{tag}.png"))
-            Image.fromarray(tensor_to_image(out[view])).save(written[-1])
-        if args.save_masks:
-            written.append(o.with_name(f"{o.stem}_{tag}_mask.png"))
-            Image.fromarray(out[f"{view}_hole"][0, 0].cpu().numpy().astype(np.uint8) * 255).save(written[-1])
     holes = {v: 100 * out[f"{v}_hole"].float().mean().item() for v in ("left", "right")}
     print(f"holes filled: left {holes['left']:.2f}%, right {holes['right']:.2f}% of the frame; "
-          f"wrote {', '.join(map(str, written))}")
+          f"wrote {', '.join(map(show, written))}")
     return 0
 
 
@@ -124,14 +125,17 @@ def video_main(args) -> int:
     """Stereo for a video: chunks of frames → depth → render_stereo → x264 side by side."""
     import av
     try:
+        check_output_file(args.output, image=False)
+        if Path(args.output).suffix.lower() not in (".mp4", ".mkv", ".mov"):
+            raise ValueError(f"{show(args.output)}: a video output needs .mp4, .mkv or .mov")
         model = load_model(args.checkpoint, args.device)
         path = Path(args.video)
         reader = VideoReader(path)
         backend = depth_backend(args) if args.depth_model else None
         if backend is None and not Path(args.depth).is_dir():
             raise MediaError(f"{args.depth}: for --video, --depth must be a folder of per-frame maps")
-    except (CheckpointError, MediaError, DepthSetupError, ValueError) as e:
-        print(f"stereo: error: {e}", file=sys.stderr)
+    except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
+        print(f"stereo: error: {_message(e)}", file=sys.stderr)
         return 2
     info = reader.info
     n = min(info.num_frames, args.max_frames) if args.max_frames > 0 else info.num_frames
@@ -169,14 +173,20 @@ def video_main(args) -> int:
             for packet in stream.encode():
                 container.mux(packet)
         tmp.replace(out_path)
-    except (MediaError, DepthSetupError, ValueError) as e:
+    except (MediaError, DepthSetupError, ValueError, OSError) as e:
         tmp.unlink(missing_ok=True)
-        print(f"stereo: error: {e}", file=sys.stderr)
+        print(f"stereo: error: {_message(e)}", file=sys.stderr)
         return 2
     print(f"wrote {out_path}: {n} frames, {w2}x{h2} side by side, "
           f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}; "
           f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame")
     return 0
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename:
+        return f"{show(e.filename)}: {e.strerror or type(e).__name__}"
+    return one_line(e)
 
 
 def _frame_map(folder: Path, frame: int) -> Path:

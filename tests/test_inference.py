@@ -130,7 +130,7 @@ def test_checkpoints_load_weights_only_and_refuse_other_models(checkpoint, tmp_p
 
 def test_clis_report_bad_input_without_a_traceback(checkpoint, tmp_path, capsys):
     assert inpaint_main(["--checkpoint", str(tmp_path / "nope.pt"), "--image", "x", "--mask", "y",
-                         "--output", "z"]) == 2
+                         "--output", str(tmp_path / "z.png")]) == 2
     assert "nope.pt: no such checkpoint" in capsys.readouterr().err
     img = Image.open(skimage_data_dir() / "camera.png").convert("RGB")
     img.save(tmp_path / "c.png")

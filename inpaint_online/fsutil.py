@@ -1,0 +1,163 @@
+"""Files written safely and named readably.
+
+* :func:`atomic_write_bytes`: temp file + fsync + ``os.replace``. The result gets the
+  permissions the umask gives (``mkstemp`` creates 0600 files, which would otherwise survive
+  the rename and lock every other user out of a shared cache).
+* Temp files are named ``.NAME.HOST.PID.RAND.tmp``, so :func:`sweep_temp` can tell a stale
+  one (its writer is dead, or it is older than ``STALE_SECONDS``) from one another process
+  is writing right now (``--shard`` runs side by side) and removes only the stale ones.
+* :func:`show` quotes a path for a one-line message when its name holds a newline or another
+  unprintable character.
+* :func:`check_output_file`: an output path is checked before the work that produces it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import time
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes", "sweep_temp", "show", "file_mode", "check_output_file",
+           "image_format", "save_image", "STALE_SECONDS"]
+
+STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_umask: int | None = None
+
+
+def file_mode() -> int:
+    """``0o666`` less the process umask: what ``open()`` would give a new file."""
+    global _umask
+    if _umask is None:
+        try:   # Linux: read it without changing it (os.umask is process-wide, threads race)
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("Umask:"):
+                        _umask = int(line.split()[1], 8)
+        except OSError:
+            pass
+        if _umask is None:
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return 0o666 & ~_umask
+
+
+def _temp_name(path: Path) -> str:
+    return f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a kill) sees the old file or the new
+    one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / _temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True      # someone else's live process
+    return True
+
+
+def sweep_temp(folder: str | os.PathLike, *, recursive: bool = False,
+               now: float | None = None) -> int:
+    """Remove stale temp files of :func:`atomic_write_bytes` under ``folder``: those whose
+    writer on this host is dead, or older than ``STALE_SECONDS``. Returns how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    stack = [Path(folder)]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if recursive and e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+                continue
+            m = _TMP.match(e.name)
+            if m is None:
+                continue
+            try:
+                age = now - e.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            dead = m["host"] == _HOST and not _pid_alive(int(m["pid"]))
+            if dead or age > STALE_SECONDS:
+                try:
+                    os.unlink(e.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def show(path: str | os.PathLike) -> str:
+    """``path`` for a one-line message: as it is, or quoted (``'a\\nb.png'``) when it holds
+    a newline, a tab or another unprintable character."""
+    s = os.fspath(path)
+    return s if s.isprintable() else repr(s)
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format an image output path asks for by its extension, or ValueError."""
+    from PIL import Image
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"{show(path)}: unknown image extension {ext or '(none)'!r}; "
+                         "use .png, .jpg, .webp, .bmp or .tif")
+    return fmt
+
+
+def check_output_file(path: str | os.PathLike, *, image: bool = True) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a directory, a parent
+    that is a file, an unknown image extension. Returns it as a Path."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{show(p)}: is a directory; give a file name "
+                         f"(e.g. {show(p / ('out.png' if image else 'out.mp4'))})")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{show(p)}: cannot be written ({show(parent)} is a file)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{show(p)}: cannot be written (no permission in {show(parent)})")
+            break
+    if image:
+        image_format(p)
+    return p
+
+
+def save_image(path: str | os.PathLike, array) -> None:
+    """Encode an ``(H, W[, 3])`` uint8 array by the path's extension and write it atomically."""
+    import io
+    from PIL import Image
+    fmt = image_format(path)
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    atomic_write_bytes(path, buf.getvalue())
