@@ -8,11 +8,14 @@
     torchrun --nproc_per_node 8 train_online.py --config configs/image.yaml run.name=big
 
 Overrides are ``section.key=value`` (YAML values: ``warp.closing_choices=[[5,5],[3,3]]``).
+Errors in the input (config, cache, checkpoint, files) print one line; INPAINT_DEBUG=1 shows
+the traceback instead.
 The run writes ``<run.out_dir>/<run.name>/``: ``config.yaml``, ``checkpoints/last.pt`` and
 ``best.pt``, ``metrics.jsonl`` and TensorBoard logs in ``tb/``.
 """
 import argparse
 import logging
+import os
 import sys
 
 
@@ -58,8 +61,13 @@ def main(argv=None) -> int:
             return 0
         from inpaint_online.train import train
         res = train(cfg, resume=args.resume, progress=not args.quiet)
-    except (ConfigError, CheckpointError, FileNotFoundError, DataError) as e:
-        print(f"train_online.py: error: {user_message(e)}", file=sys.stderr)
+    except (ConfigError, CheckpointError, FileNotFoundError, DataError, ValueError, OSError) as e:
+        if os.environ.get("INPAINT_DEBUG"):
+            raise
+        msg = user_message(e)
+        if isinstance(e, OSError) and e.filename and not isinstance(e, FileNotFoundError):
+            msg = f"{e.filename}: {e.strerror or type(e).__name__}"
+        print(f"train_online.py: error: {msg}", file=sys.stderr)
         return 2
     if res.run_dir is not None and (res.val or res.history):
         last = res.val[-1] if res.val else {}

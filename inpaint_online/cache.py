@@ -10,7 +10,7 @@ Layout of ``DIR``::
     depth/ab/<sha1>.png             the same as a viewable 16-bit PNG (``--format png``)
 
 A record is ``{"key", "source", "rel", "kind", "frame", "clip", "src_size", "depth_file",
-"depth_size", "depth_bytes", "depth_crc32", "backend", "backend_settings", "fingerprint",
+"depth_size", "depth_bytes", "depth_crc32", "depth_mtime_ns", "backend", "backend_settings", "fingerprint",
 "time"}`` or an error record
 ``{"key", "source", "error", "time"}``. Records are appended (and fsync'ed) as work
 completes; the newest record of a key wins; a torn last line is ignored; at the end of a run
@@ -19,9 +19,11 @@ the manifest is compacted atomically. Depth files are written to a temp file and
 the temp files a kill leaves behind are swept when the cache is next opened for writing.
 
 Integrity: ``depth_bytes`` and ``depth_crc32`` (of the file's bytes) are checked by every
-read of the training path (:func:`load_depth`); a re-run of ``precompute_depth.py``
-recomputes entries whose file is missing or of the wrong size, and ``--verify`` checks every
-checksum (``--repair`` recomputes what fails).
+read of the training path (:func:`load_depth`). A re-run of ``precompute_depth.py`` stats
+every cached file: one that is missing or of the wrong size is recomputed; one whose mtime
+differs from ``depth_mtime_ns`` (written to since) is read and recomputed unless its CRC
+still matches. ``--verify`` reads every file (damage that kept size and mtime: bit rot) and
+``--repair`` recomputes what fails.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def mismatch(rec: dict, data: bytes | None = None, size: int | None = None) -> s
     """Why a depth file (its bytes, or only its size) does not match ``rec``; None if it does."""
     n = len(data) if data is not None else size
     if "depth_bytes" in rec and n is not None and n != rec["depth_bytes"]:
-        return f"size {n} bytes, the manifest says {rec['depth_bytes']} (truncated or overwritten)"
+        return f"size {n} bytes, the manifest says {rec['depth_bytes']} bytes (truncated or overwritten)"
     if data is not None and "depth_crc32" in rec and checksum(data) != rec["depth_crc32"]:
         return "checksum mismatch (the file was changed or damaged after it was written)"
     return None

@@ -95,6 +95,8 @@ def mix_seed(*parts: int | str) -> int:
 def open_cache(cache_dir: str | Path) -> Manifest:
     """The cache's manifest, or a clear error when there is no usable cache."""
     root = Path(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"{show(root)}: data.cache_dir is a file, not a depth cache folder")
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no depth cache here (the directory does not exist). "
                                 f"Run: python precompute_depth.py INPUT... --cache-dir {root}")
@@ -255,6 +257,11 @@ class RecordTable:
         self.video = np.array([r["kind"] == "video" for r in records], dtype=bool)
         self.frame = np.array([-1 if r.get("frame") is None else r["frame"] for r in records], np.int64)
         self.clip = np.array([-1 if r.get("clip") is None else r["clip"] for r in records], np.int64)
+        # what verifies the depth file (-1: a record of an older cache without it)
+        self.nbytes = np.array([r.get("depth_bytes", -1) for r in records], np.int64)
+        self.crc = np.array([int(r["depth_crc32"], 16) if "depth_crc32" in r else -1
+                             for r in records], np.int64)
+        self.size = np.array([r.get("depth_size") or (-1, -1) for r in records], np.int64).reshape(-1, 2)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -265,6 +272,12 @@ class RecordTable:
         out["kind"] = "video" if video else "image"
         out["frame"] = int(self.frame[i]) if video or self.frame[i] >= 0 else None
         out["clip"] = int(self.clip[i]) if self.clip[i] >= 0 else None
+        if self.nbytes[i] >= 0:
+            out["depth_bytes"] = int(self.nbytes[i])
+        if self.crc[i] >= 0:
+            out["depth_crc32"] = f"{int(self.crc[i]):08x}"
+        if self.size[i, 0] >= 0:
+            out["depth_size"] = self.size[i].tolist()
         return out
 
 

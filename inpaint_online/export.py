@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cache import atomic_write_bytes
+from .fsutil import atomic_write_bytes, show, sweep_temp
 from .collate import WarpCollate
 from .config import Config, ConfigError
 from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
@@ -121,7 +122,15 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
         raise ConfigError("--export-count and --export-eval-count must be >= 0")
     eval_count = max(1, count // 10) if eval_count is None else eval_count
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{show(out)}: --export-dir is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{show(out)}: cannot create the export folder ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"{show(out)}: the export folder is not writable")
+    sweep_temp(out)
     settings = _settings(cfg, masked_input)
     old = _load_json(out / "export.json")
     if old is not None and old != settings:
@@ -148,6 +157,7 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
             split_dir = out / split
             split_dir.mkdir(exist_ok=True)
             _truncate_index(split_dir / "index.jsonl", st["next_position"])
+            _clear_uncommitted(split_dir, st["next_position"], cfg.data.batch_size)
             bar = tqdm(total=want, initial=min(st["written"], want), desc=f"export {split}",
                        unit="sample", disable=not progress, dynamic_ncols=True)
             if st["written"] < want:
@@ -223,6 +233,21 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
         commit()
         if st["written"] >= want:
             return
+
+
+def _clear_uncommitted(split_dir: Path, next_position: int, batch_size: int) -> None:
+    """After a kill: remove what the uncommitted batch left (temp files, finished files of
+    samples the index does not list yet); a resumed export writes them again, identically."""
+    sweep_temp(split_dir)
+    for pos in range(next_position, next_position + batch_size):
+        name = f"{pos:08d}"
+        folder = split_dir / name
+        if folder.is_dir():
+            for f in folder.iterdir():
+                f.unlink(missing_ok=True)
+            folder.rmdir()
+        for suffix in ("_C.png", "_M.png", "_I.png"):
+            (split_dir / (name + suffix)).unlink(missing_ok=True)
 
 
 def _finish_index(path: Path) -> None:

@@ -26,24 +26,20 @@ __all__ = ["atomic_write_bytes", "sweep_temp", "show", "file_mode", "check_outpu
 STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
-_umask: int | None = None
 
 
 def file_mode() -> int:
     """``0o666`` less the process umask: what ``open()`` would give a new file."""
-    global _umask
-    if _umask is None:
-        try:   # Linux: read it without changing it (os.umask is process-wide, threads race)
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("Umask:"):
-                        _umask = int(line.split()[1], 8)
-        except OSError:
-            pass
-        if _umask is None:
-            _umask = os.umask(0o022)
-            os.umask(_umask)
-    return 0o666 & ~_umask
+    try:   # Linux: read it without changing it (os.umask is process-wide: threads would race)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _temp_name(path: Path) -> str:

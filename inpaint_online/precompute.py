@@ -61,10 +61,22 @@ class _Job:
                 or tuple(rec["depth_size"]) != size
                 or not rec["depth_file"].endswith("." + self.fmt)):
             return False
-        try:   # the file is there and has the size it was written with (a stat, no read)
-            return mismatch(rec, size=self.manifest.depth_path(rec).stat().st_size) is None
+        path = self.manifest.depth_path(rec)
+        try:   # the file is there with the size and mtime it was written with: a stat
+            st = path.stat()
+            if mismatch(rec, size=st.st_size) is not None:
+                return False
+            if "depth_mtime_ns" not in rec or st.st_mtime_ns == rec["depth_mtime_ns"]:
+                return True
+            # touched since it was written (overwritten? copied?): read it and decide by CRC
+            if mismatch(rec, data=path.read_bytes()) is not None:
+                return False
         except OSError:
             return False
+        fresh = dict(rec, depth_mtime_ns=st.st_mtime_ns)   # intact: remember the new mtime
+        self.writer.append(fresh)
+        self.manifest.entries[key] = fresh
+        return True
 
     def check_size(self, w: int, h: int) -> None:
         if min(w, h) < self.min_side:
@@ -81,10 +93,12 @@ class _Job:
         rel_file = f"depth/{h[:2]}/{h}.{self.fmt}"
         data = encode_depth(depth, self.fmt)
         atomic_write_bytes(self.root / rel_file, data)
+        mtime = (self.root / rel_file).stat().st_mtime_ns
         self.writer.append({
             "key": key, "source": str(source), "rel": rel, "kind": kind, "frame": frame,
             "clip": clip, "src_size": list(src_wh), "depth_file": rel_file,
-            "depth_size": list(size), **file_check(data), "fingerprint": fp, **self.signature})
+            "depth_size": list(size), **file_check(data), "depth_mtime_ns": mtime,
+            "fingerprint": fp, **self.signature})
         self.summary.computed += 1
 
     def error(self, source: Path, why: str) -> None:
@@ -149,6 +163,10 @@ def _reason(e: BaseException, path: Path) -> str:
         for prefix in (f"{show(path)}: ", f"{path}: "):
             text = text.removeprefix(prefix)
         return one_line(text)
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, OSError) and e.strerror:
+        return one_line(f"{e.strerror} ({type(e).__name__})")
     return one_line(f"{type(e).__name__}: {e}")
 
 

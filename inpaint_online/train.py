@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from .cache import atomic_write_bytes
+from .fsutil import atomic_write_bytes, sweep_temp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Batch, Prefetcher, WarpCollate
 from .config import Config, ConfigError
@@ -242,6 +242,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
         start, best = ck["step"], ck["best"]
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        sweep_temp(run_dir)
+        sweep_temp(ckpt_dir)              # a checkpoint write a kill interrupted
         saved = cfg.to_dict()
         saved["train"]["stop_at"] = 0          # belongs to one invocation, not to the run
         atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(saved, sort_keys=False).encode())
@@ -252,6 +254,11 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
     loader = make_loader(ds, sampler, pin_memory=device.type == "cuda")
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.run.seed, rank=rank)
     val = validation_batches(cfg, manifest, val_recs, device) if main else []
+    if val and not any(bool(b.mask.any()) for b in val):
+        log.warning("the %d validation samples have no hole pixels at all: psnr_hole and "
+                    "ssim_hole are undefined (NaN) and best.pt follows them blindly. Raise "
+                    "warp.level or data.scale_range, or hold out other sources "
+                    "(data.val_fraction)", sum(len(b) for b in val))
     # the datasets hold flat arrays; drop the manifest's dicts before the workers fork
     del manifest, train_recs, val_recs
     gc.collect()

@@ -69,6 +69,15 @@ def small_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture(scope="session")
+def checkpoint(small_cache, tmp_path_factory):
+    """best.pt of a 20-step tiny run on :func:`small_cache`."""
+    from inpaint_online.train import train
+    out = tmp_path_factory.mktemp("run")
+    train(tiny_config(small_cache, out, "train.steps=20", "train.val_every=10"), progress=False)
+    return out / "t" / "checkpoints" / "best.pt"
+
+
 def tiny_config(cache, tmp_path, *overrides):
     """A config that trains in seconds on the CPU."""
     from inpaint_online.config import load_config

