@@ -127,7 +127,8 @@ def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
     from inpaint_online.data import RecordTable
     recs = open_cache(small_cache).samples()
     table = RecordTable(recs)
-    keys = ("source", "rel", "depth_file", "kind", "frame", "clip")
+    keys = ("source", "rel", "depth_file", "kind", "frame", "clip", "depth_bytes", "depth_crc32",
+            "depth_size")
     assert [table[i] for i in range(len(table))] == [{k: r.get(k) for k in keys} for r in recs]
     assert {r["kind"] for r in recs} == {"image", "video"}
 
