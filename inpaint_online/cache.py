@@ -143,7 +143,7 @@ def entry_key(source: Path, frame: int | None) -> str:
 
 def shard_of(source: Path, n: int) -> int:
     """Deterministic shard of a source file (all frames of a video go together)."""
-    return zlib.crc32(str(source).encode()) % n
+    return zlib.crc32(str(source).encode("utf-8", "surrogateescape")) % n
 
 
 def depth_size(w: int, h: int, max_size: int | None) -> tuple[int, int]:
@@ -164,7 +164,8 @@ class Manifest:
         self.bad_lines = 0
         files = sorted(self.root.glob(MANIFEST_GLOB))
         for f in files:
-            with open(f, "r", encoding="utf-8") as fh:
+            # a garbage line must not stop the read: it fails json.loads and is counted
+            with open(f, "r", encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     try:
                         rec = json.loads(line)

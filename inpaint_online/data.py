@@ -88,7 +88,7 @@ class DataConfig:
 
 def mix_seed(*parts: int | str) -> int:
     """A 63-bit seed from several integers (stable across processes and machines)."""
-    h = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    h = hashlib.blake2b("/".join(map(str, parts)).encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(h, "little") >> 1
 
 
@@ -115,7 +115,7 @@ def split_records(records: list[dict], val_fraction: float) -> tuple[list[dict],
     every machine. With a single source the validation set is that source too (logged).
     """
     sources = sorted({r["rel"] for r in records},
-                     key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+                     key=lambda s: hashlib.sha1(s.encode("utf-8", "surrogateescape")).hexdigest())
     if val_fraction <= 0:
         return records, []
     if len(sources) < 2:
@@ -253,7 +253,9 @@ class RecordTable:
 
     def __init__(self, records: list[dict]):
         for f in self.FIELDS:
-            setattr(self, f, np.array([r[f].encode("utf-8") for r in records], dtype=bytes))
+            # surrogateescape: file names that are not UTF-8 (old Latin-1 disks) round-trip
+            setattr(self, f, np.array([r[f].encode("utf-8", "surrogateescape") for r in records],
+                                      dtype=bytes))
         self.video = np.array([r["kind"] == "video" for r in records], dtype=bool)
         self.frame = np.array([-1 if r.get("frame") is None else r["frame"] for r in records], np.int64)
         self.clip = np.array([-1 if r.get("clip") is None else r["clip"] for r in records], np.int64)
@@ -267,7 +269,7 @@ class RecordTable:
         return len(self.frame)
 
     def __getitem__(self, i: int) -> dict:
-        out = {f: getattr(self, f)[i].decode("utf-8") for f in self.FIELDS}
+        out = {f: getattr(self, f)[i].decode("utf-8", "surrogateescape") for f in self.FIELDS}
         video = bool(self.video[i])
         out["kind"] = "video" if video else "image"
         out["frame"] = int(self.frame[i]) if video or self.frame[i] >= 0 else None
@@ -358,12 +360,14 @@ class CacheDataset(Dataset):
             recs = [self.table[j] for j in range(first, first + self.clip_len)]
             try:
                 rgb, depth = load_frames(self.root, recs, self._reader)
-            except (MediaError, OSError) as e:
+                out = self._sample(rgb, depth, i, seed)
+            except Exception as e:  # noqa: BLE001 - one source's failure never stops a run
                 if recs[0]["source"] not in self._warned:
                     self._warned.add(recs[0]["source"])
-                    log.warning("skipping %s", e)
+                    why = (one_line(e) if isinstance(e, MediaError) else
+                           f"{show(recs[0]['source'])}: {type(e).__name__}: {one_line(e)}")
+                    log.warning("skipping %s", why)
                 continue
-            out = self._sample(rgb, depth, i, seed)
             if self.clip_len > 1:
                 out["frames"] = torch.tensor([r["frame"] for r in recs])
             else:

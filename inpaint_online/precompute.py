@@ -89,7 +89,7 @@ class _Job:
         if not np.isfinite(depth).all():
             raise MediaError(f"the depth backend returned non-finite values"
                              f"{'' if frame is None else f' for frame {frame}'}")
-        h = hashlib.sha1(key.encode()).hexdigest()
+        h = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
         rel_file = f"depth/{h[:2]}/{h}.{self.fmt}"
         data = encode_depth(depth, self.fmt)
         atomic_write_bytes(self.root / rel_file, data)

@@ -202,21 +202,35 @@ def hole_stats(batch: Batch, min_px: int) -> dict:
 
 
 def _setup_distributed():
-    """``(rank, world, local_rank)``; initialises the process group under torchrun."""  # DDP
+    """``(rank, world, local_rank, owned)``; initialises the process group under torchrun
+    (``owned``: this call did, so :func:`train` destroys it when it returns)."""  # DDP
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, 0
+        return 0, 1, 0, False
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("INPAINT_DDP_BACKEND") != "gloo" else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend)
-    return rank, world, local
+    if dist.is_initialized():
+        return rank, world, local, False
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("INPAINT_DDP_BACKEND") != "gloo" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend)
+    return rank, world, local, True
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    rank, world, local = _setup_distributed()
+    rank, world, local, owned = _setup_distributed()
+    try:
+        return _train(cfg, resume, progress, rank, world, local)
+    finally:
+        if owned:
+            # a process group left to the interpreter's exit tears down its threads in
+            # arbitrary order: seen as "terminate called without an active exception"
+            # (SIGABRT) after a finished run on a loaded machine
+            dist.destroy_process_group()                                            # DDP
+
+
+def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
+           local: int) -> TrainResult:
     main = rank == 0
     ddp = world > 1
     if ddp and cfg.run.device == "auto" and os.environ.get("INPAINT_DDP_BACKEND") == "gloo":

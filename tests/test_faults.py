@@ -529,3 +529,20 @@ def test_preview_on_an_empty_cache(tmp_path, capsys, caplog):
                     capsys, caplog)
     assert rc == 2
     has_line(lines, rf"preview: error: {q(tmp_path / 'c')}: the depth cache has no entries\. Run: .*")
+
+
+def test_a_file_name_that_is_not_utf8_is_cached_and_trained_on(media, tmp_path, capsys, caplog):
+    name = os.fsdecode(b"caf\xe9.png")                # Latin-1 bytes: not valid UTF-8
+    shutil.copy(media / "coffee.png", media / name)
+    (media / os.fsdecode(b"bad\xff.png")).write_bytes(b"junk")
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 0 and name in good_entries(cache)
+    has_line(lines, r"ERROR '.*bad\\udcff.png': not a readable image \(unknown or corrupt format\)")
+    with open(cache / "manifest.jsonl", "ab") as f:
+        f.write(b'{"key": "\xff\xfe garbage\n')              # not UTF-8, not JSON: skipped
+    assert Manifest(cache).bad_lines == 1
+    from inpaint_online.train import train
+    res = train(tiny_config(cache, tmp_path, "data.val_fraction=0", "train.steps=2",
+                            "data.scale_range=[1.0,1.0]"), progress=False)
+    assert res.step == 2
