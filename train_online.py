@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     from inpaint_online.checkpoint import CheckpointError
     from inpaint_online.config import ConfigError, load_config
-    from inpaint_online.errors import DataError, user_message
+    from inpaint_online.errors import DataError, describe, user_message
     try:
         cfg = load_config(args.config, args.overrides)
         saved = cfg.run_dir / "config.yaml"
@@ -51,9 +51,14 @@ def main(argv=None) -> int:
             if args.export_count is None:
                 ap.error("--export-dir needs --export-count N")
             from inpaint_online.export import export_dataset
-            s = export_dataset(cfg, args.export_dir, args.export_count, args.export_eval_count,
-                               threads=args.export_threads, masked_input=not args.no_masked_input,
-                               progress=not args.quiet)
+            try:
+                s = export_dataset(cfg, args.export_dir, args.export_count, args.export_eval_count,
+                                   threads=args.export_threads, masked_input=not args.no_masked_input,
+                                   progress=not args.quiet)
+            except KeyboardInterrupt:
+                print("train_online.py: export interrupted; the committed samples are kept: run "
+                      "the same command again to finish", file=sys.stderr)
+                return 130
             print(f"exported {s.written['train']} train + {s.written['eval']} eval samples to "
                   f"{args.export_dir} ({s.dropped['train'] + s.dropped['eval']} dropped with fewer "
                   f"than collate.min_hole_px hole pixels) in {s.seconds:.1f} s: "
@@ -64,9 +69,7 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, FileNotFoundError, DataError, ValueError, OSError) as e:
         if os.environ.get("INPAINT_DEBUG"):
             raise
-        msg = user_message(e)
-        if isinstance(e, OSError) and e.filename and not isinstance(e, FileNotFoundError):
-            msg = f"{e.filename}: {e.strerror or type(e).__name__}"
+        msg = user_message(e) if isinstance(e, FileNotFoundError) else describe(e)
         print(f"train_online.py: error: {msg}", file=sys.stderr)
         return 2
     if res.run_dir is not None and (res.val or res.history):

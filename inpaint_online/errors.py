@@ -23,3 +23,12 @@ def user_message(e: BaseException) -> str:
 def one_line(text: str) -> str:
     """``text`` on one line (a reason that ends up in a list of ``path: reason`` lines)."""
     return " ".join(str(text).split())
+
+
+def describe(e: BaseException) -> str:
+    """One line for a CLI's ``error:``: an OSError as ``file: reason``, anything else as its
+    message."""
+    from .fsutil import show
+    if isinstance(e, OSError) and e.filename:
+        return f"{show(e.filename)}: {e.strerror or type(e).__name__}"
+    return one_line(user_message(e))

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from .cache import Sampling
 from .depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
-from .errors import ConfigError, one_line
-from .fsutil import show
+from .errors import ConfigError, describe
 from .precompute import precompute, verify
 
 
@@ -130,16 +129,15 @@ def main(argv=None) -> int:
                              prune=args.prune, batch_size=args.batch_size, progress=not args.quiet,
                              min_side=args.min_side)
     except (ConfigError, OSError) as e:
-        print(f"precompute_depth.py: error: {_message(e)}", file=sys.stderr)
+        print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("precompute_depth.py: interrupted; what was done is kept: run the same command "
+              "again to finish", file=sys.stderr)
+        return 130
     print(summary.table())
     return 1 if (args.strict and summary.errors) else 0
 
-
-def _message(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.filename:
-        return f"{show(e.filename)}: {e.strerror or type(e).__name__}"
-    return one_line(e)
 
 
 def _verify(args) -> int:
@@ -153,7 +151,7 @@ def _verify(args) -> int:
         report = verify(args.cache_dir, backend=backend, batch_size=args.batch_size,
                         progress=not args.quiet)
     except (ConfigError, DepthSetupError, OSError) as e:
-        print(f"precompute_depth.py: error: {_message(e)}", file=sys.stderr)
+        print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)
         return 2
     print(report.table())
     return 1 if report.broken and (backend is None or report.unrepaired) else 0

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError
 from .depth import (FALLBACK, MIDAS_MODELS, DepthBackend, DepthRequest, DepthSetupError,
                     ImportBackend, make_backend)
-from .errors import one_line
+from .errors import describe
 from .fsutil import check_output_file, save_image, show
 from .inference import image_to_tensor, load_depth, load_model, render_stereo, tensor_to_image
 from .media import MediaError, VideoReader, load_image
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                 written.append(o.with_name(f"{o.stem}_{tag}_mask.png"))
                 save_image(written[-1], out[f"{view}_hole"][0, 0].cpu().numpy().astype(np.uint8) * 255)
     except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
-        print(f"stereo: error: {_message(e)}", file=sys.stderr)
+        print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
     holes = {v: 100 * out[f"{v}_hole"].float().mean().item() for v in ("left", "right")}
     print(f"holes filled: left {holes['left']:.2f}%, right {holes['right']:.2f}% of the frame; "
@@ -135,7 +135,7 @@ def video_main(args) -> int:
         if backend is None and not Path(args.depth).is_dir():
             raise MediaError(f"{args.depth}: for --video, --depth must be a folder of per-frame maps")
     except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
-        print(f"stereo: error: {_message(e)}", file=sys.stderr)
+        print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
     info = reader.info
     n = min(info.num_frames, args.max_frames) if args.max_frames > 0 else info.num_frames
@@ -175,18 +175,13 @@ def video_main(args) -> int:
         tmp.replace(out_path)
     except (MediaError, DepthSetupError, ValueError, OSError) as e:
         tmp.unlink(missing_ok=True)
-        print(f"stereo: error: {_message(e)}", file=sys.stderr)
+        print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
     print(f"wrote {out_path}: {n} frames, {w2}x{h2} side by side, "
           f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}; "
           f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame")
     return 0
 
-
-def _message(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.filename:
-        return f"{show(e.filename)}: {e.strerror or type(e).__name__}"
-    return one_line(e)
 
 
 def _frame_map(folder: Path, frame: int) -> Path:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from inpaint_online.cache import Manifest
@@ -193,7 +192,7 @@ def test_stale_temp_files_are_swept_but_a_live_writers_are_kept(media, tmp_path,
     sub = next((cache / "depth").iterdir())
     dead = sub / f".x.npy.{_HOST}.999999999.0123abcd.tmp"       # no such pid
     live = sub / f".y.npy.{_HOST}.{os.getpid()}.0123abcd.tmp"   # this process: in use
-    old = cache / f".manifest.jsonl.otherhost.1.0123abcd.tmp"    # another host's, 2 h old
+    old = cache / ".manifest.jsonl.otherhost.1.0123abcd.tmp"    # another host's, 2 h old
     for f in (dead, live, old):
         f.write_bytes(b"partial")
     os.utime(old, (os.path.getmtime(old) - 7200,) * 2)
@@ -207,10 +206,14 @@ def test_written_files_get_the_umask_permissions(media, tmp_path, capsys, caplog
     try:
         cache = tmp_path / "c"
         run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+        from inpaint_online.checkpoint import save_checkpoint
+        from inpaint_online.fsutil import save_image
+        save_checkpoint(tmp_path / "ck" / "last.pt", {"step": 1})
+        save_image(tmp_path / "ck" / "x.png", np.zeros((4, 4), np.uint8))
     finally:
         os.umask(old)
-    files = [p for p in cache.rglob("*") if p.is_file()]
-    assert len(files) >= 3
+    files = [p for p in [*cache.rglob("*"), *(tmp_path / "ck").iterdir()] if p.is_file()]
+    assert len(files) >= 5
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o664"}
 
 
@@ -517,7 +520,7 @@ def test_preview_on_a_cache_without_readable_maps(media, tmp_path, capsys, caplo
         p.write_bytes(b"junk")
     rc, lines = run(preview_main, ["--cache-dir", cache, "--out", tmp_path / "p.png"], capsys, caplog)
     assert rc == 2 and not (tmp_path / "p.png").exists()
-    has_line(lines, rf"preview: skipping: .*astronaut.png is unusable \(size 4 bytes, the manifest "
+    has_line(lines, r"preview: skipping: .*astronaut.png is unusable \(size 4 bytes, the manifest "
                     r"says \d+ bytes \(truncated or overwritten\)\).*")
     has_line(lines, rf"preview: error: {q(cache)}: none of the 2 cached maps tried could be read; "
                     rf"run: python precompute_depth.py --cache-dir {q(cache)} --verify --repair")
