@@ -29,7 +29,17 @@ def main(argv=None) -> int:
     ap.add_argument("--export-dir", help="write generated pairs to DIR (iw3 layout) instead of training")
     ap.add_argument("--export-count", type=int, help="training samples to export (with --export-dir)")
     ap.add_argument("--export-eval-count", type=int,
-                    help="evaluation samples from the held-out sources (default: count / 10)")
+                    help="evaluation samples from the held-out sources (default: max(8, count / 10))")
+    ap.add_argument("--export-size", type=int,
+                    help="side of the stored samples (default: 512 where the frames allow it, "
+                         "never below iw3's 256)")
+    ap.add_argument("--export-clip-len", type=int,
+                    help="frames per exported clip, video configs (default 16; iw3 takes 12)")
+    ap.add_argument("--export-prefix",
+                    help="sample name prefix (default: derived from the settings, stable on resume)")
+    ap.add_argument("--export-force", action="store_true",
+                    help="write an export iw3's trainer could not read (small size, short clips, "
+                         "few eval samples) for another reader")
     ap.add_argument("--export-threads", type=int, default=8, help="PNG writer threads")
     ap.add_argument("--no-masked-input", action="store_true",
                     help="write only *_C.png and *_M.png (not the masked input *_I.png)")
@@ -53,16 +63,22 @@ def main(argv=None) -> int:
             from inpaint_online.export import export_dataset
             try:
                 s = export_dataset(cfg, args.export_dir, args.export_count, args.export_eval_count,
+                                   size=args.export_size, clip_len=args.export_clip_len,
+                                   prefix=args.export_prefix, force=args.export_force,
                                    threads=args.export_threads, masked_input=not args.no_masked_input,
                                    progress=not args.quiet)
             except KeyboardInterrupt:
                 print("train_online.py: export interrupted; the committed samples are kept: run "
                       "the same command again to finish", file=sys.stderr)
                 return 130
-            print(f"exported {s.written['train']} train + {s.written['eval']} eval samples to "
-                  f"{args.export_dir} ({s.dropped['train'] + s.dropped['eval']} dropped with fewer "
-                  f"than collate.min_hole_px hole pixels) in {s.seconds:.1f} s: "
-                  f"{s.rate:.1f} samples/s")
+            drawn = sum(s.written.values()) + sum(s.dropped.values())
+            dropped = sum(s.dropped.values())
+            shape = f"{s.plan.size}x{s.plan.size}" + (f", clips of {s.plan.clip_len} frames"
+                                                      if s.plan.clip_len > 1 else "")
+            print(f"exported {s.written['train']} train + {s.written['eval']} eval samples "
+                  f"({shape}, names {s.plan.prefix}_NNNNNNNN) to {args.export_dir}; {dropped} of "
+                  f"{drawn} drawn ({100 * dropped / max(drawn, 1):.1f}%) dropped with fewer than "
+                  f"collate.min_hole_px hole pixels; {s.seconds:.1f} s, {s.rate:.1f} samples/s")
             return 0
         from inpaint_online.train import train
         res = train(cfg, resume=args.resume, progress=not args.quiet)

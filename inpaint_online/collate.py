@@ -17,12 +17,14 @@ import time
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
 from .data import DEPTH_OFFSET, mix_seed
 from .occlusion import METHODS
 from .warp_params import WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
 
-__all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask"]
+__all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask", "best_crops",
+           "crop_at"]
 
 
 @dataclass
@@ -37,12 +39,16 @@ class CollateConfig:
     widen_fg_p: float = 0.25               # ... and toward the foreground
     widen_fg_px: tuple[int, int] = (1, 4)
     with_depth: bool = False               # also hand the (masked) depth to the model
+    crop_candidates: int = 8               # data.crop_window > 1: candidate crops per sample;
+                                           # the one with the most hole pixels is kept
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"collate.method must be one of {METHODS}, got {self.method!r}")
         if self.border not in ("pad", "none"):
             raise ValueError(f"collate.border must be 'pad' or 'none', got {self.border!r}")
+        if self.crop_candidates < 1:
+            raise ValueError(f"collate.crop_candidates must be >= 1, got {self.crop_candidates}")
         for name in ("widen_bg_px", "widen_fg_px"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -93,6 +99,38 @@ def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> t
     return out
 
 
+def best_crops(mask: torch.Tensor, n: int, size: int, k: int,
+               g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Of ``k`` random ``size``-square crops per sample of the masks ``(n·T, 1, H, W)``
+    (a sample's T frames count together), the one with the most hole pixels.
+
+    Returns ``(oy, ox, holes)``, each ``(n,)`` on the mask's device. Positions are drawn on
+    the CPU from ``g`` and scored with an integral image: no loop over samples, no host sync.
+    """
+    h, w = mask.shape[-2:]
+    dev = mask.device
+    counts = mask.reshape(n, -1, h, w).sum(1, dtype=torch.int32)
+    ii = F.pad(counts.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32), (1, 0, 1, 0))
+    oy = torch.randint(0, h - size + 1, (n, k), generator=g).to(dev)
+    ox = torch.randint(0, w - size + 1, (n, k), generator=g).to(dev)
+    b = torch.arange(n, device=dev).view(n, 1)
+    score = (ii[b, oy + size, ox + size] - ii[b, oy, ox + size]
+             - ii[b, oy + size, ox] + ii[b, oy, ox])
+    j = score.argmax(1, keepdim=True)                    # ties: the first drawn
+    return oy.gather(1, j)[:, 0], ox.gather(1, j)[:, 0], score.gather(1, j)[:, 0]
+
+
+def crop_at(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, size: int) -> torch.Tensor:
+    """``x[i, :, oy[i]:oy[i]+size, ox[i]:ox[i]+size]`` for every ``i`` of ``(N, C, H, W)``,
+    with device-side offsets (two gathers, no sync)."""
+    n, c, h, w = x.shape
+    r = torch.arange(size, device=x.device)
+    rows = (oy.view(n, 1) + r).view(n, 1, size, 1).expand(n, c, size, w)
+    x = x.gather(2, rows)
+    cols = (ox.view(n, 1) + r).view(n, 1, 1, size).expand(n, c, size, size)
+    return x.gather(3, cols)
+
+
 def _per_frame(p: WarpParams, t: int) -> WarpParams:
     """Each sample's parameters repeated for its ``t`` frames."""
     return p if t == 1 else p.map(lambda v: v.repeat_interleave(t))
@@ -107,6 +145,19 @@ def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
         else:
             kw[f.name] = torch.where(take_b, vb, va) if isinstance(va, torch.Tensor) else va
     return WarpParams(**kw)
+
+
+def _crop_box(box: torch.Tensor, flip, oy: torch.Tensor, ox: torch.Tensor, size: int,
+              win: int) -> torch.Tensor:
+    """The crop's box in cached-depth pixels from its window's box (the dataset may have
+    mirrored the window: then the offset counts from the right)."""
+    box = box.to(oy.device).float()
+    px = (box[:, 2] - box[:, 0]) / win
+    if flip is not None:
+        ox = torch.where(flip.to(ox.device).bool(), win - size - ox, ox)
+    x0 = box[:, 0] + ox * px
+    y0 = box[:, 1] + oy * px
+    return torch.stack([x0, y0, x0 + size * px, y0 + size * px], 1)
 
 
 class WarpCollate:
@@ -141,20 +192,33 @@ class WarpCollate:
         y = batch["rgb"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float().div_(255.0)
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(65535.0)
+        win = y.shape[-1]
+        size = int(batch["crop"].view(-1)[0]) if "crop" in batch else win     # a CPU tensor
         params = self.sampler.sample(n, batch["width"], g).to(dev)
-        mask, layered = masks_from_params(depth, _per_frame(params, t), method=c.method,
-                                          border=c.border, return_layered=True)
+        mask, layered, oy, ox, holes = self._masks(depth, params, n, t, size, g)
         for _ in range(c.retries):
             # re-draw for samples with too few holes (per frame on average); computed for the
             # whole batch, so no host sync
             p2 = self.sampler.sample(n, batch["width"], g).to(dev)
-            m2, l2 = masks_from_params(depth, _per_frame(p2, t), method=c.method,
-                                       border=c.border, return_layered=True)
-            redo = mask.reshape(n, -1).sum(1) < c.min_hole_px * t
+            m2, l2, oy2, ox2, holes2 = self._masks(depth, p2, n, t, size, g)
+            redo = (holes < c.min_hole_px * t) & (holes2 > holes)   # only ever for the better
             per_frame = redo.repeat_interleave(t).view(-1, 1, 1, 1)
             mask = torch.where(per_frame, m2, mask)
             layered = torch.where(per_frame, l2, layered)
+            oy, ox = torch.where(redo, oy2, oy), torch.where(redo, ox2, ox)
+            holes = torch.where(redo, holes2, holes)
             params = _merge(params, p2, redo)
+        meta = {k: batch[k] for k in ("index", "seed", "box", "flip", "frames") if k in batch}
+        if size < win:
+            # the masks were made on the whole window (their context is right at the crop's
+            # edges); image, depth and masks are cut to the crop with the most holes
+            oyf, oxf = oy.repeat_interleave(t), ox.repeat_interleave(t)
+            y, depth = crop_at(y, oyf, oxf, size), crop_at(depth, oyf, oxf, size)
+            mask = crop_at(mask.to(torch.uint8), oyf, oxf, size).bool()
+            layered = crop_at(layered.to(torch.uint8), oyf, oxf, size).bool()
+            if "box" in meta:
+                meta["window_box"] = meta["box"]
+                meta["box"] = _crop_box(meta["box"], meta.get("flip"), oy, ox, size, win)
         flip = params.left.repeat_interleave(t).view(-1, 1, 1, 1)
         y, depth, mask = (torch.where(flip, v.flip(-1), v) for v in (y, depth, mask))
         if self.augment:
@@ -166,9 +230,21 @@ class WarpCollate:
         x, depth = y * keep, depth * keep
         if clip:
             x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
-        return Batch(x=x, mask=m, y=y, depth=depth, params=params,
-                     meta={k: batch[k] for k in ("index", "seed", "box", "flip", "frames") if k in batch},
+        return Batch(x=x, mask=m, y=y, depth=depth, params=params, meta=meta,
                      layered=layered.reshape(n, -1).sum(1))
+
+    def _masks(self, depth: torch.Tensor, params: WarpParams, n: int, t: int, size: int,
+               g: torch.Generator):
+        """Masks of the whole window, the best crop's offsets and its hole count."""
+        c = self.cfg
+        mask, layered = masks_from_params(depth, _per_frame(params, t), method=c.method,
+                                          border=c.border, return_layered=True)
+        if size < depth.shape[-1]:
+            oy, ox, holes = best_crops(mask, n, size, c.crop_candidates, g)
+        else:
+            oy = ox = torch.zeros(n, dtype=torch.long, device=depth.device)
+            holes = mask.reshape(n, -1).sum(1)
+        return mask, layered, oy, ox, holes
 
     @staticmethod
     def _widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:

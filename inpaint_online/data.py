@@ -31,7 +31,8 @@ from .fsutil import show
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
-           "load_pair", "load_frames", "open_cache", "clip_runs", "RecordTable", "make_loader", "DEPTH_OFFSET"]
+           "load_pair", "load_frames", "open_cache", "clip_runs", "RecordTable", "make_loader",
+           "window_size", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class DataConfig:
     """Where the crops come from and how they are cut (the ``data:`` section of a config)."""
     cache_dir: str = "runs/demo/cache"
     crop: int = 256                       # side of the square training crop, pixels
+    crop_window: float = 1.0              # > 1: cut a window this much larger; the collate
+                                          # keeps the crop with the most hole pixels in it
     scale_range: tuple[float, float] = (0.5, 1.0)   # resize of the cached frame, log-uniform
     crop_candidates: int = 4              # candidate crops per sample ...
     hard_crop_p: float = 0.75             # ... the one with most depth edges wins with this p
@@ -79,11 +82,18 @@ class DataConfig:
             raise ValueError(f"data.worker_start must be fork, spawn or forkserver, got {self.worker_start!r}")
         if self.clip_len < 1:
             raise ValueError(f"data.clip_len must be >= 1, got {self.clip_len}")
+        if not 1.0 <= self.crop_window <= 4.0:
+            raise ValueError(f"data.crop_window must be in [1, 4], got {self.crop_window}")
         if not self.max_upscale >= 1:
             raise ValueError(f"data.max_upscale must be >= 1, got {self.max_upscale}")
         if self.crop_candidates < 1 or self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("data.crop_candidates and data.batch_size must be >= 1, "
                              "data.num_workers >= 0")
+
+
+def window_size(config: DataConfig) -> int:
+    """Side of the window the dataset cuts: ``data.crop`` enlarged by ``data.crop_window``."""
+    return max(config.crop, int(round(config.crop * config.crop_window)))
 
 
 def mix_seed(*parts: int | str) -> int:
@@ -291,8 +301,9 @@ class CacheDataset(Dataset):
     ``rgb`` uint8 ``(3, S, S)``, ``depth`` int16 ``(1, S, S)`` (uint16 − 32768) — with a
     leading ``T`` axis in clip mode, plus ``frames`` ``(T,)`` —,
     ``width`` the frame width in pixels at the drawn scale (shifts are measured in it),
-    ``index`` (into :attr:`items`), ``seed``, ``box`` (crop in cached-depth pixels,
-    x0 y0 x1 y1) and ``flip``.
+    ``crop`` the side of the final crop (``S`` is the window, :func:`window_size`: the
+    collate cuts the crop with the most holes out of it), ``index`` (into :attr:`items`),
+    ``seed``, ``box`` (the window in cached-depth pixels, x0 y0 x1 y1) and ``flip``.
     """
 
     def __init__(self, manifest: Manifest | Path, records: list[dict], config: DataConfig,
@@ -378,7 +389,7 @@ class CacheDataset(Dataset):
 
     def _sample(self, rgb: np.ndarray, depth: np.ndarray, index: int, seed: int) -> dict:
         """One crop/scale/flip/jitter draw applied to every frame of ``(T, ...)`` stacks."""
-        c, s = self.cfg, self.cfg.crop
+        c, s = self.cfg, window_size(self.cfg)
         g = torch.Generator().manual_seed(seed)
         rand = lambda n=1: torch.rand(n, generator=g)  # noqa: E731
         h, w = depth.shape[1:]
@@ -413,6 +424,7 @@ class CacheDataset(Dataset):
         d16 = torch.from_numpy(np.ascontiguousarray(
             np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[:, None]
         return {"rgb": img, "depth": d16, "width": torch.tensor(fw, dtype=torch.float32),
+                "crop": torch.tensor(c.crop),
                 "index": torch.tensor(index), "seed": torch.tensor(seed),
                 "box": torch.tensor(box, dtype=torch.float32), "flip": torch.tensor(flip)}
 

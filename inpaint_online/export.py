@@ -1,35 +1,50 @@
-"""``--export-dir``: materialise the streaming stage as a fixed dataset in iw3's layout.
+"""``--export-dir``: materialise the streaming stage as a fixed dataset that iw3's own
+inpainting trainer reads (nunif ``iw3/training/inpaint/dataset.py``, ``dataset_video.py``).
 
-    DIR/export.json                settings (config, counts); a re-run must match them
-    DIR/progress.json              per split: next stream position, written, dropped
-    DIR/train/00000000_C.png       target crop (RGB)           ← iw3's inpaint trainer reads
-    DIR/train/00000000_M.png       hole mask (L, 0 / 255)      ← these two
-    DIR/train/00000000_I.png       masked input C·(1−M) (unless masked_input=False)
-    DIR/train/index.jsonl          one line per sample: source, frame, crop, warp parameters,
-                                   mask method, hole_px and layered_px (iw3's layered holes)
-    DIR/eval/...                   the same for held-out sources
-    DIR/train/00000000/0000_C.png  clips (data.clip_len > 1): one folder per sample, frames
-                                   0000, 0001, ... each with _C, _M (and _I), as iw3's video data
+    DIR/P.export.json               settings of export P (config, size, clip length)
+    DIR/P.progress.json             per split: next stream position, written, dropped
+    DIR/train/P_00000000_C.png      target crop (RGB)           ← iw3's trainer pairs every
+    DIR/train/P_00000000_M.png      hole mask (L, 0 / 255)      ← *_M.png with its *_C.png
+    DIR/train/P_00000000_I.png      masked input C·(1−M) (unless masked_input=False; ignored by iw3)
+    DIR/train/P.index.jsonl         one line per sample: source, frame, crop box, size, warp
+                                    parameters, mask method, hole_px and layered_px
+    DIR/eval/...                    the same for held-out sources (at least 8 samples)
+    DIR/train/P_00000000/0000_C.png clips (video configs): a folder per sample with frames
+                                    0000, 0001, ... each _C, _M (and _I), at least 12 frames
 
-The samples come from the same generator as training (CacheDataset → WarpCollate) with its
-training-time augmentations off (colour jitter, mask widening: a trainer reading a fixed
-dataset applies its own). Samples are in right-view orientation (background right of each
-hole; ``view: left`` samples were mirrored). Samples with fewer than ``collate.min_hole_px``
-hole pixels are dropped, as iw3 does; names are stream positions, so gaps in the numbering
-are dropped samples.
+``P`` is ``--export-prefix`` (default: ``io`` + a hash of the settings, so a resumed export
+keeps it and exports of other settings — or iw3's own data — can share DIR). Stored samples
+are ``--export-size`` square (default 512 where the cached frames allow it, never below
+iw3's 256 px training crop); clips have ``--export-clip-len`` frames (default 16, iw3 takes
+12). An export iw3 could not read is refused before any work unless ``force``.
+
+The samples come from the same generator as training (CacheDataset → WarpCollate): the
+dataset cuts a window ``data.crop_window`` times the stored size, the collate makes its masks
+and keeps the crop with the most hole pixels (iw3's idea, vectorised), re-drawing warp
+parameters up to ``collate.retries`` times for samples that still have too few. Training-time
+augmentations are off (colour jitter, mask widening: iw3's trainer applies its own). Samples
+are in right-view orientation (background right of each hole; ``view: left`` samples were
+mirrored). Samples with fewer than ``collate.min_hole_px`` hole pixels (per frame) are
+dropped; names are stream positions, so gaps in the numbering are dropped samples.
 
 Deterministic for a config (same bytes), and resumable: files are written atomically by a
-thread pool, the index is appended after each batch's files are on disk, then
-``progress.json`` is replaced. A killed export re-run with the same command continues from the
-last committed batch; anything written after it is rewritten identically.
+thread pool (a sample's mask last; a clip assembled in ``DIR/.staging`` and renamed into
+place whole, as iw3 lists every folder), the index is appended after each batch's files are
+on disk, then the progress file is replaced. A killed export re-run with the same command
+continues from the last committed batch; anything written after it is removed and rewritten
+identically.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,13 +54,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .fsutil import atomic_write_bytes, show, sweep_temp
 from .collate import WarpCollate
 from .config import Config, ConfigError
 from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
+from .fsutil import atomic_write_bytes, show, sweep_temp
 from .train import _device
 
-__all__ = ["export_dataset", "read_sample", "ExportSummary"]
+__all__ = ["export_dataset", "plan_export", "read_sample", "ExportSummary", "ExportPlan",
+           "IW3_SIZE", "IW3_CLIP", "IW3_EVAL"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +73,7 @@ class ExportSummary:
     written: dict
     dropped: dict
     seconds: float
+    plan: "ExportPlan | None" = None
 
     @property
     def rate(self) -> float:
@@ -84,11 +101,84 @@ def read_sample(split_dir: str | Path, name: str) -> tuple[torch.Tensor, torch.T
     return y * (1 - mask), mask, y
 
 
-def _settings(cfg: Config, masked_input: bool) -> dict:
+IW3_SIZE = 256           # iw3's training crop: every stored sample must be at least this
+IW3_CLIP = 12            # frames iw3's video trainer takes from a clip folder
+IW3_EVAL = 8             # its eval batch size (drop_last): fewer samples give no batch at all
+DEFAULT_CLIP = 16        # what iw3's own video generator writes
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+
+
+@dataclass
+class ExportPlan:
+    """What an export writes, resolved and checked before any work."""
+    size: int              # stored side (the crop of the exported samples)
+    clip_len: int          # frames per clip (1 for images)
+    prefix: str            # sample names: PREFIX_00000012 (_C.png, _M.png, ...)
+    count: int
+    eval_count: int
+
+
+def default_size(records: list[dict], cfg: Config) -> int:
+    """512 where the cached frames allow it at the configured scale (median short side times
+    the largest scale), never below iw3's 256; a multiple of 8."""
+    sides = sorted(min(r["depth_size"]) for r in records if r.get("depth_size"))
+    if not sides:
+        return 512
+    allowed = sides[len(sides) // 2] * cfg.data.scale_range[1]
+    return int(min(512, max(IW3_SIZE, allowed)) // 8 * 8)
+
+
+def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | None, *,
+                size: int | None = None, clip_len: int | None = None, prefix: str | None = None,
+                masked_input: bool = True, force: bool = False) -> ExportPlan:
+    """Resolve the export's size, clip length, counts and name prefix, and refuse (unless
+    ``force``) an export iw3's inpainting trainer could not read, saying why and the fix."""
+    if count < 0 or (eval_count is not None and eval_count < 0):
+        raise ConfigError("--export-count and --export-eval-count must be >= 0")
+    video = cfg.data.clip_len > 1
+    plan = ExportPlan(
+        size=size if size is not None else default_size(records, cfg),
+        clip_len=(clip_len if clip_len is not None else DEFAULT_CLIP) if video else 1,
+        prefix="", count=count,
+        eval_count=max(IW3_EVAL, count // 10) if eval_count is None else eval_count)
+    if not video and clip_len not in (None, 1):
+        raise ConfigError("--export-clip-len is for video configs (data.clip_len > 1)")
+    if plan.size < 16 or plan.clip_len < 1:
+        raise ConfigError("--export-size must be >= 16 and --export-clip-len >= 1")
+    why = []
+    if plan.size < IW3_SIZE:
+        why.append(f"--export-size {plan.size} is below the {IW3_SIZE} px iw3's trainer crops "
+                   f"from every sample (use --export-size {IW3_SIZE} or more)")
+    if video and plan.clip_len < IW3_CLIP:
+        why.append(f"--export-clip-len {plan.clip_len} is below the {IW3_CLIP} frames iw3's video "
+                   f"trainer takes from a clip (use {IW3_CLIP} or more; cache clips that long "
+                   "with precompute_depth.py --clip-len)")
+    if plan.eval_count < IW3_EVAL:
+        why.append(f"--export-eval-count {plan.eval_count} is below iw3's eval batch of "
+                   f"{IW3_EVAL} (fewer samples give it no eval batch at all)")
+    if why and not force:
+        raise ConfigError("this export could not be read by iw3's inpainting trainer: "
+                          + "; ".join(why) + ". Pass --export-force to write it anyway "
+                          "(for other readers)")
+    settings = _settings(cfg, masked_input, plan)
+    if prefix is None:
+        digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4)
+        prefix = "io" + digest.hexdigest()
+    if not _PREFIX.match(prefix):
+        raise ConfigError(f"--export-prefix {prefix!r}: use 1-32 letters, digits and '-' "
+                          "(no '_': it separates the prefix from the number)")
+    plan.prefix = prefix
+    return plan
+
+
+def _settings(cfg: Config, masked_input: bool, plan: ExportPlan | None = None) -> dict:
     c = cfg.to_dict()
     # what decides the samples' bytes; run/optim/train/model/loss do not (run.seed does)
-    return {"format": "inpaint_online.export/1", "seed": cfg.run.seed, "data": c["data"],
-            "warp": c["warp"], "collate": c["collate"], "masked_input": masked_input}
+    out = {"format": "inpaint_online.export/2", "seed": cfg.run.seed, "data": c["data"],
+           "warp": c["warp"], "collate": c["collate"], "masked_input": masked_input}
+    if plan is not None:
+        out.update(size=plan.size, clip_len=plan.clip_len)
+    return out
 
 
 def _load_json(path: Path) -> dict | None:
@@ -116,14 +206,19 @@ def _truncate_index(path: Path, next_position: int) -> None:
 
 
 def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int | None = None,
-                   *, threads: int = 8, masked_input: bool = True,
-                   progress: bool = True) -> ExportSummary:
-    if count < 0 or (eval_count is not None and eval_count < 0):
-        raise ConfigError("--export-count and --export-eval-count must be >= 0")
-    eval_count = max(1, count // 10) if eval_count is None else eval_count
+                   *, size: int | None = None, clip_len: int | None = None,
+                   prefix: str | None = None, force: bool = False, threads: int = 8,
+                   masked_input: bool = True, progress: bool = True) -> ExportSummary:
+    """Write ``count`` training and ``eval_count`` (default: ``max(8, count // 10)``) held-out
+    samples in iw3's layout. See the module docstring and :func:`plan_export`."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{show(out)}: --export-dir is a file, not a folder")
+    manifest = open_cache(cfg.data.cache_dir)
+    plan = plan_export(cfg, manifest.samples(), count, eval_count, size=size, clip_len=clip_len,
+                       prefix=prefix, masked_input=masked_input, force=force)
+    ecfg = copy.deepcopy(cfg)
+    ecfg.data.crop, ecfg.data.clip_len = plan.size, plan.clip_len
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -131,20 +226,27 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"{show(out)}: the export folder is not writable")
     sweep_temp(out)
-    settings = _settings(cfg, masked_input)
-    old = _load_json(out / "export.json")
+    settings = _settings(cfg, masked_input, plan)
+    meta_path, progress_path = out / f"{plan.prefix}.export.json", out / f"{plan.prefix}.progress.json"
+    old = _load_json(meta_path)
     if old is not None and old != settings:
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        raise ConfigError(f"{out}: holds an export made with other settings ({', '.join(changed)} "
-                          "differ); use a new --export-dir or the same config")
+        raise ConfigError(f"{show(out)}: holds an export {plan.prefix!r} made with other settings "
+                          f"({', '.join(changed)} differ); use another --export-prefix (or none: "
+                          "the default is derived from the settings) or the same config")
     if old is None:
-        atomic_write_bytes(out / "export.json", json.dumps(settings, indent=1).encode())
-    state = _load_json(out / "progress.json") or {}
-    manifest = open_cache(cfg.data.cache_dir)
+        atomic_write_bytes(meta_path, json.dumps(settings, indent=1).encode())
+    state = _load_json(progress_path) or {}
     train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
+    if plan.eval_count and not val_recs and not force:
+        raise ConfigError(f"{show(cfg.data.cache_dir)}: no held-out sources for the eval split "
+                          "(data.val_fraction is 0 or there is one source); iw3's trainer needs "
+                          f"{IW3_EVAL} eval samples. Raise data.val_fraction or pass --export-force")
     device = _device(cfg.run.device, 0)
-    targets = {"train": (train_recs, count), "eval": (val_recs, eval_count)}
+    targets = {"train": (train_recs, plan.count), "eval": (val_recs, plan.eval_count)}
     written, dropped = {}, {}
+    staging = out / ".staging"
+    _clear_staging(staging, plan.prefix)
     t0 = time.perf_counter()
     from tqdm import tqdm
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -152,26 +254,33 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
             recs, want = targets[split]
             st = state.get(split, {"next_position": 0, "written": 0, "dropped": 0})
             if want > 0 and not recs:
-                log.warning("%s: no sources for the %s split; none exported", out, split)
+                log.warning("%s: no sources for the %s split; none exported", show(out), split)
                 want = 0
             split_dir = out / split
             split_dir.mkdir(exist_ok=True)
-            _truncate_index(split_dir / "index.jsonl", st["next_position"])
-            _clear_uncommitted(split_dir, st["next_position"], cfg.data.batch_size)
+            index = split_dir / f"{plan.prefix}.index.jsonl"
+            _truncate_index(index, st["next_position"])
+            _clear_uncommitted(split_dir, plan.prefix, st["next_position"], cfg.data.batch_size)
             bar = tqdm(total=want, initial=min(st["written"], want), desc=f"export {split}",
                        unit="sample", disable=not progress, dynamic_ncols=True)
             if st["written"] < want:
-                _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
-                              masked_input, bar, lambda: atomic_write_bytes(
-                                  out / "progress.json", json.dumps(state, indent=1).encode()), state)
+                _export_split(ecfg, plan, manifest, recs, split, split_dir, index, staging, want,
+                              st, device, pool, masked_input, bar, lambda: atomic_write_bytes(
+                                  progress_path, json.dumps(state, indent=1).encode()), state)
             bar.close()
-            _finish_index(split_dir / "index.jsonl")
+            _finish_index(index)
             written[split], dropped[split] = min(st["written"], want), st["dropped"]
-    return ExportSummary(written, dropped, time.perf_counter() - t0)
+    if staging.is_dir() and not any(staging.iterdir()):
+        staging.rmdir()
+    return ExportSummary(written, dropped, time.perf_counter() - t0, plan)
 
 
-def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool, masked_input,
-                  bar, commit, state) -> None:
+def _name(prefix: str, pos: int) -> str:
+    return f"{prefix}_{pos:08d}"
+
+
+def _export_split(cfg, plan, manifest, recs, split, split_dir, index, staging, want, st, device,
+                  pool, masked_input, bar, commit, state) -> None:
     bs = cfg.data.batch_size
     seed = mix_seed(cfg.run.seed, "export", split)
     ds = CacheDataset(manifest, recs, cfg.data, train=False)            # no colour jitter
@@ -188,6 +297,7 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
         m = mask[:, :, 0].to(torch.uint8).mul(255).cpu().numpy()
         holes = mask.flatten(1).sum(1).long().tolist()
         layered = b.layered.long().tolist()
+        boxes = b.meta["box"].tolist()
         t = y.shape[1]
         params = b.params.records()
         jobs, lines = [], []
@@ -201,24 +311,20 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
             if holes[i] < min_px * t:
                 st["dropped"] += 1
                 continue
-            name = f"{pos:08d}"
-            # images: NAME_C.png ...; clips: NAME/0000_C.png ... (iw3's video layout)
-            stems = [f"{name}/{j:04d}" for j in range(t)] if clip else [name]
+            name = _name(plan.prefix, pos)
+            frames = [_frame_files(y[i, j], m[i, j], masked_input) for j in range(t)]
             if clip:
-                (split_dir / name).mkdir(exist_ok=True)
-            for j, stem in enumerate(stems):
-                files = [(f"{stem}_C.png", y[i, j]), (f"{stem}_M.png", m[i, j])]
-                if masked_input:
-                    files.append((f"{stem}_I.png",
-                                  np.where(m[i, j][..., None] > 0, 0, y[i, j]).astype(np.uint8)))
-                for fname, arr in files:
-                    jobs.append(pool.submit(lambda p=split_dir / fname, a=arr: atomic_write_bytes(p, _png(a))))
+                # iw3 lists every folder of the split: a clip is assembled in .staging and
+                # renamed into place whole, so a reader never sees half of one
+                jobs.append(pool.submit(_write_clip, staging / name, split_dir / name, frames))
+            else:
+                jobs.append(pool.submit(_write_sample, split_dir, name, frames[0]))
             rec = ds.table[int(ds.starts[int(b.meta["index"][i])])]
-            frames = b.meta["frames"][i].tolist() if clip else rec["frame"]
             lines.append(json.dumps({
                 "name": name, "position": pos, "split": split, "source": rec["source"],
-                "rel": rec["rel"], "kind": rec["kind"], ("frames" if clip else "frame"): frames,
-                "box": [round(v, 3) for v in b.meta["box"][i].tolist()],
+                "rel": rec["rel"], "kind": rec["kind"],
+                ("frames" if clip else "frame"): b.meta["frames"][i].tolist() if clip else rec["frame"],
+                "box": [round(v, 3) for v in boxes[i]], "size": plan.size,
                 "flip": bool(b.meta["flip"][i]), "hole_px": holes[i],
                 "layered_px": layered[i], "method": cfg.collate.method, "orientation": "right",
                 **params[i]}))
@@ -227,7 +333,7 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
         for j in jobs:
             j.result()                                     # files on disk before the index
         if lines:
-            with open(split_dir / "index.jsonl", "a", encoding="utf-8") as f:
+            with open(index, "a", encoding="utf-8") as f:
                 f.write("".join(x + "\n" for x in lines))
         state[split] = st
         commit()
@@ -235,17 +341,47 @@ def _export_split(cfg, manifest, recs, split, split_dir, want, st, device, pool,
             return
 
 
-def _clear_uncommitted(split_dir: Path, next_position: int, batch_size: int) -> None:
+def _frame_files(y: np.ndarray, m: np.ndarray, masked_input: bool) -> list[tuple[str, np.ndarray]]:
+    """One frame's files in write order: the mask last (iw3 pairs every _M with its _C)."""
+    files = [("_C.png", y)]
+    if masked_input:
+        files.append(("_I.png", np.where(m[..., None] > 0, 0, y).astype(np.uint8)))
+    files.append(("_M.png", m))
+    return files
+
+
+def _write_sample(split_dir: Path, name: str, files) -> None:
+    for suffix, arr in files:
+        atomic_write_bytes(split_dir / (name + suffix), _png(arr))
+
+
+def _write_clip(tmp: Path, final: Path, frames) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for j, files in enumerate(frames):
+        for suffix, arr in files:
+            atomic_write_bytes(tmp / f"{j:04d}{suffix}", _png(arr))
+    if final.exists():                                     # rewritten after a kill
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+
+
+def _clear_staging(staging: Path, prefix: str) -> None:
+    """Clips a killed export was assembling (this export's only)."""
+    if staging.is_dir():
+        for d in staging.glob(f"{prefix}_*"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _clear_uncommitted(split_dir: Path, prefix: str, next_position: int, batch_size: int) -> None:
     """After a kill: remove what the uncommitted batch left (temp files, finished files of
     samples the index does not list yet); a resumed export writes them again, identically."""
     sweep_temp(split_dir)
     for pos in range(next_position, next_position + batch_size):
-        name = f"{pos:08d}"
-        folder = split_dir / name
-        if folder.is_dir():
-            for f in folder.iterdir():
-                f.unlink(missing_ok=True)
-            folder.rmdir()
+        name = _name(prefix, pos)
+        if (split_dir / name).is_dir():
+            shutil.rmtree(split_dir / name)
         for suffix in ("_C.png", "_M.png", "_I.png"):
             (split_dir / (name + suffix)).unlink(missing_ok=True)
 
@@ -253,7 +389,7 @@ def _clear_uncommitted(split_dir: Path, next_position: int, batch_size: int) -> 
 def _finish_index(path: Path) -> None:
     """Sorted by position, one line per sample: the same bytes however often it was resumed."""
     if not path.exists():
-        path.write_text("")
+        atomic_write_bytes(path, b"")
         return
     recs = {}
     for line in path.read_text(encoding="utf-8").splitlines():

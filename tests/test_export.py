@@ -1,4 +1,5 @@
-"""--export-dir: iw3 layout, determinism, resume after a kill, read-back equality."""
+"""--export-dir: exports iw3's trainer reads (tests/iw3_reader.py), determinism, resume after
+a kill, read-back equality, names that can share a folder, the refusals."""
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ from inpaint_online.export import export_dataset, read_sample
 import inpaint_online.export as export_mod
 
 from conftest import tiny_config
+from iw3_reader import read_export
 
 
 def files(d):
@@ -24,35 +26,85 @@ def cfg_for(cache, tmp_path, *o):
     return tiny_config(cache, tmp_path, "collate.min_hole_px=30", *o)
 
 
+def export(cfg, out, count, eval_count=8, alone=True, **kw):
+    """An export at iw3's smallest readable size; it must pass the iw3 reader."""
+    kw.setdefault("size", 256)
+    s = export_dataset(cfg, out, count, eval_count, progress=False, **kw)
+    counts = read_export(out)
+    if alone:
+        assert counts == {"train": s.written["train"], "eval": s.written["eval"]}
+    return s
+
+
+def index_of(d, split="train"):
+    (path,) = (d / split).glob("*.index.jsonl")
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
 def test_export_writes_iw3_layout_with_an_index(small_cache, tmp_path):
-    s = export_dataset(cfg_for(small_cache, tmp_path), tmp_path / "ex", 10, 3, progress=False)
-    assert s.written == {"train": 10, "eval": 3} and s.rate > 0
-    for split, n in (("train", 10), ("eval", 3)):
+    s = export(cfg_for(small_cache, tmp_path), tmp_path / "ex", 10)
+    assert s.written == {"train": 10, "eval": 8} and s.rate > 0
+    for split, n in (("train", 10), ("eval", 8)):
         d = tmp_path / "ex" / split
-        index = [json.loads(x) for x in (d / "index.jsonl").read_text().splitlines()]
+        index = index_of(tmp_path / "ex", split)
         assert len(index) == n
         for r in index:
-            assert (d / f"{r['name']}_C.png").is_file() and (d / f"{r['name']}_M.png").is_file()
+            assert r["name"].startswith(s.plan.prefix + "_")
             x, m, y = read_sample(d, r["name"])
+            assert y.shape == (3, 256, 256) and r["size"] == 256
             assert int(m.sum()) == r["hole_px"] >= 30
             assert {"divergence", "convergence", "mapper", "view", "width", "box", "source"} <= set(r)
             assert r["method"] == "geometric" and r["layered_px"] == 0
-    srcs = {s: {json.loads(x)["source"] for x in (tmp_path / "ex" / s / "index.jsonl").read_text().splitlines()}
-            for s in ("train", "eval")}
+    srcs = {sp: {r["source"] for r in index_of(tmp_path / "ex", sp)} for sp in ("train", "eval")}
     assert not srcs["train"] & srcs["eval"]                 # eval comes from held-out sources
 
 
 def test_export_is_byte_identical_for_a_seed(small_cache, tmp_path):
-    export_dataset(cfg_for(small_cache, tmp_path), tmp_path / "a", 9, 2, progress=False, threads=4)
-    export_dataset(cfg_for(small_cache, tmp_path), tmp_path / "b", 9, 2, progress=False, threads=1)
+    export(cfg_for(small_cache, tmp_path), tmp_path / "a", 9, threads=4)
+    export(cfg_for(small_cache, tmp_path), tmp_path / "b", 9, threads=1)
     assert files(tmp_path / "a") == files(tmp_path / "b")
-    export_dataset(cfg_for(small_cache, tmp_path, "run.seed=1"), tmp_path / "c", 9, 2, progress=False)
-    assert files(tmp_path / "a")["train/index.jsonl"] != files(tmp_path / "c")["train/index.jsonl"]
+    export(cfg_for(small_cache, tmp_path, "run.seed=1"), tmp_path / "c", 9)
+    assert index_of(tmp_path / "a") != index_of(tmp_path / "c")
+
+
+def test_two_exports_and_foreign_data_share_a_folder(small_cache, tmp_path):
+    out = tmp_path / "ex"
+    (out / "train").mkdir(parents=True)
+    foreign = out / "train" / "iw3data_0001_C.png"        # iw3's own generator's files
+    Image.new("RGB", (512, 512)).save(foreign)
+    Image.new("L", (512, 512), 255).save(out / "train" / "iw3data_0001_M.png")
+    a = export(cfg_for(small_cache, tmp_path), out, 5, alone=False)
+    b = export(cfg_for(small_cache, tmp_path, "warp.level=2"), out, 4, alone=False)
+    assert a.plan.prefix != b.plan.prefix                 # derived from the settings
+    assert read_export(out) == {"train": 5 + 4 + 1, "eval": 16}
+    assert foreign.is_file()
+    again = export(cfg_for(small_cache, tmp_path), out, 5, alone=False)   # a re-run finds its own state
+    assert again.plan.prefix == a.plan.prefix and again.written == a.written
+    with pytest.raises(ConfigError, match="other settings.*warp"):
+        export_dataset(cfg_for(small_cache, tmp_path, "warp.level=1"), out, 2, 8, size=256,
+                       prefix=a.plan.prefix, progress=False)
+
+
+def test_exports_iw3_could_not_read_are_refused_before_any_work(small_cache, tmp_path):
+    cfg = cfg_for(small_cache, tmp_path)
+    for kw, why in [({"size": 128}, "--export-size 128 is below the 256 px"),
+                    ({"eval_count": 3}, "--export-eval-count 3 is below iw3's eval batch of 8")]:
+        args = {"size": 256, "eval_count": 8, **kw}
+        with pytest.raises(ConfigError, match="could not be read by iw3's inpainting trainer: " + why):
+            export_dataset(cfg, tmp_path / "no", 2, args.pop("eval_count"), progress=False, **args)
+        assert not (tmp_path / "no").exists()
+    s = export_dataset(cfg, tmp_path / "forced", 2, 3, size=128, force=True, progress=False)
+    assert s.written == {"train": 2, "eval": 3}
+    with pytest.raises(AssertionError, match="smaller than iw3's 256 px crop"):
+        read_export(tmp_path / "forced")
+    with pytest.raises(ConfigError, match="no held-out sources"):
+        export_dataset(cfg_for(small_cache, tmp_path, "data.val_fraction=0"), tmp_path / "nv", 2,
+                       size=256, progress=False)
 
 
 def test_killed_export_resumes_without_duplicates_or_gaps(small_cache, tmp_path, monkeypatch):
     cfg = cfg_for(small_cache, tmp_path)
-    export_dataset(cfg, tmp_path / "ref", 14, 2, progress=False)
+    export(cfg, tmp_path / "ref", 14)
     real, calls = export_mod._png, {"n": 0}
 
     def dying(a):
@@ -62,23 +114,24 @@ def test_killed_export_resumes_without_duplicates_or_gaps(small_cache, tmp_path,
         return real(a)
     monkeypatch.setattr(export_mod, "_png", dying)
     with pytest.raises(KeyboardInterrupt):
-        export_dataset(cfg, tmp_path / "run", 14, 2, progress=False, threads=1)
+        export_dataset(cfg, tmp_path / "run", 14, 8, size=256, progress=False, threads=1)
     monkeypatch.setattr(export_mod, "_png", real)
-    with open(tmp_path / "run" / "train" / "index.jsonl", "a") as f:
+    (index,) = (tmp_path / "run" / "train").glob("*.index.jsonl")
+    with open(index, "a") as f:
         f.write('{"name": "torn')                 # a torn line from the kill
-    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
-    assert 0 < progress["train"]["written"] < 14
-    export_dataset(cfg, tmp_path / "run", 14, 2, progress=False)
+    (progress,) = (tmp_path / "run").glob("*.progress.json")
+    assert 0 < json.loads(progress.read_text())["train"]["written"] < 14
+    export(cfg, tmp_path / "run", 14)
     assert files(tmp_path / "run") == files(tmp_path / "ref")
     # asking for more continues the same stream
-    export_dataset(cfg, tmp_path / "run", 20, 2, progress=False)
-    export_dataset(cfg, tmp_path / "ref20", 20, 2, progress=False)
+    export(cfg, tmp_path / "run", 20)
+    export(cfg, tmp_path / "ref20", 20)
     assert files(tmp_path / "run") == files(tmp_path / "ref20")
 
 
 def test_exported_files_read_back_as_the_generated_tensors(small_cache, tmp_path):
-    cfg = cfg_for(small_cache, tmp_path, "collate.min_hole_px=0")
-    export_dataset(cfg, tmp_path / "ex", 4, 0, progress=False)
+    cfg = cfg_for(small_cache, tmp_path, "collate.min_hole_px=0", "data.crop=256")
+    s = export(cfg, tmp_path / "ex", 4)
     m = open_cache(small_cache)
     train_recs, _ = split_records(m.samples(), cfg.data.val_fraction)
     seed = mix_seed(cfg.run.seed, "export", "train")
@@ -86,36 +139,30 @@ def test_exported_files_read_back_as_the_generated_tensors(small_cache, tmp_path
     cpu = next(iter(DataLoader(ds, batch_size=4, sampler=StreamSampler(len(ds), seed=seed))))
     b = WarpCollate(cfg.warp, cfg.collate, seed=seed, augment=False)(cpu, step=0)
     for i in range(4):
-        x, mask, y = read_sample(tmp_path / "ex" / "train", f"{i:08d}")
+        name = f"{s.plan.prefix}_{i:08d}"
+        x, mask, y = read_sample(tmp_path / "ex" / "train", name)
         assert torch.equal(mask, b.mask[i]) and torch.equal(y, b.y[i]) and torch.equal(x, b.x[i])
-        masked = np.array(Image.open(tmp_path / "ex" / "train" / f"{i:08d}_I.png"))
+        masked = np.array(Image.open(tmp_path / "ex" / "train" / f"{name}_I.png"))
         assert torch.equal(torch.from_numpy(masked).permute(2, 0, 1).float() / 255, b.x[i])
-
-
-def test_export_refuses_a_directory_made_with_other_settings(small_cache, tmp_path):
-    export_dataset(cfg_for(small_cache, tmp_path), tmp_path / "ex", 2, 0, progress=False)
-    with pytest.raises(ConfigError, match="other settings.*warp"):
-        export_dataset(cfg_for(small_cache, tmp_path, "warp.level=1"), tmp_path / "ex", 2, 0,
-                       progress=False)
 
 
 def test_export_cli(small_cache, tmp_path, capsys):
     from test_train import cli_main
     main = cli_main()
-    args = ["--quiet", f"data.cache_dir={small_cache}", "data.crop=48", "data.num_workers=0",
+    args = ["--quiet", f"data.cache_dir={small_cache}", "data.num_workers=0",
             "collate.min_hole_px=10", "data.val_fraction=0.25", "warp.level=3"]
     assert main([*args, "--export-dir", str(tmp_path / "ex"), "--export-count", "3"]) == 0
     out = capsys.readouterr().out
-    assert "exported 3 train + 1 eval samples" in out and "samples/s" in out
+    assert "exported 3 train + 8 eval samples (256x256, names io" in out and "samples/s" in out
+    assert read_export(tmp_path / "ex") == {"train": 3, "eval": 8}
 
 
 def test_iw3_method_export_records_its_method_and_layered_holes(small_cache, tmp_path):
-    export_dataset(cfg_for(small_cache, tmp_path, "collate.method=iw3", "warp.level=3"),
-                   tmp_path / "ex", 12, 0, progress=False)
-    index = [json.loads(x) for x in (tmp_path / "ex" / "train" / "index.jsonl").read_text().splitlines()]
+    export(cfg_for(small_cache, tmp_path, "collate.method=iw3", "warp.level=3"), tmp_path / "ex", 12)
+    index = index_of(tmp_path / "ex")
     assert {r["method"] for r in index} == {"iw3"}
     # layered holes are holes (before closing), so never more than the hole pixels
     assert all(0 <= r["layered_px"] <= r["hole_px"] for r in index)
     assert sum(r["layered_px"] for r in index) > 0
-    saved = json.loads((tmp_path / "ex" / "export.json").read_text())
-    assert "iw3" in json.dumps(saved)
+    (saved,) = (tmp_path / "ex").glob("*.export.json")
+    assert "iw3" in saved.read_text()

@@ -348,17 +348,22 @@ def test_export_dir_that_is_a_file(small_cache, tmp_path, capsys, caplog):
 def test_an_export_reopened_after_a_kill_sweeps_its_leftovers(small_cache, tmp_path):
     from inpaint_online.export import export_dataset
     from inpaint_online.fsutil import _HOST
-    cfg = tiny_config(small_cache, tmp_path, "collate.min_hole_px=10")
+    from iw3_reader import read_export
+    cfg = tiny_config(small_cache, tmp_path, "collate.min_hole_px=10", "data.clip_len=1")
     ref, out = tmp_path / "ref", tmp_path / "out"
-    export_dataset(cfg, ref, 6, 2, progress=False)
-    export_dataset(cfg, out, 3, 0, progress=False)          # part of it, then "killed":
-    pos = json.loads((out / "progress.json").read_text())["train"]["next_position"]
-    (out / "train" / f".{pos:08d}_C.png.{_HOST}.999999999.0123abcd.tmp").write_bytes(b"x")
-    (out / "train" / f"{pos:08d}_M.png").write_bytes(b"half")   # uncommitted, not in the index
-    export_dataset(cfg, out, 6, 2, progress=False)
+    export_dataset(cfg, ref, 6, 8, size=256, progress=False)
+    s = export_dataset(cfg, out, 3, 8, size=256, progress=False)   # part of it, then "killed":
+    (progress,) = out.glob("*.progress.json")
+    pos = json.loads(progress.read_text())["train"]["next_position"]
+    name = f"{s.plan.prefix}_{pos:08d}"
+    (out / "train" / f".{name}_C.png.{_HOST}.999999999.0123abcd.tmp").write_bytes(b"x")
+    (out / "train" / f"{name}_M.png").write_bytes(b"half")       # uncommitted, not in the index
+    (out / ".staging" / name).mkdir(parents=True)                 # a clip being assembled
+    export_dataset(cfg, out, 6, 8, size=256, progress=False)
     files = lambda d: {p.relative_to(d): p.read_bytes() for p in d.rglob("*")  # noqa: E731
-                       if p.is_file() and p.name != "progress.json"}
-    assert files(out) == files(ref)
+                       if p.is_file() and not p.name.endswith("progress.json")}
+    assert files(out) == files(ref) and not (out / ".staging").exists()
+    assert read_export(out) == {"train": 6, "eval": 8}
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -49,8 +49,10 @@ def test_tiled_inference_matches_whole_image(checkpoint):
 
 def test_inpaint_cli_folder_mode_reads_an_exported_dataset(checkpoint, small_cache, tmp_path):
     from inpaint_online.export import export_dataset
+    from iw3_reader import read_export
     export_dataset(tiny_config(small_cache, tmp_path, "collate.min_hole_px=10"), tmp_path / "ex",
-                   3, 0, progress=False)
+                   3, 8, size=256, progress=False)
+    assert read_export(tmp_path / "ex") == {"train": 3, "eval": 8}
     d = tmp_path / "ex" / "train"
     assert inpaint_main(["--checkpoint", str(checkpoint), "--image", str(d), "--mask", str(d),
                          "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0

@@ -24,13 +24,14 @@ def clip_dataset(cache, **kw):
 
 def test_a_clip_is_consecutive_frames_cut_by_one_box(clip_cache):
     ds = clip_dataset(clip_cache, scale_range=(1.0, 1.4))
-    assert len(ds) == 4 and all(len(ds.item(i)) == 4 for i in range(len(ds)))
+    assert len(ds) == 4 and all(len(ds.item(i)) == 16 for i in range(len(ds)))   # runs of 16
     s = ds[(1, 11)]
     assert s["rgb"].shape == (4, 3, 64, 64) and s["depth"].shape == (4, 1, 64, 64)
     frames = s["frames"].tolist()
     assert frames == list(range(frames[0], frames[0] + 4))
     box = tuple(s["box"].tolist())
-    for j, rec in enumerate(ds.item(int(s["index"]))):
+    window = [r for r in ds.item(int(s["index"])) if r["frame"] in frames]
+    for j, rec in enumerate(window):
         rgb, depth = load_pair(ds.root, rec)
         crop = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR, box=box))
         d = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F")
@@ -116,18 +117,23 @@ def test_video_training_resumes_bit_identically_and_reports_temporal_consistency
 
 def test_clip_export_writes_one_folder_of_frames_per_sample(clip_cache, tmp_path):
     from inpaint_online.export import export_dataset, read_sample
+    from iw3_reader import read_export
     cfg = tiny_video_config(clip_cache, tmp_path, "collate.min_hole_px=0")
-    s = export_dataset(cfg, tmp_path / "ex", 3, 1, progress=False)
-    assert s.written == {"train": 3, "eval": 1}
-    index = [json.loads(x) for x in (tmp_path / "ex" / "train" / "index.jsonl").read_text().splitlines()]
-    for r in index:
+    s = export_dataset(cfg, tmp_path / "ex", 3, progress=False, size=256)    # clips of 16
+    assert s.written == {"train": 3, "eval": 8} and s.plan.clip_len == 16
+    assert read_export(tmp_path / "ex") == s.written
+    assert not (tmp_path / "ex" / ".staging").exists()
+    (index,) = (tmp_path / "ex" / "train").glob("*.index.jsonl")
+    for r in map(json.loads, index.read_text().splitlines()):
         d = tmp_path / "ex" / "train" / r["name"]
         assert sorted(p.name for p in d.iterdir()) == sorted(
-            f"{j:04d}_{k}.png" for j in range(4) for k in "CMI")
+            f"{j:04d}_{k}.png" for j in range(16) for k in "CMI")
         x, m, y = read_sample(tmp_path / "ex" / "train", r["name"])
-        assert y.shape == (4, 3, 48, 48) and m.shape == (4, 1, 48, 48)
-        assert r["frames"] == list(range(r["frames"][0], r["frames"][0] + 4))
+        assert y.shape == (16, 3, 256, 256) and m.shape == (16, 1, 256, 256)
+        assert r["frames"] == list(range(r["frames"][0], r["frames"][0] + 16))
         assert torch.equal(x, y * (1 - m))
+    with pytest.raises(Exception, match="--export-clip-len 8 is below the 12 frames"):
+        export_dataset(cfg, tmp_path / "short", 3, progress=False, size=256, clip_len=8)
 
 
 @pytest.fixture(scope="module")
