@@ -24,7 +24,7 @@ from .occlusion import METHODS
 from .warp_params import WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
 
 __all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask", "best_crops",
-           "crop_at"]
+           "crop_at", "crop_candidates"]
 
 
 @dataclass
@@ -99,20 +99,30 @@ def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> t
     return out
 
 
-def best_crops(mask: torch.Tensor, n: int, size: int, k: int,
-               g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def crop_candidates(n: int, size: int, h: int, w: int, k: int,
+                    g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` random top-left corners ``(oy, ox)``, each ``(n, k)``, of ``size``-square crops
+    of an ``h`` x ``w`` window, drawn on the CPU from ``g``."""
+    return (torch.randint(0, h - size + 1, (n, k), generator=g),
+            torch.randint(0, w - size + 1, (n, k), generator=g))
+
+
+def best_crops(mask: torch.Tensor, n: int, size: int, k: int, g: torch.Generator,
+               candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Of ``k`` random ``size``-square crops per sample of the masks ``(n·T, 1, H, W)``
     (a sample's T frames count together), the one with the most hole pixels.
 
     Returns ``(oy, ox, holes)``, each ``(n,)`` on the mask's device. Positions are drawn on
-    the CPU from ``g`` and scored with an integral image: no loop over samples, no host sync.
+    the CPU from ``g`` (or given as ``candidates``) and scored with an integral image: no
+    loop over samples, no host sync.
     """
     h, w = mask.shape[-2:]
     dev = mask.device
+    cy, cx = candidates if candidates is not None else crop_candidates(n, size, h, w, k, g)
     counts = mask.reshape(n, -1, h, w).sum(1, dtype=torch.int32)
     ii = F.pad(counts.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32), (1, 0, 1, 0))
-    oy = torch.randint(0, h - size + 1, (n, k), generator=g).to(dev)
-    ox = torch.randint(0, w - size + 1, (n, k), generator=g).to(dev)
+    oy, ox = cy.to(dev), cx.to(dev)
     b = torch.arange(n, device=dev).view(n, 1)
     score = (ii[b, oy + size, ox + size] - ii[b, oy, ox + size]
              - ii[b, oy + size, ox] + ii[b, oy, ox])
@@ -147,6 +157,11 @@ def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
     return WarpParams(**kw)
 
 
+def _crop_size(batch: dict, window: int) -> int:
+    """The final crop side the dataset asked for (a CPU tensor of the batch: no device sync)."""
+    return int(batch["crop"].view(-1)[0]) if "crop" in batch else window
+
+
 def _crop_box(box: torch.Tensor, flip, oy: torch.Tensor, ox: torch.Tensor, size: int,
               win: int) -> torch.Tensor:
     """The crop's box in cached-depth pixels from its window's box (the dataset may have
@@ -170,12 +185,15 @@ class WarpCollate:
 
     def __init__(self, warp: WarpSamplerConfig | None = None, config: CollateConfig | None = None,
                  *, device: str | torch.device = "cpu", seed: int = 0, rank: int = 0,
-                 augment: bool = True):
+                 augment: bool = True, sync_ok: bool | None = None):
         self.sampler = WarpSampler(warp or WarpSamplerConfig())
         self.cfg = config or CollateConfig()
         self.cfg.validate()
         self.device = torch.device(device)
         self.seed, self.rank, self.augment = seed, rank, augment
+        # may the collate read device values (skip work on samples that need none)? Free
+        # on the CPU; on CUDA it would stall the side stream, so off unless asked for
+        self.sync_ok = self.device.type == "cpu" if sync_ok is None else sync_ok
 
     def generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(mix_seed(self.seed, "warp", self.rank, step))
@@ -193,15 +211,33 @@ class WarpCollate:
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(65535.0)
         win = y.shape[-1]
-        size = int(batch["crop"].view(-1)[0]) if "crop" in batch else win     # a CPU tensor
+        size = _crop_size(batch, win)
         params = self.sampler.sample(n, batch["width"], g).to(dev)
         mask, layered, oy, ox, holes = self._masks(depth, params, n, t, size, g)
         for _ in range(c.retries):
-            # re-draw for samples with too few holes (per frame on average); computed for the
-            # whole batch, so no host sync
+            # re-draw for samples with too few holes (per frame on average), keeping the
+            # better draw. On the training device the whole batch is re-made (no host sync);
+            # where a sync is free (``sync_ok``: CPU, export) only the samples that need it,
+            # with the same draws, so both give the same batch.
             p2 = self.sampler.sample(n, batch["width"], g).to(dev)
-            m2, l2, oy2, ox2, holes2 = self._masks(depth, p2, n, t, size, g)
-            redo = (holes < c.min_hole_px * t) & (holes2 > holes)   # only ever for the better
+            need = holes < c.min_hole_px * t
+            if self.sync_ok:
+                idx = need.nonzero()[:, 0]
+                cand = self._candidates(n, size, depth.shape[-2:], g)
+                if idx.numel() == 0:
+                    params = _merge(params, p2, need)       # as the full path: no change
+                    continue
+                f = (idx.view(-1, 1) * t + torch.arange(t, device=dev)).flatten()
+                m_s, l_s, oy_s, ox_s, h_s = self._masks(
+                    depth[f], p2.map(lambda v: v[idx]), len(idx), t, size, g,
+                    None if cand is None else (cand[0][idx.cpu()], cand[1][idx.cpu()]))
+                m2, l2 = mask.clone(), layered.clone()
+                m2[f], l2[f] = m_s, l_s
+                oy2, ox2, holes2 = oy.clone(), ox.clone(), holes.clone()
+                oy2[idx], ox2[idx], holes2[idx] = oy_s, ox_s, h_s
+            else:
+                m2, l2, oy2, ox2, holes2 = self._masks(depth, p2, n, t, size, g)
+            redo = need & (holes2 > holes)                  # only ever for the better
             per_frame = redo.repeat_interleave(t).view(-1, 1, 1, 1)
             mask = torch.where(per_frame, m2, mask)
             layered = torch.where(per_frame, l2, layered)
@@ -233,14 +269,21 @@ class WarpCollate:
         return Batch(x=x, mask=m, y=y, depth=depth, params=params, meta=meta,
                      layered=layered.reshape(n, -1).sum(1))
 
+    def _candidates(self, n: int, size: int, hw, g: torch.Generator):
+        if size >= hw[-1]:
+            return None
+        return crop_candidates(n, size, hw[0], hw[1], self.cfg.crop_candidates, g)
+
     def _masks(self, depth: torch.Tensor, params: WarpParams, n: int, t: int, size: int,
-               g: torch.Generator):
+               g: torch.Generator, candidates=None):
         """Masks of the whole window, the best crop's offsets and its hole count."""
         c = self.cfg
         mask, layered = masks_from_params(depth, _per_frame(params, t), method=c.method,
                                           border=c.border, return_layered=True)
         if size < depth.shape[-1]:
-            oy, ox, holes = best_crops(mask, n, size, c.crop_candidates, g)
+            if candidates is None:
+                candidates = self._candidates(n, size, depth.shape[-2:], g)
+            oy, ox, holes = best_crops(mask, n, size, c.crop_candidates, g, candidates)
         else:
             oy = ox = torch.zeros(n, dtype=torch.long, device=depth.device)
             holes = mask.reshape(n, -1).sum(1)

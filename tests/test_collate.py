@@ -116,7 +116,8 @@ SYNC_ENTRY_POINTS = ("item", "tolist", "__bool__", "__int__", "__float__", "__in
 # Justified exceptions, by (file, function): both read the B numbers the sampler drew with
 # its CPU generator — host memory by design, never a tensor on the training device.
 HOST_SIDE = {("warp_params.py", "sample"),      # bound of the drawn shifts
-             ("collate.py", "widen_mask")}      # largest drawn widening width
+             ("collate.py", "widen_mask"),      # largest drawn widening width
+             ("collate.py", "_crop_size")}      # the crop side, from the CPU batch
 
 
 @contextlib.contextmanager
@@ -159,9 +160,10 @@ def clip_batch(n=3, t=3, size=96):
 @pytest.mark.parametrize("method", ["geometric", "iw3"])
 def test_warp_collate_never_syncs_with_the_host(method):
     warp = WarpSamplerConfig.level(2, closing_choices=((5, 5), (3, 5), (0, 0)))
-    for batch in (real_batch(n=4, size=96), clip_batch()):
+    window = dict(real_batch(n=4, size=96), crop=torch.full((4,), 64))   # crops chosen by holes
+    for batch in (real_batch(n=4, size=96), clip_batch(), window):
         c = WarpCollate(warp, CollateConfig(method=method, retries=1, min_hole_px=10 ** 6),
-                        augment=True)
+                        augment=True, sync_ok=False)      # the training-device path
         c(batch, step=0)                        # warm-up outside the trap
         with trap_host_syncs() as hits:
             b = c(batch, step=1)
@@ -174,3 +176,71 @@ def test_the_trap_catches_a_sync():
         float(torch.ones(2).sum())
         torch.zeros(3).nonzero()
     assert len(hits) == 2
+
+
+# ------------------------------------------------------------------ crops chosen by their holes
+
+def test_best_crops_is_the_first_best_of_the_drawn_candidates():
+    from inpaint_online.collate import best_crops, crop_at
+    g = torch.Generator().manual_seed(5)
+    n, t, h, w, size, k = 5, 2, 40, 52, 24, 7
+    mask = torch.rand(n * t, 1, h, w, generator=g) < torch.rand(n * t, 1, 1, 1, generator=g) * 0.3
+    mask[:t] = False                                        # a sample with no holes at all
+    oy, ox, holes = best_crops(mask, n, size, k, torch.Generator().manual_seed(9))
+    ref = torch.Generator().manual_seed(9)                  # the same candidates, by loops
+    cy = torch.randint(0, h - size + 1, (n, k), generator=ref)
+    cx = torch.randint(0, w - size + 1, (n, k), generator=ref)
+    for i in range(n):
+        sums = [int(mask[i * t:(i + 1) * t, :, y:y + size, x:x + size].sum())
+                for y, x in zip(cy[i].tolist(), cx[i].tolist())]
+        j = sums.index(max(sums))
+        assert (int(oy[i]), int(ox[i]), int(holes[i])) == (int(cy[i, j]), int(cx[i, j]), sums[j])
+    x = torch.rand(n, 3, h, w, generator=g)
+    got = crop_at(x, oy, ox, size)
+    for i in range(n):
+        assert torch.equal(got[i], x[i, :, oy[i]:oy[i] + size, ox[i]:ox[i] + size])
+
+
+def test_a_window_gives_more_holes_at_the_same_draws_and_masks_made_on_the_window():
+    cpu = real_batch(n=8, size=192)
+    warp = WarpSamplerConfig.level(2, closing_choices=((0, 0),))
+    plain = WarpCollate(warp, CollateConfig(retries=0), seed=4, augment=False)
+    picky = WarpCollate(warp, CollateConfig(retries=0, crop_candidates=16), seed=4, augment=False)
+    small = {k: (v[..., 48:144, 48:144] if k in ("rgb", "depth") else v) for k, v in cpu.items()}
+    a = plain(small, step=0)                                 # the window's centre crop
+    b = picky(dict(cpu, crop=torch.full((8,), 96)), step=0)  # the best of 16 crops of the window
+    assert b.y.shape[-1] == 96
+    assert int(b.mask.sum()) > 1.5 * int(a.mask.sum())
+    # each sample's crop is the window's content at the chosen place, with the masks the
+    # window's (so their context reaches past the crop's edges)
+    from inpaint_online.warp_params import masks_from_params
+    whole = masks_from_params((cpu["depth"].float() + DEPTH_OFFSET) / 65535, b.params)
+    flip = b.params.left.view(-1, 1, 1, 1)
+    whole = torch.where(flip, whole.flip(-1), whole)
+    y = torch.where(flip, cpu["rgb"].flip(-1), cpu["rgb"]).float() / 255
+    hits = 0
+    for i in range(8):
+        for oy in range(0, 97):
+            for ox in range(0, 97):
+                if torch.equal(y[i, :, oy:oy + 96, ox:ox + 96], b.y[i]):
+                    assert torch.equal(whole[i, :, oy:oy + 96, ox:ox + 96], b.mask[i].bool())
+                    hits += 1
+                    break
+            else:
+                continue
+            break
+    assert hits == 8
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_retrying_only_the_samples_that_need_it_gives_the_same_batch(window):
+    cpu = real_batch(n=8, size=128)
+    if window:
+        cpu["crop"] = torch.full((8,), 80)
+    warp = WarpSamplerConfig.level(2, closing_choices=((5, 5), (0, 0)))
+    cfg = CollateConfig(min_hole_px=400, retries=3, crop_candidates=5)
+    a = WarpCollate(warp, cfg, seed=2, sync_ok=False)(cpu, step=3)    # the whole batch again
+    b = WarpCollate(warp, cfg, seed=2, sync_ok=True)(cpu, step=3)     # only those with few holes
+    assert 0 < int((a.mask.flatten(1).sum(1) < 400).sum()) < 8        # some did need it
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.y, b.y) and torch.equal(a.layered, b.layered)
+    assert a.params.records() == b.params.records()

@@ -158,3 +158,27 @@ def test_spawned_workers_give_the_same_stream(small_cache):
                             multiprocessing_context=start)
         out.append(next(iter(loader)))
     assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
+
+
+def test_the_box_of_a_crop_chosen_in_a_window_recuts_it_from_the_cache(small_cache):
+    """data.crop_window: the dataset cuts a window, the collate keeps the crop with the most
+    holes; the box it reports (cached-depth pixels, the dataset's flip undone) re-cuts it."""
+    from PIL import Image
+    from inpaint_online.collate import CollateConfig, WarpCollate
+    from inpaint_online.warp_params import WarpSamplerConfig
+    ds = dataset(small_cache, crop_window=1.5, scale_range=(1.2, 1.6), jitter_p=0.0,
+                 flip_p=0.5)
+    cpu = next(iter(DataLoader(ds, batch_size=8, sampler=StreamSampler(len(ds), seed=2))))
+    assert cpu["rgb"].shape[-1] == 96 and int(cpu["crop"][0]) == 64
+    b = WarpCollate(WarpSamplerConfig.level(3), CollateConfig(retries=0), seed=1, augment=False)(cpu, 0)
+    assert b.y.shape == (8, 3, 64, 64) and bool(cpu["flip"].any()) and not bool(cpu["flip"].all())
+    for i in range(8):
+        rec = ds.item(int(b.meta["index"][i]))[0]
+        rgb, _ = load_pair(ds.root, rec)
+        box = tuple(b.meta["box"][i].tolist())
+        again = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR, box=box))
+        if bool(b.meta["flip"][i]):
+            again = again[:, ::-1]
+        y = b.y[i].flip(-1) if bool(b.params.left[i]) else b.y[i]      # undo the view mirror
+        got = (y * 255).round().permute(1, 2, 0).numpy()
+        assert np.abs(got - again).mean() < 2.0, i
