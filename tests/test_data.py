@@ -12,6 +12,7 @@ def dataset(cache, **kw):
     m = open_cache(cache)
     kw.setdefault("jitter_p", 0.0)
     kw.setdefault("scale_range", (1.0, 1.0))
+    kw.setdefault("crop_window", 1.0)         # the dataset's output is the crop itself
     return CacheDataset(m, m.samples(), DataConfig(crop=64, **kw))
 
 

@@ -166,3 +166,21 @@ def test_iw3_method_export_records_its_method_and_layered_holes(small_cache, tmp
     assert sum(r["layered_px"] for r in index) > 0
     (saved,) = (tmp_path / "ex").glob("*.export.json")
     assert "iw3" in saved.read_text()
+
+
+@pytest.mark.parametrize("config, cache", [("configs/demo.yaml", "small_cache"),
+                                           ("configs/demo_video.yaml", "clip_cache")])
+def test_the_demo_configs_export_what_iw3_reads_with_no_extra_flags(config, cache, request, tmp_path):
+    from pathlib import Path
+    from test_train import cli_main
+    root = Path(__file__).resolve().parents[1]
+    cache_dir = request.getfixturevalue(cache)
+    out = tmp_path / "ex"
+    assert cli_main()(["--config", str(root / config), f"data.cache_dir={cache_dir}",
+                       "data.num_workers=0", "--export-dir", str(out), "--export-count", "2",
+                       "--quiet"]) == 0
+    counts = read_export(out)
+    assert counts == {"train": 2, "eval": 8}
+    (index,) = (out / "train").glob("*.index.jsonl")
+    r = json.loads(index.read_text().splitlines()[0])
+    assert r["size"] >= 256 and len(r.get("frames", [0] * 16)) == 16

