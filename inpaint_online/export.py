@@ -219,6 +219,15 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
                        prefix=prefix, masked_input=masked_input, force=force)
     ecfg = copy.deepcopy(cfg)
     ecfg.data.crop, ecfg.data.clip_len = plan.size, plan.clip_len
+    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
+    if plan.eval_count and not val_recs and not force:
+        raise ConfigError(f"{show(cfg.data.cache_dir)}: no held-out sources for the eval split "
+                          "(data.val_fraction is 0 or there is one source); iw3's trainer needs "
+                          f"{IW3_EVAL} eval samples. Raise data.val_fraction or pass --export-force")
+    # the datasets check the cache (clip runs long enough, frames big enough) before any write
+    datasets = {split: CacheDataset(manifest, recs, ecfg.data, train=False)   # no colour jitter
+                for split, recs, want in (("train", train_recs, plan.count),
+                                          ("eval", val_recs, plan.eval_count)) if want and recs}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -237,11 +246,6 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
     if old is None:
         atomic_write_bytes(meta_path, json.dumps(settings, indent=1).encode())
     state = _load_json(progress_path) or {}
-    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
-    if plan.eval_count and not val_recs and not force:
-        raise ConfigError(f"{show(cfg.data.cache_dir)}: no held-out sources for the eval split "
-                          "(data.val_fraction is 0 or there is one source); iw3's trainer needs "
-                          f"{IW3_EVAL} eval samples. Raise data.val_fraction or pass --export-force")
     device = _device(cfg.run.device, 0)
     targets = {"train": (train_recs, plan.count), "eval": (val_recs, plan.eval_count)}
     written, dropped = {}, {}
@@ -264,7 +268,7 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
             bar = tqdm(total=want, initial=min(st["written"], want), desc=f"export {split}",
                        unit="sample", disable=not progress, dynamic_ncols=True)
             if st["written"] < want:
-                _export_split(ecfg, plan, manifest, recs, split, split_dir, index, staging, want,
+                _export_split(ecfg, plan, datasets[split], split, split_dir, index, staging, want,
                               st, device, pool, masked_input, bar, lambda: atomic_write_bytes(
                                   progress_path, json.dumps(state, indent=1).encode()), state)
             bar.close()
@@ -279,11 +283,10 @@ def _name(prefix: str, pos: int) -> str:
     return f"{prefix}_{pos:08d}"
 
 
-def _export_split(cfg, plan, manifest, recs, split, split_dir, index, staging, want, st, device,
+def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, device,
                   pool, masked_input, bar, commit, state) -> None:
     bs = cfg.data.batch_size
     seed = mix_seed(cfg.run.seed, "export", split)
-    ds = CacheDataset(manifest, recs, cfg.data, train=False)            # no colour jitter
     first_batch = st["next_position"] // bs
     sampler = StreamSampler(len(ds), seed=seed, start=first_batch * bs)
     loader = make_loader(ds, sampler)

@@ -184,3 +184,10 @@ def test_the_demo_configs_export_what_iw3_reads_with_no_extra_flags(config, cach
     (index,) = (out / "train").glob("*.index.jsonl")
     r = json.loads(index.read_text().splitlines()[0])
     assert r["size"] >= 256 and len(r.get("frames", [0] * 16)) == 16
+
+
+def test_a_cache_without_runs_long_enough_is_refused_before_any_write(small_cache, tmp_path):
+    cfg = tiny_config(small_cache, tmp_path, "data.clip_len=4", "data.val_fraction=0.25")
+    with pytest.raises(ValueError, match="no video clips of >= 16 consecutive cached frames.*--clip-len 16"):
+        export_dataset(cfg, tmp_path / "ex", 2, size=256, progress=False)
+    assert not (tmp_path / "ex").exists()
