@@ -290,7 +290,9 @@ def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, dev
     first_batch = st["next_position"] // bs
     sampler = StreamSampler(len(ds), seed=seed, start=first_batch * bs)
     loader = make_loader(ds, sampler)
-    collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, augment=False)
+    # the export reads every batch back to the host anyway: retries may skip finished samples
+    collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, augment=False,
+                          sync_ok=True)
     min_px = cfg.collate.min_hole_px
     for k, cpu in enumerate(loader, start=first_batch):
         b = collate(cpu, step=k)
