@@ -51,6 +51,7 @@ class DepthRequest:
     source: Path                      # the media file
     rel: str                          # its path relative to the input root
     frames: list[int] = field(default_factory=lambda: [0])   # frame indices (0 for images)
+    size: tuple[int, int] | None = None   # (w, h) the maps will be stored at, if known
 
 
 def normalise(d: torch.Tensor) -> torch.Tensor:
@@ -280,6 +281,12 @@ class FallbackBackend(DepthBackend):
     Near = low in the frame and textured (a ground-plane prior plus a sharpness cue), snapped
     to image edges with a guided filter so that depth steps follow object outlines. It is
     not a depth estimator: use it for demos and tests, never for a real dataset.
+
+    The smooth map is made at ``size`` px (long side); its layers are cut at the size the
+    map will be stored at (``request.size``, else the frame's): a step between layers is then
+    as sharp as an object boundary, not a ramp of several pixels from upsampling a small map —
+    soft ramps fold into holes only under large shifts, so at iw3's level 1 a 640-px demo
+    frame had almost none (docs/benchmarks.md, export).
     """
 
     name = FALLBACK
@@ -289,7 +296,7 @@ class FallbackBackend(DepthBackend):
         self.size = size
 
     def settings(self) -> dict:
-        return {"size": self.size, "version": 3}
+        return {"size": self.size, "version": 4}
 
     @torch.inference_mode()
     def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
@@ -306,8 +313,10 @@ class FallbackBackend(DepthBackend):
         q = torch.quantile(sharp.reshape(n, -1), 0.99, dim=1).view(n, 1, 1, 1).clamp(min=1e-6)
         d = 0.65 * ground + 0.35 * (sharp / q).clamp(0, 1)
         d = normalise(_guided_filter(gray, _box(d, 9), r=6, eps=1e-3)[:, 0])[:, None]
-        # a few depth layers with hard steps: a smooth map folds nowhere, so it would
-        # have no disocclusions at all (holes need shift jumps over ~1 px)
+        # a few depth layers with hard steps, cut at the output size: a smooth map folds
+        # nowhere, so it would have no disocclusions at all (holes need shift jumps over ~1 px)
+        ow, oh = request.size if request.size else (w, h)
+        d = F.interpolate(d, (oh, ow), mode="bilinear", align_corners=False)
         d = 0.75 * torch.round(d * 4) / 4 + 0.25 * d
         return normalise(d[:, 0]).cpu().numpy()
 

@@ -116,7 +116,7 @@ class _Job:
         hh, ww = img.shape[:2]
         self.check_size(ww, hh)
         size = depth_size(ww, hh, self.max_size)
-        d = self.backend.predict(img[None], DepthRequest(path, rel))
+        d = self.backend.predict(img[None], DepthRequest(path, rel, size=size))
         self.store(path, rel, "image", None, None, (ww, hh), size, _resize(d, *size)[0], fp)
 
     def video(self, path: Path, rel: str, sampling: Sampling, batch_size: int,
@@ -144,7 +144,8 @@ class _Job:
         for i in range(0, len(todo), batch_size):
             chunk = todo[i:i + batch_size]
             frames = reader.get_batch([f for f, _ in chunk])
-            d = _resize(self.backend.predict(frames, DepthRequest(path, rel, [f for f, _ in chunk])), *size)
+            d = _resize(self.backend.predict(frames, DepthRequest(path, rel, [f for f, _ in chunk],
+                                                                  size=size)), *size)
             for (f, clip_start), di in zip(chunk, d):
                 self.store(path, rel, "video", f, clip_start, (info.width, info.height), size, di, fp)
 

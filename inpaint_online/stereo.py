@@ -44,7 +44,8 @@ def depth_backend(args) -> DepthBackend:
 def estimate_depth(backend: DepthBackend, frames: np.ndarray, path: Path,
                    idx: list[int]) -> np.ndarray:
     """Inverse depth in [0, 1] ``(T, H, W)`` at the size of ``frames`` ``(T, H, W, 3)``."""
-    d = backend.predict(frames, DepthRequest(path, path.name, idx))
+    d = backend.predict(frames, DepthRequest(path, path.name, idx,
+                                             size=(frames.shape[2], frames.shape[1])))
     return F.interpolate(torch.from_numpy(np.asarray(d, np.float32))[:, None], frames.shape[1:3],
                          mode="bilinear", align_corners=False)[:, 0].numpy()
 
