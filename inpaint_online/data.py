@@ -48,7 +48,7 @@ class DataConfig:
     """Where the crops come from and how they are cut (the ``data:`` section of a config)."""
     cache_dir: str = "runs/demo/cache"
     crop: int = 256                       # side of the square training crop, pixels
-    crop_window: float = 1.5              # > 1: cut a window this much larger; the collate
+    crop_window: float = 1.25             # > 1: cut a window this much larger; the collate
                                           # keeps the crop with the most hole pixels in it
     scale_range: tuple[float, float] = (0.5, 1.0)   # resize of the cached frame, log-uniform
     crop_candidates: int = 4              # candidate crops per sample ...
