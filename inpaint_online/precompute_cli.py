@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .cache import Sampling
 from .depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
 from .errors import ConfigError, describe
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--verify", action="store_true",
                     help="check every cached map against its size and checksum in the manifest, "
                          "list what is broken (no inputs needed), exit 1 if anything is")
+    ap.add_argument("--list", action="store_true",
+                    help="list the cache's entries (source, frame, stored size, backend) and "
+                         "its errors, then exit (no inputs needed)")
+    ap.add_argument("--show", metavar="ENTRY",
+                    help="write ENTRY's depth as a colour-mapped picture to --out (ENTRY: a "
+                         "source path or its path under the input root, #FRAME for a video frame)")
+    ap.add_argument("--out", help="picture written by --show (PNG)")
     ap.add_argument("--repair", action="store_true",
                     help="with --verify: recompute the broken maps from their sources (give the "
                          "backend options the cache was made with)")
@@ -104,6 +113,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     inputs = (list(args.inputs) + (demo_inputs() if args.demo else [])
               + (demo_video_inputs() if args.demo_video else []))
+    if args.list or args.show:
+        return _inspect(args)
     if args.repair and not args.verify:
         args.verify = True
     if args.verify:
@@ -138,6 +149,77 @@ def main(argv=None) -> int:
     print(summary.table())
     return 1 if (args.strict and summary.errors) else 0
 
+
+
+def _inspect(args) -> int:
+    """``--list`` and ``--show``: look into a cache without changing it."""
+    from .cache import Manifest, load_depth
+    from .fsutil import check_output_file, save_image, show
+    root = Path(args.cache_dir)
+    try:
+        if not root.is_dir():
+            raise ConfigError(f"{show(root)}: no depth cache here (not a folder)")
+        m = Manifest(root)
+        if args.list:
+            recs = m.samples()
+            backends = sorted({f"{r['backend']} {r.get('backend_settings')}" for r in recs})
+            print(f"{show(root)}: {len(recs)} entries from {len({r['source'] for r in recs})} "
+                  f"sources, {len(m.errors)} errors; backend {', '.join(backends) or '-'}")
+            for r in recs:
+                frame = "" if r.get("frame") is None else f"#{r['frame']}"
+                w, h = r["depth_size"]
+                print(f"  {show(r['rel'])}{frame}\t{w}x{h}\t{r['kind']}\t{show(r['source'])}")
+            for r in sorted(m.errors.values(), key=lambda r: r["source"]):
+                print(f"  ERROR {show(r['source'])}: {r['error']}")
+            return 0
+        if not args.out:
+            raise ConfigError("--show needs --out PICTURE.png")
+        check_output_file(args.out)
+        rec = find_entry(m, args.show)
+        d = load_depth(root, rec)
+        save_image(args.out, colorize(d))
+        frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
+        print(f"{show(rec['source'])}{frame}: {d.shape[1]}x{d.shape[0]} depth "
+              f"({rec['backend']}) -> {show(args.out)} (bright = near)")
+        return 0
+    except BrokenPipeError:                  # --list | head: the reader has seen enough
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)
+        return 2
+
+
+def find_entry(manifest, text: str) -> dict:
+    """The record ``text`` names: a key (``SOURCE#FRAME``), a source path or its path under
+    the input root (frame 0 / the image), with ``#FRAME`` for a video frame."""
+    name, _, frame = text.rpartition("#") if "#" in text else (text, "", "")
+    want = int(frame) if frame.isdigit() else None
+    hits = []
+    for r in manifest.samples():
+        if name in (r["source"], r["rel"]) or Path(r["source"]) == Path(name).resolve():
+            if want is None or r.get("frame") == want or (want == 0 and r.get("frame") is None):
+                hits.append(r)
+    if not hits:
+        raise ValueError(f"{text}: no such entry in the cache (see --list)")
+    if want is None and len(hits) > 1:
+        raise ValueError(f"{text}: a video with {len(hits)} cached frames: add #FRAME, e.g. "
+                         f"{text}#{hits[0]['frame']}")
+    return hits[0]
+
+
+# a perceptual dark-to-bright ramp (black-purple-orange-yellow), 5 anchors
+_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+                 np.float32)
+
+
+def colorize(depth: np.ndarray) -> np.ndarray:
+    """``uint16`` cached depth ``(H, W)`` (65535 = near) → ``uint8 (H, W, 3)``, near bright."""
+    t = depth.astype(np.float32) / 65535.0 * (len(_RAMP) - 1)
+    i = np.clip(np.floor(t).astype(int), 0, len(_RAMP) - 2)
+    f = (t - i)[..., None]
+    return np.clip(_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5, 0, 255).astype(np.uint8)
 
 
 def _verify(args) -> int:

@@ -251,3 +251,35 @@ def test_fallback_depth_is_labelled_and_follows_the_image(caplog):
     assert np.array_equal(d1, d2) and d1.min() == 0 and d1.max() == 1
     # a ground-plane prior: the bottom of the frame is nearer than the top on average
     assert d1[0, -20:].mean() > d1[0, :20].mean()
+
+
+def test_list_and_show_look_into_a_cache(media, tmp_path, capsys):
+    cache = tmp_path / "c"
+    run(media, cache)
+    (media / "bad.png").write_bytes(b"junk")
+    run(media, cache)
+    capsys.readouterr()
+    assert cli_main(["--cache-dir", str(cache), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"{cache}: 7 entries from 4 sources, 1 errors; backend fallback_lowquality "
+                      "{'size': 256, 'version': 4}")
+    assert "  astronaut.png\t160x120\timage\t" + str(media / "astronaut.png") in out
+    assert sum(x.startswith("  sub/phone.mp4#") for x in out) == 4
+    assert out[-1].startswith(f"  ERROR {media / 'bad.png'}: ")
+    pic = tmp_path / "d.png"
+    assert cli_main(["--cache-dir", str(cache), "--show", "sub/phone.mp4#0", "--out", str(pic)]) == 0
+    m = Manifest(cache)
+    rec = next(r for r in m.samples() if r["rel"] == "sub/phone.mp4" and r["frame"] == 0)
+    d = read_depth(m.depth_path(rec)).astype(np.int64)
+    rgb = np.asarray(Image.open(pic)).astype(np.int64)
+    assert rgb.shape == (*d.shape, 3)
+    brightness = rgb.sum(-1)                       # the ramp is monotone: near = bright
+    order = np.argsort(d.ravel())
+    assert np.all(np.diff(brightness.ravel()[order]) >= -1)
+    capsys.readouterr()
+    assert cli_main(["--cache-dir", str(cache), "--show", "sub/phone.mp4", "--out", str(pic)]) == 2
+    assert capsys.readouterr().err.strip() == ("precompute_depth.py: error: sub/phone.mp4: a video "
+                                               "with 4 cached frames: add #FRAME, e.g. sub/phone.mp4#0")
+    assert cli_main(["--cache-dir", str(cache), "--show", "nope.png", "--out", str(pic)]) == 2
+    assert capsys.readouterr().err.strip() == ("precompute_depth.py: error: nope.png: no such "
+                                               "entry in the cache (see --list)")
