@@ -32,7 +32,7 @@ from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
            "load_pair", "load_frames", "open_cache", "clip_runs", "RecordTable", "make_loader",
-           "window_size", "DEPTH_OFFSET"]
+           "window_size", "cache_pairs", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,31 @@ def load_pair(cache: Manifest | Path, rec: dict, reader=None) -> tuple[np.ndarra
     """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``."""
     rgb, depth = load_frames(cache, [rec], reader)
     return rgb[0], depth[0]
+
+
+def cache_pairs(cache_dir: str | Path, *, kind: str | None = None):
+    """Iterate a depth cache as ``(record, image, depth)``: the image ``float32 (3, h, w)``
+    and the inverse depth ``float32 (1, h, w)``, both in [0, 1] (1 = near; the cache's 65535
+    scale undone) at the cached size, writable tensors of their own.
+
+    ``kind``: only ``"image"`` or ``"video"`` entries. An entry that cannot be read is skipped
+    with one warning line (its file and why), like the training stream does::
+
+        for rec, image, depth in cache_pairs("runs/demo/cache"):
+            print(rec["rel"], rec["frame"], image.shape, float(depth.max()))
+    """
+    manifest = open_cache(cache_dir)
+    for rec in manifest.samples():
+        if kind is not None and rec["kind"] != kind:
+            continue
+        try:
+            rgb, depth = load_pair(manifest, rec)
+        except MediaError as e:
+            log.warning("skipping %s", e)
+            continue
+        image = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
+        d = torch.from_numpy(depth.astype(np.float32))[None].div_(65535.0)
+        yield rec, image.contiguous(), d
 
 
 def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:

@@ -183,3 +183,29 @@ def test_the_box_of_a_crop_chosen_in_a_window_recuts_it_from_the_cache(small_cac
         y = b.y[i].flip(-1) if bool(b.params.left[i]) else b.y[i]      # undo the view mirror
         got = (y * 255).round().permute(1, 2, 0).numpy()
         assert np.abs(got - again).mean() < 2.0, i
+
+
+def test_cache_pairs_gives_writable_image_and_depth_tensors_at_the_cached_size(small_cache, tmp_path, caplog):
+    import shutil
+    from inpaint_online.cache import Manifest, read_depth
+    from inpaint_online.data import cache_pairs
+    rows = list(cache_pairs(small_cache))
+    m = Manifest(small_cache)
+    assert [r["key"] for r, _, _ in rows] == [r["key"] for r in m.samples()]
+    for rec, image, depth in rows:
+        w, h = rec["depth_size"]
+        assert image.shape == (3, h, w) and depth.shape == (1, h, w)
+        assert image.dtype == depth.dtype == torch.float32
+        assert 0 <= float(image.min()) and float(image.max()) <= 1 and float(depth.max()) == 1.0
+        raw = read_depth(m.depth_path(rec)).astype(np.float32) / 65535
+        assert torch.equal(depth[0], torch.from_numpy(raw))
+        image[0, 0, 0] = 0.5                            # writable, its own memory
+    assert {r["kind"] for r, _, _ in cache_pairs(small_cache, kind="video")} == {"video"}
+    broken = tmp_path / "c"
+    shutil.copytree(small_cache, broken)
+    first = Manifest(broken).samples()[0]
+    (broken / first["depth_file"]).write_bytes(b"x")
+    with caplog.at_level("WARNING"):
+        keys = [r["key"] for r, _, _ in cache_pairs(broken)]
+    assert first["key"] not in keys and len(keys) == len(rows) - 1
+    assert any("is unusable" in r.getMessage() for r in caplog.records)
