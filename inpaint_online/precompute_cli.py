@@ -155,6 +155,7 @@ def _inspect(args) -> int:
     """``--list`` and ``--show``: look into a cache without changing it."""
     from .cache import Manifest, load_depth
     from .fsutil import check_output_file, save_image, show
+    from .inference import depth_picture
     root = Path(args.cache_dir)
     try:
         if not root.is_dir():
@@ -177,7 +178,7 @@ def _inspect(args) -> int:
         check_output_file(args.out)
         rec = find_entry(m, args.show)
         d = load_depth(root, rec)
-        save_image(args.out, colorize(d))
+        save_image(args.out, depth_picture(d.astype(np.float32) / 65535.0))
         frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
         print(f"{show(rec['source'])}{frame}: {d.shape[1]}x{d.shape[0]} depth "
               f"({rec['backend']}) -> {show(args.out)} (bright = near)")
@@ -207,19 +208,6 @@ def find_entry(manifest, text: str) -> dict:
         raise ValueError(f"{text}: a video with {len(hits)} cached frames: add #FRAME, e.g. "
                          f"{text}#{hits[0]['frame']}")
     return hits[0]
-
-
-# a perceptual dark-to-bright ramp (black-purple-orange-yellow), 5 anchors
-_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
-                 np.float32)
-
-
-def colorize(depth: np.ndarray) -> np.ndarray:
-    """``uint16`` cached depth ``(H, W)`` (65535 = near) → ``uint8 (H, W, 3)``, near bright."""
-    t = depth.astype(np.float32) / 65535.0 * (len(_RAMP) - 1)
-    i = np.clip(np.floor(t).astype(int), 0, len(_RAMP) - 2)
-    f = (t - i)[..., None]
-    return np.clip(_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5, 0, 255).astype(np.uint8)
 
 
 def _verify(args) -> int:

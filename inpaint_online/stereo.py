@@ -28,7 +28,8 @@ from .depth import (FALLBACK, MIDAS_MODELS, DepthBackend, DepthRequest, DepthSet
                     ImportBackend, make_backend)
 from .errors import describe
 from .fsutil import check_output_file, save_image, show
-from .inference import image_to_tensor, load_depth, load_model, render_stereo, tensor_to_image
+from .inference import (depth_picture, image_to_tensor, load_depth, load_model, render_stereo,
+                        split_border_band, tensor_to_image)
 from .media import MediaError, VideoReader, load_image
 from .models import TemporalGatedUNet
 
@@ -70,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--convergence", type=float, default=0.5)
     ap.add_argument("--output", required=True, help="side-by-side image (left | right)")
     ap.add_argument("--save-views", action="store_true", help="also write OUTPUT_L.png, OUTPUT_R.png")
-    ap.add_argument("--save-masks", action="store_true",
+    ap.add_argument("--save-holes", "--save-masks", dest="save_masks", action="store_true",
                     help="also write the hole masks OUTPUT_L_mask.png, OUTPUT_R_mask.png")
+    ap.add_argument("--save-depth", action="store_true",
+                    help="also write the depth used, OUTPUT_depth.png (colour-mapped, near bright)")
     ap.add_argument("--mode", choices=["bilinear", "nearest"], default="bilinear")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tile", type=int, default=1024)
@@ -113,13 +116,26 @@ def main(argv=None) -> int:
             if args.save_masks:
                 written.append(o.with_name(f"{o.stem}_{tag}_mask.png"))
                 save_image(written[-1], out[f"{view}_hole"][0, 0].cpu().numpy().astype(np.uint8) * 255)
+        if args.save_depth:
+            written.append(o.with_name(f"{o.stem}_depth.png"))
+            save_image(written[-1], depth_picture(d))
     except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
         print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
-    holes = {v: 100 * out[f"{v}_hole"].float().mean().item() for v in ("left", "right")}
-    print(f"holes filled: left {holes['left']:.2f}%, right {holes['right']:.2f}% of the frame; "
-          f"wrote {', '.join(map(show, written))}")
+    print(f"holes filled: {hole_report(out)}; wrote {', '.join(map(show, written))}")
     return 0
+
+
+def hole_report(out: dict) -> str:
+    """'left 1.20% (0.85% interior, 0.35% border band), right ...' of the frame."""
+    parts = []
+    for view in ("left", "right"):
+        hole = out[f"{view}_hole"]
+        interior, band = split_border_band(hole)
+        parts.append(f"{view} {100 * hole.float().mean().item():.2f}% "
+                     f"({100 * interior.float().mean().item():.2f}% interior, "
+                     f"{100 * band.float().mean().item():.2f}% border band)")
+    return ", ".join(parts) + " of the frame"
 
 
 def video_main(args) -> int:

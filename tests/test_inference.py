@@ -149,3 +149,42 @@ def test_model_against_baselines_on_held_out_samples(checkpoint, small_cache, ca
     out = capsys.readouterr().out
     assert "PSNR in holes" in out and "background copy" in out
     print(out)
+
+
+def test_border_band_and_interior_holes_are_told_apart():
+    from inpaint_online.inference import split_border_band
+    from inpaint_online.warp import forward_warp
+    flat = torch.full((1, 1, 40, 120), 0.8)
+    _, hole = forward_warp(flat, flat, 8.0, 0.0, "right")   # a shifted flat plane: edge strip only
+    interior, band = split_border_band(hole)
+    assert band.any() and not interior.any()
+    step = flat.clone()
+    step[..., 40:70] = 0.2                                  # far strip: holes behind the near edge
+    _, hole = forward_warp(step, step, 8.0, 0.0, "right")
+    interior, band = split_border_band(hole)
+    assert interior.any() and band.any() and torch.equal(interior | band, hole)
+    cols = interior[0, 0].any(0).nonzero()[:, 0]
+    assert 30 < int(cols.min()) and int(cols.max()) < 90     # in the middle, by the step
+    row = torch.tensor([[1, 1, 0, 1, 0, 1]], dtype=torch.bool)
+    i, b = split_border_band(row)
+    assert i.tolist() == [[False, False, False, True, False, False]]
+    assert b.tolist() == [[True, True, False, False, False, True]]
+
+
+def test_stereo_saves_depth_and_reports_interior_holes(checkpoint, tmp_path, capsys):
+    img = Image.open(skimage_data_dir() / "coffee.png").convert("RGB")
+    img.save(tmp_path / "c.png")
+    np.save(tmp_path / "d.npy", photo_depth("coffee.png")[0, 0].numpy())
+    out = tmp_path / "sbs.png"
+    assert stereo_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "c.png"),
+                        "--depth", str(tmp_path / "d.npy"), "--divergence", "4", "--output", str(out),
+                        "--save-depth", "--save-holes", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    import re
+    m = re.match(r"holes filled: left ([\d.]+)% \(([\d.]+)% interior, ([\d.]+)% border band\), "
+                 r"right ([\d.]+)% \(([\d.]+)% interior, ([\d.]+)% border band\) of the frame; wrote ", line)
+    assert m, line
+    lt, li, lb, rt, ri, rb = map(float, m.groups())
+    assert li > 0 and ri > 0 and abs(lt - li - lb) < 0.02 and abs(rt - ri - rb) < 0.02
+    pic = np.array(Image.open(tmp_path / "sbs_depth.png"))
+    assert pic.shape == (400, 600, 3) and (tmp_path / "sbs_R_mask.png").is_file()
