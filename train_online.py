@@ -43,9 +43,15 @@ def main(argv=None) -> int:
     ap.add_argument("--export-threads", type=int, default=8, help="PNG writer threads")
     ap.add_argument("--no-masked-input", action="store_true",
                     help="write only *_C.png and *_M.png (not the masked input *_I.png)")
+    ap.add_argument("--print-config", action="store_true",
+                    help="print the resolved config (file + overrides) as YAML and exit")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="build everything, train one batch (and validate), write nothing to the "
+                         "run dir, exit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("overrides", nargs="*", help="section.key=value config overrides")
-    args = ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*",
+                    help="section.key=value config overrides (before or after the flags)")
+    args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from inpaint_online.checkpoint import CheckpointError
@@ -57,6 +63,10 @@ def main(argv=None) -> int:
         if args.resume and args.config is None and saved.is_file():
             # `--resume run.name=X` alone continues X with the config it was started with
             cfg = load_config(saved, args.overrides)
+        if args.print_config:
+            import yaml
+            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+            return 0
         if args.export_dir:
             if args.export_count is None:
                 ap.error("--export-dir needs --export-count N")
@@ -81,6 +91,16 @@ def main(argv=None) -> int:
                   f"collate.min_hole_px hole pixels; {s.seconds:.1f} s, {s.rate:.1f} samples/s")
             return 0
         from inpaint_online.train import train
+        if args.dry_run:
+            import tempfile
+            real = cfg.run_dir
+            with tempfile.TemporaryDirectory(prefix="inpaint_dry_run_") as tmp:
+                cfg.run.out_dir, cfg.train.stop_at = tmp, 1
+                res = train(cfg, resume=False, progress=False)
+            loss = res.history[-1]["loss"] if res.history else float("nan")
+            print(f"dry run: built the data stream, the model and the optimiser, trained one "
+                  f"batch (loss {loss:.4f}) and validated; nothing was written to {real}")
+            return 0
         res = train(cfg, resume=args.resume, progress=not args.quiet)
     except (ConfigError, CheckpointError, FileNotFoundError, DataError, ValueError, OSError) as e:
         if os.environ.get("INPAINT_DEBUG"):

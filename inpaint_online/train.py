@@ -254,7 +254,13 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         _warn_config_changes(ck["config"], cfg.to_dict())
         trainer.load_state(ck)
         start, best = ck["step"], ck["best"]
+        if start >= cfg.train.steps:
+            if main:
+                log.info("%s finished at step %d of train.steps=%d: nothing to do (raise "
+                         "train.steps to train on)", run_dir, start, cfg.train.steps)
+            return TrainResult(step=start, model=trainer.model, run_dir=None)
     if main:
+        _describe_run(cfg, device, world, trainer, manifest, train_recs, val_recs, run_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         sweep_temp(run_dir)
         sweep_temp(ckpt_dir)              # a checkpoint write a kill interrupted
@@ -382,6 +388,29 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         dist.barrier()                                                              # DDP
     result.step = step
     return result
+
+
+def _describe_run(cfg: Config, device, world: int, trainer: "Trainer", manifest, train_recs,
+                  val_recs, run_dir) -> None:
+    """What the run is about to do, in a few log lines (devices, sources, model, depth, output)."""
+    amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp, str(trainer.amp))
+    log.info("device %s, world size %d, AMP %s, torch.compile %s", device, world, amp,
+             "on" if cfg.train.compile else "off")
+    n_src = lambda recs: len({r["source"] for r in recs})  # noqa: E731
+    log.info("data: %d cached frames from %d sources for training, %d from %d held-out sources "
+             "(%d validation samples); crop %d (window %g), batch %d",
+             len(train_recs), n_src(train_recs), len(val_recs), n_src(val_recs),
+             cfg.data.val_count if val_recs else 0, cfg.data.crop, cfg.data.crop_window,
+             cfg.data.batch_size)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    log.info("model %s: %.2fM parameters", cfg.model.kind, params / 1e6)
+    backends = sorted({r.get("backend", "?") for r in manifest.samples()})
+    log.info("depth: %s (cache %s)", ", ".join(backends), cfg.data.cache_dir)
+    if any(b.startswith("fallback") for b in backends):
+        log.warning("the depth cache was made by the LOW-QUALITY fallback backend: fine to try "
+                    "the pipeline, not to train a model for real depth")
+    log.info("writing to %s: checkpoints/, metrics.jsonl, tb/ (tensorboard --logdir %s)",
+             run_dir, run_dir / "tb")
 
 
 def _row_step(line: str) -> float:

@@ -309,3 +309,34 @@ def test_old_collate_mode_key_gets_a_message_naming_its_replacement(tmp_path):
     from inpaint_online.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="collate.method"):
         load_config(None, ["collate.mode=bilinear"])
+
+
+def test_the_trainer_says_what_it_does_and_its_flags_mix_with_overrides(small_cache, tmp_path, capsys, caplog):
+    import yaml
+    main = cli_main()
+    base = [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.device=cpu",
+            "data.crop=48", "data.num_workers=0", "data.batch_size=4", "data.val_count=4",
+            "model.channels=8", "model.levels=2", "model.blocks=0", "model.dilations=[2]",
+            "train.log_every=1", "train.val_every=2", "train.ckpt_every=2"]
+    # overrides before and after the flags
+    assert main(["run.name=p", "--print-config", "train.steps=8", *base]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["run"]["name"] == "p" and printed["train"]["steps"] == 8
+    assert not (tmp_path / "p").exists()
+    # a dry run trains one batch and leaves nothing behind
+    assert main(["--dry-run", "run.name=d", *base]) == 0
+    assert capsys.readouterr().out.startswith("dry run: built the data stream")
+    assert not (tmp_path / "d").exists()
+    # the start of a run says what it is about to do
+    with caplog.at_level("INFO"):
+        assert main(["run.name=r", *base, "--quiet", "train.steps=2"]) == 0
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "device cpu, world size 1, AMP off, torch.compile off" in text
+    assert "data: " in text and "held-out sources" in text and "M parameters" in text
+    assert "LOW-QUALITY fallback backend" in text and f"writing to {tmp_path / 'r'}" in text
+    # --resume of a finished run: nothing to do, said so
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(["run.name=r", "--resume", *base, "--quiet", "train.steps=2"]) == 0
+    assert any("finished at step 2 of train.steps=2: nothing to do" in r.getMessage()
+               for r in caplog.records)
