@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--export-threads", type=int, default=8, help="PNG writer threads")
     ap.add_argument("--no-masked-input", action="store_true",
                     help="write only *_C.png and *_M.png (not the masked input *_I.png)")
+    ap.add_argument("--init-from", metavar="CKPT",
+                    help="start from CKPT's model weights (fine-tune; same model config), with a "
+                         "fresh optimiser and step count (= train.init_from=CKPT)")
     ap.add_argument("--print-config", action="store_true",
                     help="print the resolved config (file + overrides) as YAML and exit")
     ap.add_argument("--dry-run", action="store_true",
@@ -58,11 +61,13 @@ def main(argv=None) -> int:
     from inpaint_online.config import ConfigError, load_config
     from inpaint_online.errors import DataError, describe, user_message
     try:
-        cfg = load_config(args.config, args.overrides)
+        overrides = list(args.overrides) + ([f"train.init_from={args.init_from}"]
+                                            if args.init_from else [])
+        cfg = load_config(args.config, overrides)
         saved = cfg.run_dir / "config.yaml"
         if args.resume and args.config is None and saved.is_file():
             # `--resume run.name=X` alone continues X with the config it was started with
-            cfg = load_config(saved, args.overrides)
+            cfg = load_config(saved, overrides)
         if args.print_config:
             import yaml
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

@@ -62,6 +62,7 @@ class TrainConfig:
     ckpt_every: int = 2000
     image_every: int = 1000
     best_metric: str = "psnr_hole"         # validation metric that picks best.pt (higher wins)
+    init_from: str = ""                    # a checkpoint whose weights start the run (fine-tune)
 
     def validate(self) -> None:
         if self.amp not in ("auto", "bf16", "fp16", "off"):

@@ -249,6 +249,14 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
     trainer = Trainer(cfg, device, ddp_rank=rank if ddp else None)
     start, best = 0, {"metric": cfg.train.best_metric, "value": None, "step": None}
+    if cfg.train.init_from and not resume:
+        # weights only: a fresh optimiser, schedule and step count (fine-tuning)
+        init = load_checkpoint(cfg.train.init_from, expect_model=model_config_dict(cfg.model),
+                               map_location=device)
+        trainer.model.load_state_dict(init["model"])
+        if main:
+            log.info("weights from %s (step %s of its run); optimiser and schedule start fresh",
+                     cfg.train.init_from, init.get("step"))
     if resume:
         ck = load_checkpoint(last, expect_model=model_config_dict(cfg.model), map_location=device)
         _warn_config_changes(ck["config"], cfg.to_dict())
@@ -344,9 +352,7 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                 if writer:
                     for k, v in row.items():
                         if k != "step":
-                            group = ("perf/" if k in ("samples_per_s", "data_wait_fraction") else
-                                     "data/" if k in ("hole_fraction", "few_holes") else "train/")
-                            writer.add_scalar(group + k, v, step)
+                            writer.add_scalar(tb_tag("train", k), v, step)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.1f}",
                                 wait=f"{100 * row['data_wait_fraction']:.0f}%")
                 win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}
@@ -361,7 +367,7 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                     log_row({"kind": "val", "step": step, **m})
                     if writer:
                         for k, v in m.items():
-                            writer.add_scalar("val/" + k, v, step)
+                            writer.add_scalar(tb_tag("val", k), v, step)
                         with torch.no_grad():
                             writer.add_image("val/input_mask_pred_target",
                                              image_grid(val[0], trainer.predict(val[0], net=trainer.model)), step)
@@ -388,6 +394,20 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         dist.barrier()                                                              # DDP
     result.step = step
     return result
+
+
+def tb_tag(kind: str, key: str) -> str:
+    """TensorBoard tag of a logged value: scores (PSNR, SSIM, temporal error of the held-out
+    set) apart from losses, the optimiser, throughput and the data's hole statistics."""
+    if kind == "val":
+        return f"score/{key}"
+    if key in ("samples_per_s", "data_wait_fraction"):
+        return f"perf/{key}"
+    if key in ("hole_fraction", "few_holes"):
+        return f"data/{key}"
+    if key in ("lr", "grad_norm"):
+        return f"optim/{key}"
+    return f"loss/{key}"
 
 
 def _describe_run(cfg: Config, device, world: int, trainer: "Trainer", manifest, train_recs,

@@ -80,8 +80,9 @@ def test_run_writes_logs_checkpoints_and_best(small_cache, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     ea = EventAccumulator(str(run / "tb"))
     ea.Reload()
-    assert {"train/loss", "train/lr", "perf/samples_per_s", "perf/data_wait_fraction",
-            "val/psnr_hole", "val/ssim_hole"} <= set(ea.Tags()["scalars"])
+    assert {"loss/loss", "loss/hole_l1", "optim/lr", "optim/grad_norm", "perf/samples_per_s",
+            "perf/data_wait_fraction", "data/hole_fraction", "score/psnr_hole",
+            "score/ssim_hole"} <= set(ea.Tags()["scalars"])
     assert "val/input_mask_pred_target" in ea.Tags()["images"]
 
 
@@ -340,3 +341,21 @@ def test_the_trainer_says_what_it_does_and_its_flags_mix_with_overrides(small_ca
         assert main(["run.name=r", "--resume", *base, "--quiet", "train.steps=2"]) == 0
     assert any("finished at step 2 of train.steps=2: nothing to do" in r.getMessage()
                for r in caplog.records)
+
+
+def test_init_from_starts_a_run_from_another_runs_weights(small_cache, tmp_path):
+    from inpaint_online.checkpoint import CheckpointError
+    a = train(tiny_config(small_cache, tmp_path, "run.name=a", "train.steps=4"), progress=False)
+    src = tmp_path / "a" / "checkpoints" / "last.pt"
+    # lr ~ 0: after one step the weights are still the source's (a fresh init would differ)
+    b = train(tiny_config(small_cache, tmp_path, "run.name=b", "train.steps=1", "optim.lr=1e-30",
+                          f"train.init_from={src}"), progress=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6) for k in sa)
+    fresh = train(tiny_config(small_cache, tmp_path, "run.name=c", "train.steps=1", "optim.lr=1e-30"),
+                  progress=False).model.state_dict()
+    assert not all(torch.allclose(sa[k].float(), fresh[k].float(), atol=1e-6) for k in sa)
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["step"] == 1
+    with pytest.raises(CheckpointError, match="checkpoint is for another model: model.channels"):
+        train(tiny_config(small_cache, tmp_path, "run.name=d", "model.channels=12",
+                          f"train.init_from={src}"), progress=False)
