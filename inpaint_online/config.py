@@ -63,6 +63,7 @@ class TrainConfig:
     image_every: int = 1000
     best_metric: str = "psnr_hole"         # validation metric that picks best.pt (higher wins)
     init_from: str = ""                    # a checkpoint whose weights start the run (fine-tune)
+    accum_steps: int = 1                   # batches per optimiser step (gradient accumulation)
 
     def validate(self) -> None:
         if self.amp not in ("auto", "bf16", "fp16", "off"):
@@ -70,6 +71,8 @@ class TrainConfig:
         if self.best_metric not in ("psnr_hole", "ssim_hole", "psnr_full"):
             raise ValueError(f"train.best_metric must be psnr_hole, ssim_hole or psnr_full, "
                              f"got {self.best_metric!r}")
+        if self.accum_steps < 1:
+            raise ValueError(f"train.accum_steps must be >= 1, got {self.accum_steps}")
         if self.steps < 1 or min(self.log_every, self.val_every, self.ckpt_every, self.image_every) < 1:
             raise ValueError("train.steps and the *_every intervals must be >= 1")
 

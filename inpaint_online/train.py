@@ -114,12 +114,25 @@ class Trainer:
         with self.autocast():
             return (net or self.net)(batch.x, batch.mask, batch.depth if self.cfg.model.use_depth else None)
 
-    def step(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+    def step(self, batch: Batch | list[Batch]) -> tuple[torch.Tensor, dict]:
+        """One optimiser step on a batch, or on several (``train.accum_steps``): their
+        gradients are summed with weight 1/k, so k batches of B act as one of k·B. Under DDP
+        only the last backward all-reduces."""
         self.model.train()
-        pred = self.predict(batch)
-        loss, parts = self.loss(pred, batch)
+        batches = batch if isinstance(batch, list) else [batch]
+        k = len(batches)
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total, parts = 0.0, {}
+        for i, b in enumerate(batches):
+            sync = i == k - 1 or not hasattr(self.net, "no_sync")
+            with (nullcontext() if sync else self.net.no_sync()):                    # DDP
+                pred = self.predict(b)
+                loss, p = self.loss(pred, b)
+                self.scaler.scale(loss / k).backward()
+            total = total + loss.detach() / k
+            for name, v in p.items():
+                parts[name] = parts.get(name, 0.0) + v.detach() / k
+        loss = total
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.opt)
             parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(
@@ -278,7 +291,9 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
 
     bs = cfg.data.batch_size
     ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
-    sampler = StreamSampler(len(ds), seed=cfg.run.seed, rank=rank, world=world, start=start * bs)
+    accum = cfg.train.accum_steps
+    sampler = StreamSampler(len(ds), seed=cfg.run.seed, rank=rank, world=world,
+                            start=start * accum * bs)
     loader = make_loader(ds, sampler, pin_memory=device.type == "cuda")
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.run.seed, rank=rank)
     val = validation_batches(cfg, manifest, val_recs, device) if main else []
@@ -321,14 +336,15 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     from tqdm import tqdm
     bar = tqdm(total=stop, initial=start, desc=f"train {cfg.run.name}", unit="step",
                disable=not (main and progress), dynamic_ncols=True)
-    prefetch = iter(Prefetcher(loader, collate, start_step=start))
+    prefetch = iter(Prefetcher(loader, collate, start_step=start * accum))
     step = start
     win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}
     warned_holes = False
     try:
         while step < stop and not _stop_requested(interrupted["flag"], ddp, step, cfg, device):
-            batch, wait = next(prefetch)
-            loss, parts = trainer.step(batch)
+            got = [next(prefetch) for _ in range(accum)]
+            batch, wait = got[-1][0], sum(w for _, w in got)
+            loss, parts = trainer.step([b for b, _ in got] if accum > 1 else batch)
             step += 1
             win["wait"] += wait
             win["n"] += 1
@@ -337,7 +353,7 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                 dt = time.perf_counter() - win["t"]
                 row = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
                        "lr": trainer.sched.get_last_lr()[0],
-                       "samples_per_s": win["n"] * bs * world / max(dt, 1e-9),
+                       "samples_per_s": win["n"] * bs * accum * world / max(dt, 1e-9),
                        "data_wait_fraction": win["wait"] / max(dt, 1e-9),
                        **hole_stats(batch, cfg.collate.min_hole_px)}
                 if row["few_holes"] > 0.5 and not warned_holes:

@@ -359,3 +359,34 @@ def test_init_from_starts_a_run_from_another_runs_weights(small_cache, tmp_path)
     with pytest.raises(CheckpointError, match="checkpoint is for another model: model.channels"):
         train(tiny_config(small_cache, tmp_path, "run.name=d", "model.channels=12",
                           f"train.init_from={src}"), progress=False)
+
+
+def test_gradient_accumulation_averages_the_batches_gradients(small_cache, tmp_path):
+    cfg = tiny_config(small_cache, tmp_path, "optim.grad_clip=0")
+    b1 = fixed_batch(small_cache, cfg)
+    m = open_cache(small_cache)
+    ds = CacheDataset(m, m.samples(), cfg.data)
+    items = [ds[(i + 4, 90 + i)] for i in range(4)]
+    b2 = WarpCollate(cfg.warp, cfg.collate)({k: torch.stack([it[k] for it in items]) for k in items[0]}, step=1)
+
+    def grads(batches):
+        t = Trainer(cfg, torch.device("cpu"))
+        t.opt.step = lambda *a, **k: None          # keep the gradients, skip the update
+        loss, _ = t.step(batches)
+        return loss, [p.grad.clone() for p in t.model.parameters()]
+    (l1, g1), (l2, g2), (l12, g12) = grads(b1), grads(b2), grads([b1, b2])
+    assert torch.allclose(l12, (l1 + l2) / 2)
+    assert all(torch.allclose(c, (a + b) / 2, atol=1e-7) for a, b, c in zip(g1, g2, g12))
+
+
+def test_resume_with_gradient_accumulation_is_bit_identical(small_cache, tmp_path):
+    once = train(tiny_config(small_cache, tmp_path / "a", "train.accum_steps=2", "train.steps=4"),
+                 progress=False)
+    train(tiny_config(small_cache, tmp_path / "b", "train.accum_steps=2", "train.steps=4",
+                      "train.stop_at=2"), progress=False)
+    resumed = train(tiny_config(small_cache, tmp_path / "b", "train.accum_steps=2", "train.steps=4"),
+                    resume=True, progress=False)
+    a, b = once.model.state_dict(), resumed.model.state_dict()
+    assert once.step == resumed.step == 4 and all(torch.equal(a[k], b[k]) for k in a)
+    plain = train(tiny_config(small_cache, tmp_path / "c", "train.steps=4"), progress=False)
+    assert not all(torch.equal(a[k], plain.model.state_dict()[k]) for k in a)   # 2 batches a step
