@@ -64,6 +64,8 @@ class TrainConfig:
     best_metric: str = "psnr_hole"         # validation metric that picks best.pt (higher wins)
     init_from: str = ""                    # a checkpoint whose weights start the run (fine-tune)
     accum_steps: int = 1                   # batches per optimiser step (gradient accumulation)
+    ema_decay: float = 0.0                 # > 0: keep an EMA of the weights (e.g. 0.999),
+                                           # validated and saved beside the raw ones
 
     def validate(self) -> None:
         if self.amp not in ("auto", "bf16", "fp16", "off"):
@@ -71,6 +73,8 @@ class TrainConfig:
         if self.best_metric not in ("psnr_hole", "ssim_hole", "psnr_full"):
             raise ValueError(f"train.best_metric must be psnr_hole, ssim_hole or psnr_full, "
                              f"got {self.best_metric!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.accum_steps < 1:
             raise ValueError(f"train.accum_steps must be >= 1, got {self.accum_steps}")
         if self.steps < 1 or min(self.log_every, self.val_every, self.ckpt_every, self.image_every) < 1:

@@ -14,6 +14,7 @@ in one go and N/2 + resume + N/2 give bit-identical weights (tested).
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
@@ -104,6 +105,21 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 net, device_ids=[device.index] if device.type == "cuda" else None)
         self.net = net
+        self.ema = None
+        if cfg.train.ema_decay > 0:
+            self.reset_ema()
+
+    def reset_ema(self) -> None:
+        """The EMA starts as (a copy of) the current weights."""
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.cfg.train.ema_decay
+        ema = list(self.ema.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in self.model.parameters()], 1.0 - d)
+        for b_ema, b in zip(self.ema.buffers(), self.model.buffers()):
+            b_ema.copy_(b)
 
     def autocast(self):
         if self.amp is None:
@@ -140,6 +156,8 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
+        if self.ema is not None:
+            self.update_ema()
         return loss.detach(), parts
 
     def state(self, step: int, best: dict) -> dict:
@@ -147,7 +165,8 @@ class Trainer:
                 "model_config": model_config_dict(self.cfg.model),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "config": self.cfg.to_dict(), "best": best,
-                "rng": {"torch": torch.get_rng_state()}}
+                "rng": {"torch": torch.get_rng_state()},
+                **({"model_ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def load_state(self, ck: dict) -> None:
         self.model.load_state_dict(ck["model"])
@@ -155,6 +174,11 @@ class Trainer:
         self.sched.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["rng"]["torch"])
+        if self.ema is not None:
+            if "model_ema" in ck:
+                self.ema.load_state_dict(ck["model_ema"])
+            else:                              # train.ema_decay was turned on for the resume
+                self.reset_ema()
 
 
 def validation_batches(cfg: Config, manifest, records: list[dict], device) -> list[Batch]:
@@ -176,10 +200,11 @@ def validation_batches(cfg: Config, manifest, records: list[dict], device) -> li
 
 
 @torch.no_grad()
-def evaluate(trainer: Trainer, batches: list[Batch]) -> dict:
+def evaluate(trainer: Trainer, batches: list[Batch], model: torch.nn.Module | None = None) -> dict:
     """PSNR and SSIM inside the holes, PSNR over the full image, averaged over samples
-    (frames, for clips; clips add ``temporal_error``, lower is better)."""
-    model = trainer.model
+    (frames, for clips; clips add ``temporal_error``, lower is better). ``model``: another
+    set of weights (the EMA) than the trainer's."""
+    model = model if model is not None else trainer.model
     was = model.training
     model.eval()
     rows = []
@@ -267,6 +292,8 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         init = load_checkpoint(cfg.train.init_from, expect_model=model_config_dict(cfg.model),
                                map_location=device)
         trainer.model.load_state_dict(init["model"])
+        if trainer.ema is not None:
+            trainer.reset_ema()
         if main:
             log.info("weights from %s (step %s of its run); optimiser and schedule start fresh",
                      cfg.train.init_from, init.get("step"))
@@ -389,8 +416,22 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                                              image_grid(val[0], trainer.predict(val[0], net=trainer.model)), step)
                     v = m[cfg.train.best_metric]
                     if best["value"] is None or v > best["value"]:
-                        best = {"metric": cfg.train.best_metric, "value": v, "step": step}
+                        best = {**best, "metric": cfg.train.best_metric, "value": v, "step": step}
                         save(step, "best.pt")
+                    if trainer.ema is not None:
+                        me = evaluate(trainer, val, trainer.ema)
+                        result.val[-1].update({f"ema_{k}": x for k, x in me.items()})
+                        log_row({"kind": "val_ema", "step": step, **me})
+                        if writer:
+                            for k, x in me.items():
+                                writer.add_scalar(tb_tag("val", f"ema_{k}"), x, step)
+                        ve = me[cfg.train.best_metric]
+                        if best.get("ema_value") is None or ve > best["ema_value"]:
+                            best = {**best, "ema_value": ve, "ema_step": step}
+                            if main:   # the EMA weights as "model": load_model/inpaint take it
+                                st = trainer.state(step, best)
+                                st["model"] = st.pop("model_ema")
+                                save_checkpoint(ckpt_dir / "best_ema.pt", st)
                 if ddp:
                     dist.barrier()                                                  # DDP
             if step % cfg.train.ckpt_every == 0 and step != stop:

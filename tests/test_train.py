@@ -390,3 +390,31 @@ def test_resume_with_gradient_accumulation_is_bit_identical(small_cache, tmp_pat
     assert once.step == resumed.step == 4 and all(torch.equal(a[k], b[k]) for k in a)
     plain = train(tiny_config(small_cache, tmp_path / "c", "train.steps=4"), progress=False)
     assert not all(torch.equal(a[k], plain.model.state_dict()[k]) for k in a)   # 2 batches a step
+
+
+def test_ema_of_the_weights_is_tracked_validated_saved_and_resumed(small_cache, tmp_path):
+    from inpaint_online.inference import load_model
+    cfg = tiny_config(small_cache, tmp_path, "train.ema_decay=0.8")
+    batch = fixed_batch(small_cache, cfg)
+    t = Trainer(cfg, torch.device("cpu"))
+    want = [p.detach().clone() for p in t.model.parameters()]       # the EMA starts at the weights
+    for _ in range(3):
+        t.step(batch)
+        want = [0.8 * e + 0.2 * p.detach() for e, p in zip(want, t.model.parameters())]
+    assert all(torch.allclose(e, w, atol=1e-6) for e, w in zip(t.ema.parameters(), want))
+    assert not all(torch.equal(e, p) for e, p in zip(t.ema.parameters(), t.model.parameters()))
+
+    once = train(tiny_config(small_cache, tmp_path / "a", "train.ema_decay=0.8"), progress=False)
+    assert "ema_psnr_hole" in once.val[-1] and "psnr_hole" in once.val[-1]
+    ck_dir = tmp_path / "a" / "t" / "checkpoints"
+    ck = load_checkpoint(ck_dir / "last.pt")
+    assert "model_ema" in ck and ck["best"]["ema_step"] is not None
+    best_ema = load_model(ck_dir / "best_ema.pt")                  # loads as a plain model
+    assert set(best_ema.state_dict()) == set(ck["model"])
+    train(tiny_config(small_cache, tmp_path / "b", "train.ema_decay=0.8", "train.stop_at=3"),
+          progress=False)
+    resumed = train(tiny_config(small_cache, tmp_path / "b", "train.ema_decay=0.8"), resume=True,
+                    progress=False)
+    cb = load_checkpoint(tmp_path / "b" / "t" / "checkpoints" / "last.pt")
+    assert all(torch.equal(ck["model_ema"][k], cb["model_ema"][k]) for k in ck["model_ema"])
+    assert resumed.step == once.step == 6
