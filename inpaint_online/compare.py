@@ -33,7 +33,10 @@ METHODS = ("model", "row interpolation", "background copy", "diffusion")
 
 @torch.no_grad()
 def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = None,
-            device: str = "auto") -> dict[str, dict[str, float]]:
+            device: str = "auto", info: dict | None = None) -> dict[str, dict[str, float]]:
+    """Scores per method on the run's held-out samples. ``info`` (a dict) receives the
+    held-out sources, the number of samples and how many had no hole (left out of the
+    hole scores)."""
     ck = load_checkpoint(checkpoint)
     overrides = [f"run.device={device}"]
     if cache_dir:
@@ -44,7 +47,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     dev = _device(cfg.run.device, 0)
     model = load_model(checkpoint, dev)
     manifest = open_cache(cfg.data.cache_dir)
-    _, val = split_records(manifest.samples(), cfg.data.val_fraction)
+    _, val = split_records(manifest.samples(), cfg.data.val_fraction, cfg.data.val_sources)
     batches = validation_batches(cfg, manifest, val, dev)
     if not batches:
         raise ConfigError(f"{cfg.data.cache_dir}: no held-out sources to compare on "
@@ -60,6 +63,9 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         for name, out in outs.items():
             rows[name].append(batch_scores(out.view(b.y.shape), b.y, b.mask))
     n = sum(len(r["psnr_hole"]) for r in rows["model"])
+    if info is not None:
+        total = sum(b.mask.shape[0] * (b.mask.shape[1] if b.mask.dim() == 5 else 1) for b in batches)
+        info.update(held_out=sorted({r["rel"] for r in val}), samples=total, without_holes=total - n)
     return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
 
 
@@ -72,7 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
-        res = compare(args.checkpoint, args.cache_dir, args.count, args.device)
+        info: dict = {}
+        res = compare(args.checkpoint, args.cache_dir, args.count, args.device, info)
     except (CheckpointError, ConfigError, FileNotFoundError, DataError) as e:
         print(f"compare: error: {user_message(e)}", file=sys.stderr)
         return 2
@@ -83,6 +90,9 @@ def main(argv=None) -> int:
     for m, r in res.items():
         print(f"{m:<18}{r['psnr_hole']:>12.2f} dB{r['ssim_hole']:>15.3f}"
               + (f"{r['temporal_error']:>16.4f}" if tc else ""))
+    unit = "frames" if tc else "samples"
+    print(f"held-out sources: {', '.join(info['held_out'])}; {info['samples']} {unit}, "
+          f"{info['without_holes']} without any hole (left out of the scores in holes)")
     return 0
 
 

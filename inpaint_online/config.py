@@ -151,7 +151,7 @@ def _coerce(where: str, default, value):
 
 # tuple fields whose length is free (choices, dilations); the others are fixed-size pairs
 _VARIABLE_LENGTH = {"divergence_choices", "convergence_choices", "mapper_kinds",
-                    "closing_choices", "dilations"}
+                    "closing_choices", "dilations", "val_sources"}
 
 
 def _section(name: str, values, source: str):

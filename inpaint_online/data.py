@@ -11,6 +11,7 @@ same whatever the number of workers, and a resumed run continues the exact strea
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import math
@@ -60,7 +61,9 @@ class DataConfig:
     batch_size: int = 16
     num_workers: int = 4
     prefetch_factor: int = 4
-    val_fraction: float = 0.05            # share of *sources* held out for validation
+    val_fraction: float = 0.05            # share of *sources* held out for validation ...
+    val_sources: tuple[str, ...] = ()     # ... or these (paths or globs, matched against the
+                                          # path under the input root, the file name, the path)
     val_count: int = 64                   # fixed validation samples
     val_seed: int = 1234
     reader_cache: int = 4                 # open video readers kept per worker
@@ -78,6 +81,8 @@ class DataConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {v}")
+        if not all(isinstance(v, str) and v for v in self.val_sources):
+            raise ValueError(f"data.val_sources must be a list of paths or globs, got {self.val_sources!r}")
         if self.worker_start not in ("fork", "spawn", "forkserver"):
             raise ValueError(f"data.worker_start must be fork, spawn or forkserver, got {self.worker_start!r}")
         if self.clip_len < 1:
@@ -118,12 +123,29 @@ def open_cache(cache_dir: str | Path) -> Manifest:
     return manifest
 
 
-def split_records(records: list[dict], val_fraction: float) -> tuple[list[dict], list[dict]]:
+def split_records(records: list[dict], val_fraction: float,
+                  val_sources: tuple[str, ...] | list[str] = ()) -> tuple[list[dict], list[dict]]:
     """Hold out whole *sources* (all frames of a video go together) for validation.
 
-    The choice hashes each source's path relative to its input root, so it is the same on
-    every machine. With a single source the validation set is that source too (logged).
+    ``val_sources`` (``data.val_sources``): exactly the sources that match one of these
+    paths or globs (against the path under the input root, the file name or the full path);
+    a pattern that matches nothing, or one that takes every source, is a ValueError.
+    Otherwise ``val_fraction`` of the sources, chosen by a hash of each source's path
+    relative to its input root, so the same on every machine. With a single source the
+    validation set is that source too (logged).
     """
+    if val_sources:
+        def hit(r, pat):
+            return any(fnmatch.fnmatchcase(v, pat) for v in (r["rel"], Path(r["rel"]).name, r["source"]))
+        held = set()
+        for pat in val_sources:
+            got = {r["rel"] for r in records if hit(r, pat)}
+            if not got:
+                raise ValueError(f"data.val_sources: {pat!r} matches no cached source")
+            held |= got
+        if held == {r["rel"] for r in records}:
+            raise ValueError("data.val_sources holds out every cached source: nothing is left to train on")
+        return ([r for r in records if r["rel"] not in held], [r for r in records if r["rel"] in held])
     sources = sorted({r["rel"] for r in records},
                      key=lambda s: hashlib.sha1(s.encode("utf-8", "surrogateescape")).hexdigest())
     if val_fraction <= 0:

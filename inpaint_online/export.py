@@ -219,7 +219,8 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
                        prefix=prefix, masked_input=masked_input, force=force)
     ecfg = copy.deepcopy(cfg)
     ecfg.data.crop, ecfg.data.clip_len = plan.size, plan.clip_len
-    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
+    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction,
+                                         cfg.data.val_sources)
     if plan.eval_count and not val_recs and not force:
         raise ConfigError(f"{show(cfg.data.cache_dir)}: no held-out sources for the eval split "
                           "(data.val_fraction is 0 or there is one source); iw3's trainer needs "

@@ -284,7 +284,8 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         raise ConfigError(f"--resume: no checkpoint at {last}")
 
     manifest = open_cache(cfg.data.cache_dir)
-    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction)
+    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction,
+                                         cfg.data.val_sources)
     trainer = Trainer(cfg, device, ddp_rank=rank if ddp else None)
     start, best = 0, {"metric": cfg.train.best_metric, "value": None, "step": None}
     if cfg.train.init_from and not resume:
@@ -360,6 +361,15 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 
+    if main and val and start == 0:
+        # step 0: the untrained model (= its first guess, the row-interpolation prefill),
+        # the reference every validation curve starts from; it does not make a best.pt
+        m0 = evaluate(trainer, val)
+        result.val.append({"step": 0, **m0})
+        log_row({"kind": "val", "step": 0, **m0})
+        if writer:
+            for k, v in m0.items():
+                writer.add_scalar(tb_tag("val", k), v, 0)
     from tqdm import tqdm
     bar = tqdm(total=stop, initial=start, desc=f"train {cfg.run.name}", unit="step",
                disable=not (main and progress), dynamic_ncols=True)

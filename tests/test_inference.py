@@ -1,5 +1,6 @@
 """Inference: inpaint and stereo CLIs on real images, checkpoint safety, baseline comparison."""
 import io
+import re
 
 import numpy as np
 import pytest
@@ -148,6 +149,8 @@ def test_model_against_baselines_on_held_out_samples(checkpoint, small_cache, ca
                          "--count", "8", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "PSNR in holes" in out and "background copy" in out
+    assert re.search(r"^held-out sources: [^;]+; 8 samples, \d+ without any hole \(left out of "
+                     r"the scores in holes\)$", out, re.M), out
     print(out)
 
 

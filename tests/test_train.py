@@ -72,9 +72,11 @@ def test_run_writes_logs_checkpoints_and_best(small_cache, tmp_path):
     assert len(train_rows) == 6 and {"loss", "lr", "samples_per_s", "data_wait_fraction"} <= set(train_rows[0])
     assert 0 <= train_rows[-1]["data_wait_fraction"] <= 1
     val = [r for r in rows if r["kind"] == "val"]
-    assert [r["step"] for r in val] == [3, 6] and all(r["psnr_hole"] > 5 for r in val)
+    # step 0 = the untrained model, the curve's reference; it never becomes best.pt
+    assert [r["step"] for r in val] == [0, 3, 6] and all(r["psnr_hole"] > 5 for r in val)
     best = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert best["best"]["value"] == max(r["psnr_hole"] for r in val)
+    assert best["best"]["value"] == max(r["psnr_hole"] for r in val[1:])
+    assert res.val[0]["step"] == 0
     assert res.step == 6
     # TensorBoard holds the scalars and the image grids
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -418,3 +420,18 @@ def test_ema_of_the_weights_is_tracked_validated_saved_and_resumed(small_cache, 
     cb = load_checkpoint(tmp_path / "b" / "t" / "checkpoints" / "last.pt")
     assert all(torch.equal(ck["model_ema"][k], cb["model_ema"][k]) for k in ck["model_ema"])
     assert resumed.step == once.step == 6
+
+
+def test_val_sources_hold_out_exactly_the_named_sources(small_cache, tmp_path):
+    from inpaint_online.data import split_records
+    recs = open_cache(small_cache).samples()
+    tr, va = split_records(recs, 0.25, ["coffee.png", "bik*"])
+    assert {r["rel"] for r in va} == {"coffee.png", "bikes.mp4"}
+    assert not {r["rel"] for r in tr} & {"coffee.png", "bikes.mp4"} and len(tr) + len(va) == len(recs)
+    with pytest.raises(ValueError, match="data.val_sources: 'nope\\*' matches no cached source"):
+        split_records(recs, 0.25, ["nope*"])
+    with pytest.raises(ValueError, match="holds out every cached source"):
+        split_records(recs, 0.25, ["*"])
+    res = train(tiny_config(small_cache, tmp_path, "data.val_sources=[chelsea.png]", "train.steps=2",
+                            "train.val_every=2"), progress=False)
+    assert res.val and res.val[0]["step"] == 0
