@@ -195,7 +195,9 @@ def validation_batches(cfg: Config, manifest, records: list[dict], device) -> li
         items = [ds[(i % len(ds), cfg.data.val_seed * 1_000_003 + i)]
                  for i in range(start, min(cfg.data.val_count, start + bs))]
         cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        out.append(collate(cpu, step=start))
+        b = collate(cpu, step=start)
+        b.meta["names"] = batch_names(ds, b)
+        out.append(b)
     return out
 
 
@@ -215,20 +217,51 @@ def evaluate(trainer: Trainer, batches: list[Batch], model: torch.nn.Module | No
     return mean_scores(rows)
 
 
-def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4) -> torch.Tensor:
-    """Rows of input | mask | prediction (composited) | target, ``(3, H', W')`` in [0, 1].
-    For clips: the first clip, one column per frame, rows input / mask / prediction / target."""
-    import torchvision.utils as vutils
-    if pred.dim() == 5:
-        t = pred.shape[1]
-        out = composite(batch.x[0], batch.mask[0], pred[0].float().clamp(0, 1))
-        rows = [batch.x[0], batch.mask[0].expand(-1, 3, -1, -1), out, batch.y[0]]
-        return vutils.make_grid(torch.cat(rows).float().cpu(), nrow=t, padding=2, pad_value=1.0)
-    n = min(n, len(batch))
-    out = composite(batch.x[:n], batch.mask[:n], pred[:n].float().clamp(0, 1))
-    cols = [batch.x[:n], batch.mask[:n].expand(-1, 3, -1, -1), out, batch.y[:n]]
-    tiles = torch.stack(cols, dim=1).flatten(0, 1).float().cpu()
-    return vutils.make_grid(tiles, nrow=4, padding=2, pad_value=1.0)
+GRID_COLUMNS = ["input (holes magenta)", "prediction", "target", "|pred - target| x4",
+                "zoom: input", "zoom: prediction", "zoom: target"]
+
+
+def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4,
+               names: list[str] | None = None) -> torch.Tensor:
+    """A labelled sheet ``(3, H', W')`` in [0, 1] of the ``n`` samples with the most hole
+    pixels (for clips: the frames of the clip with the most): input with the holes in
+    magenta | prediction (composited) | target | amplified error | the same zoomed on the
+    densest holes. Row labels: source (``names``), view (left views were mirrored, as the
+    model sees them), divergence, convergence, hole share."""
+    from .pictures import error_tile, hole_overlay, sheet, to_uint8, zoom_on_holes
+    recs = batch.params.records()
+    holes = batch.mask.flatten(1).sum(1)
+    if pred.dim() == 5:                      # clips: the frames of the clip with most holes
+        i = int(holes.argmax())
+        out = composite(batch.x[i], batch.mask[i], pred[i].float().clamp(0, 1))
+        items = [(batch.x[i, j], batch.mask[i, j], out[j], batch.y[i, j], f"frame {j}", i)
+                 for j in range(out.shape[0])]
+    else:
+        pick = holes.argsort(descending=True)[:n].tolist()
+        out = composite(batch.x, batch.mask, pred.float().clamp(0, 1))
+        items = [(batch.x[i], batch.mask[i], out[i], batch.y[i], "", i) for i in pick]
+    rows = []
+    for x, m, o, y, extra, i in items:
+        r = recs[i]
+        hole = m[0].detach().cpu().numpy() > 0
+        view = "left view (mirrored)" if r["view"] == "left" else "right view"
+        label = ", ".join(v for v in (names[i] if names else "", extra, view,
+                                      f"div {r['divergence']:.1f}% conv {r['convergence']:.2f}",
+                                      f"holes {100 * hole.mean():.1f}%") if v)
+        target, pr = to_uint8(y), to_uint8(o)
+        tiles = [hole_overlay(target, hole), pr, target, error_tile(pr, target)]
+        rows.append((label, tiles + zoom_on_holes(tiles[:3], hole)))
+    grid = sheet(rows, GRID_COLUMNS)
+    return torch.from_numpy(grid.copy()).permute(2, 0, 1).float() / 255
+
+
+def batch_names(ds: CacheDataset, batch: Batch) -> list[str]:
+    """The source (and frame) of each sample of a batch from ``ds``."""
+    out = []
+    for i in batch.meta["index"].tolist():
+        rec = ds.table[int(ds.starts[i])]
+        out.append(rec["rel"] + ("" if rec["frame"] is None else f" #{rec['frame']}"))
+    return out
 
 
 def hole_stats(batch: Batch, min_px: int) -> dict:
@@ -411,8 +444,9 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                 win = {"t": time.perf_counter(), "wait": 0.0, "n": 0}
             if writer and step % cfg.train.image_every == 0:
                 with torch.no_grad():
-                    writer.add_image("train/input_mask_pred_target",
-                                     image_grid(batch, trainer.predict(batch, net=trainer.model)), step)
+                    writer.add_image("train/input_pred_target_error_zoom",
+                                     image_grid(batch, trainer.predict(batch, net=trainer.model),
+                                                names=batch_names(ds, batch)), step)
             if step % cfg.train.val_every == 0 or step == stop:
                 if main and val:
                     m = evaluate(trainer, val)
@@ -422,8 +456,9 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                         for k, v in m.items():
                             writer.add_scalar(tb_tag("val", k), v, step)
                         with torch.no_grad():
-                            writer.add_image("val/input_mask_pred_target",
-                                             image_grid(val[0], trainer.predict(val[0], net=trainer.model)), step)
+                            writer.add_image("val/input_pred_target_error_zoom",
+                                             image_grid(val[0], trainer.predict(val[0], net=trainer.model),
+                                                        names=val[0].meta.get("names")), step)
                     v = m[cfg.train.best_metric]
                     if best["value"] is None or v > best["value"]:
                         best = {**best, "metric": cfg.train.best_metric, "value": v, "step": step}

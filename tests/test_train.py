@@ -85,7 +85,7 @@ def test_run_writes_logs_checkpoints_and_best(small_cache, tmp_path):
     assert {"loss/loss", "loss/hole_l1", "optim/lr", "optim/grad_norm", "perf/samples_per_s",
             "perf/data_wait_fraction", "data/hole_fraction", "score/psnr_hole",
             "score/ssim_hole"} <= set(ea.Tags()["scalars"])
-    assert "val/input_mask_pred_target" in ea.Tags()["images"]
+    assert {"val/input_pred_target_error_zoom", "train/input_pred_target_error_zoom"} <= set(ea.Tags()["images"])
 
 
 def test_a_run_with_a_checkpoint_needs_resume(small_cache, tmp_path):

@@ -1,0 +1,78 @@
+"""Pictures a person can read: labelled contact sheets of samples, holes as a coloured
+overlay, an amplified error column and a zoom on the largest hole.
+
+Every sheet has column titles and a label per row (source, view, parameters); images are in
+the orientation the model sees (right view: background right of each hole) and the row label
+says when a left view was mirrored. Used by the TensorBoard grids and ``preview``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "to_uint8"]
+
+HOLE = np.array([255, 0, 255], np.float32)      # magenta: rare in photos, visible on dark content
+TITLE_H = 14
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """``(1|3, H, W)`` in [0, 1] → ``uint8 (H, W, 3)``."""
+    t = t.detach().float().cpu().clamp(0, 1)
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    return (t * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def hole_overlay(image: np.ndarray, hole: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """The image with its holes tinted magenta (not painted black: dark content stays readable)."""
+    out = image.astype(np.float32)
+    out[hole] = (1 - alpha) * out[hole] + alpha * HOLE
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def error_tile(pred: np.ndarray, target: np.ndarray, gain: float = 4.0) -> np.ndarray:
+    """``|pred − target|`` per pixel, amplified ``gain`` times, as gray: at thumbnail size a
+    prediction and its target look alike; their difference does not."""
+    e = np.abs(pred.astype(np.float32) - target.astype(np.float32)).mean(-1) * gain
+    e = np.clip(e + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(e[..., None], 3, -1)
+
+
+def zoom_on_holes(tiles: list[np.ndarray], hole: np.ndarray, factor: int = 4) -> list[np.ndarray]:
+    """The same window of every tile around where the holes are densest (a ``1/factor`` side
+    window, chosen by an integral image), enlarged ``factor`` times (nearest)."""
+    h, w = hole.shape
+    s = max(4, min(h, w) // factor)
+    ii = np.pad(hole.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = ii[s:, s:] - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
+    y, x = np.unravel_index(int(sums.argmax()), sums.shape)
+    return [np.kron(t[y:y + s, x:x + s], np.ones((factor, factor, 1), np.uint8))[:h, :w]
+            for t in tiles]
+
+
+def sheet(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], pad: int = 2) -> np.ndarray:
+    """A white-spaced grid: column titles on top, each row ``(label, tiles)`` with its label
+    above it. Tiles of one column share a size. Returns ``uint8 (H, W, 3)``."""
+    widths = [max(r[1][j].shape[1] for r in rows) for j in range(len(columns))]
+    heights = [max(t.shape[0] for t in r[1]) for r in rows]
+    total_w = sum(widths) + pad * (len(widths) + 1)
+    total_h = TITLE_H + sum(heights) + len(rows) * (TITLE_H + pad) + pad
+    img = Image.new("RGB", (total_w, total_h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    x = pad
+    for title, w in zip(columns, widths):
+        draw.text((x + 2, 1), title, fill=(0, 0, 0))
+        x += w + pad
+    y = TITLE_H
+    for (label, tiles), h in zip(rows, heights):
+        draw.text((pad + 2, y + 1), label, fill=(40, 40, 40))
+        y += TITLE_H
+        x = pad
+        for t, w in zip(tiles, widths):
+            img.paste(Image.fromarray(t), (x, y))
+            x += w + pad
+        y += h + pad
+    return np.asarray(img)
