@@ -1,5 +1,6 @@
 """Make training pairs from the depth cache with fresh random warp parameters and save a
-contact sheet: image | depth | mask | masked input, one row per sample.
+labelled contact sheet: image | depth | holes (magenta) | masked input, one row per sample
+(source, view — left views mirrored, as the model sees them —, parameters, hole share).
 
     python -m inpaint_online.preview --cache-dir runs/demo/cache --out runs/demo/preview.png
 
@@ -30,7 +31,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
     recs = manifest.samples()
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(recs), generator=gen)[:count].tolist()
-    imgs, depths, widths = [], [], []
+    imgs, depths, widths, names = [], [], [], []
     for i in pick:
         try:
             rgb, d = load_pair(manifest, recs[i])
@@ -49,6 +50,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
         y0 = int(torch.randint(h - size + 1, (1,), generator=gen))
         x0 = int(torch.randint(w - size + 1, (1,), generator=gen))
         widths.append(float(w))
+        names.append(recs[i]["rel"] + ("" if recs[i].get("frame") is None else f" #{recs[i]['frame']}"))
         imgs.append(t[..., y0:y0 + size, x0:x0 + size])
         depths.append(dd[..., y0:y0 + size, x0:x0 + size])
     if not imgs:
@@ -63,9 +65,17 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
     flip = params.left.view(-1, 1, 1, 1)
     x, d, mask = (torch.where(flip, t.flip(-1), t) for t in (x, d, mask))
     masked = x * (~mask)
-    rows = torch.cat([x, d.expand_as(x), mask.float().expand_as(x), masked], dim=3)
-    sheet = (torch.cat(list(rows), dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    save_image(out, sheet)
+    from .inference import depth_picture
+    from .pictures import hole_overlay, sheet, to_uint8
+    rows = []
+    for k, r in enumerate(params.records()):
+        hole = mask[k, 0].numpy()
+        view = "left view (mirrored)" if r["view"] == "left" else "right view"
+        rows.append((f"{names[k]}, {view}, div {r['divergence']:.1f}% conv {r['convergence']:.2f}, "
+                     f"{r['mapper']}, holes {100 * hole.mean():.1f}%",
+                     [to_uint8(x[k]), depth_picture(d[k, 0]), hole_overlay(to_uint8(x[k]), hole),
+                      to_uint8(masked[k])]))
+    save_image(out, sheet(rows, ["image", "depth (near bright)", "holes (magenta)", "masked input"]))
     info = []
     for r, m in zip(params.records(), mask):
         r["hole_fraction"] = round(m.float().mean().item(), 4)
@@ -91,7 +101,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"divergence {r['divergence']:.2f}%  convergence {r['convergence']:.2f}  "
               f"view {r['view']:<5}  mapper {r['mapper']:<12}  holes {100 * r['hole_fraction']:.1f}%")
-    print(f"wrote {args.out} (columns: image | depth | mask | masked input)")
+    print(f"wrote {args.out} (columns: image | depth | holes | masked input; one labelled row "
+          "per sample, in the model's orientation)")
     return 0
 
 

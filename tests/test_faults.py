@@ -554,3 +554,20 @@ def test_a_file_name_that_is_not_utf8_is_cached_and_trained_on(media, tmp_path, 
     res = train(tiny_config(cache, tmp_path, "data.val_fraction=0", "train.steps=2",
                             "data.scale_range=[1.0,1.0]"), progress=False)
     assert res.step == 2
+
+
+def test_preview_writes_a_labelled_sheet(small_cache, tmp_path, capsys, caplog):
+    out = tmp_path / "p.png"
+    rc, lines = run(preview_main, ["--cache-dir", small_cache, "--out", out, "--count", "3",
+                                   "--size", "96", "--level", "3"], capsys, caplog)
+    assert rc == 0
+    has_line(lines, r"wrote .*p\.png \(columns: image \| depth \| holes \| masked input; one "
+                    r"labelled row per sample, in the model's orientation\)")
+    assert sum(bool(re.match(r"divergence [\d.]+%  convergence", x)) for x in lines) == 3
+    pic = np.array(Image.open(out))
+    assert pic.shape == (14 + 3 * (14 + 96 + 2) + 2, 4 * 96 + 5 * 2, 3)
+    magenta = (pic == (255, 0, 255)).all(-1).sum()
+    assert magenta == 0                          # holes are tinted, not painted over
+    tint = (pic[..., 0] > 180) & (pic[..., 1] < 90) & (pic[..., 2] > 180)
+    assert tint[:, 2 * 96 + 3 * 2:3 * 96 + 3 * 2].any()          # in the holes column only
+    assert not tint[:, :96].any()
