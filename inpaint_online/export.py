@@ -47,7 +47,7 @@ import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ from PIL import Image
 from .collate import WarpCollate
 from .config import Config, ConfigError
 from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
-from .fsutil import atomic_write_bytes, show, sweep_temp
+from .fsutil import atomic_write_bytes, show, sweep_temp, writable_dir
 from .train import _device
 
 __all__ = ["export_dataset", "plan_export", "read_sample", "ExportSummary", "ExportPlan",
@@ -116,6 +116,7 @@ class ExportPlan:
     prefix: str            # sample names: PREFIX_00000012 (_C.png, _M.png, ...)
     count: int
     eval_count: int
+    settings: dict = field(default_factory=dict)   # what decides the bytes (P.export.json)
 
 
 def default_size(records: list[dict], cfg: Config) -> int:
@@ -160,9 +161,9 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
         raise ConfigError("this export could not be read by iw3's inpainting trainer: "
                           + "; ".join(why) + ". Pass --export-force to write it anyway "
                           "(for other readers)")
-    settings = _settings(cfg, masked_input, plan)
+    plan.settings = _settings(cfg, masked_input, plan)
     if prefix is None:
-        digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4)
+        digest = hashlib.blake2b(json.dumps(plan.settings, sort_keys=True).encode(), digest_size=4)
         prefix = "io" + digest.hexdigest()
     if not _PREFIX.match(prefix):
         raise ConfigError(f"--export-prefix {prefix!r}: use 1-32 letters, digits and '-' "
@@ -171,14 +172,12 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
     return plan
 
 
-def _settings(cfg: Config, masked_input: bool, plan: ExportPlan | None = None) -> dict:
+def _settings(cfg: Config, masked_input: bool, plan: ExportPlan) -> dict:
     c = cfg.to_dict()
     # what decides the samples' bytes; run/optim/train/model/loss do not (run.seed does)
-    out = {"format": "inpaint_online.export/2", "seed": cfg.run.seed, "data": c["data"],
-           "warp": c["warp"], "collate": c["collate"], "masked_input": masked_input}
-    if plan is not None:
-        out.update(size=plan.size, clip_len=plan.clip_len)
-    return out
+    return {"format": "inpaint_online.export/2", "seed": cfg.run.seed, "data": c["data"],
+            "warp": c["warp"], "collate": c["collate"], "masked_input": masked_input,
+            "size": plan.size, "clip_len": plan.clip_len}
 
 
 def _load_json(path: Path) -> dict | None:
@@ -211,16 +210,14 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
                    masked_input: bool = True, progress: bool = True) -> ExportSummary:
     """Write ``count`` training and ``eval_count`` (default: ``max(8, count // 10)``) held-out
     samples in iw3's layout. See the module docstring and :func:`plan_export`."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{show(out)}: --export-dir is a file, not a folder")
+    out = writable_dir(out_dir, "--export-dir", "export", create=False)   # created after the checks
     manifest = open_cache(cfg.data.cache_dir)
-    plan = plan_export(cfg, manifest.samples(), count, eval_count, size=size, clip_len=clip_len,
+    records = manifest.samples()
+    plan = plan_export(cfg, records, count, eval_count, size=size, clip_len=clip_len,
                        prefix=prefix, masked_input=masked_input, force=force)
     ecfg = copy.deepcopy(cfg)
     ecfg.data.crop, ecfg.data.clip_len = plan.size, plan.clip_len
-    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction,
-                                         cfg.data.val_sources)
+    train_recs, val_recs = split_records(records, cfg.data.val_fraction, cfg.data.val_sources)
     if plan.eval_count and not val_recs and not force:
         raise ConfigError(f"{show(cfg.data.cache_dir)}: no held-out sources for the eval split "
                           "(data.val_fraction is 0 or there is one source); iw3's trainer needs "
@@ -229,14 +226,9 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
     datasets = {split: CacheDataset(manifest, recs, ecfg.data, train=False)   # no colour jitter
                 for split, recs, want in (("train", train_recs, plan.count),
                                           ("eval", val_recs, plan.eval_count)) if want and recs}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{show(out)}: cannot create the export folder ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"{show(out)}: the export folder is not writable")
+    writable_dir(out, "--export-dir", "export")
     sweep_temp(out)
-    settings = _settings(cfg, masked_input, plan)
+    settings = plan.settings
     meta_path, progress_path = out / f"{plan.prefix}.export.json", out / f"{plan.prefix}.progress.json"
     old = _load_json(meta_path)
     if old is not None and old != settings:

@@ -20,8 +20,10 @@ import socket
 import time
 from pathlib import Path
 
+from .errors import ConfigError
+
 __all__ = ["atomic_write_bytes", "sweep_temp", "show", "file_mode", "check_output_file",
-           "image_format", "save_image", "STALE_SECONDS"]
+           "image_format", "save_image", "writable_dir", "STALE_SECONDS"]
 
 STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
@@ -110,6 +112,23 @@ def sweep_temp(folder: str | os.PathLike, *, recursive: bool = False,
                 except FileNotFoundError:
                     pass
     return removed
+
+
+def writable_dir(path: str | os.PathLike, flag: str, noun: str, *, create: bool = True) -> Path:
+    """A folder a tool writes into (``flag``: its option, ``noun``: what it holds), checked
+    before the work: not a file, created (``create``), writable. ConfigError otherwise."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{show(p)}: {flag} is a file, not a folder")
+    if not create:
+        return p
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{show(p)}: cannot create the {noun} folder ({e.strerror or e})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"{show(p)}: the {noun} folder is not writable")
+    return p
 
 
 def show(path: str | os.PathLike) -> str:

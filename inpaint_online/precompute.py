@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from .cache import (CacheIntegrityError, Manifest, ManifestWriter, Sampling, Sum
                     fingerprint, load_depth, mismatch, shard_of)
 from .depth import DepthBackend, DepthRequest, normalise
 from .errors import ConfigError, one_line
-from .fsutil import show, sweep_temp
+from .fsutil import show, sweep_temp, writable_dir
 from .media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
 
 log = logging.getLogger(__name__)
@@ -182,15 +181,8 @@ def _link_reason(e: BaseException) -> str:
 def prepare_cache_dir(cache_dir: str | Path) -> Path:
     """The cache folder, created if needed and checked before any work; stale temp files of
     an interrupted run (a dead writer's, or older than an hour) are removed."""
-    root = Path(cache_dir)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{show(root)}: --cache-dir is a file, not a folder")
-    try:
-        (root / "depth").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{show(root)}: cannot create the cache folder ({e.strerror or e})") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"{show(root)}: the cache folder is not writable")
+    root = writable_dir(cache_dir, "--cache-dir", "cache")
+    (root / "depth").mkdir(exist_ok=True)
     swept = sweep_temp(root) + sweep_temp(root / "depth", recursive=True)
     if swept:
         log.info("%s: removed %d temp file(s) left by an interrupted run", show(root), swept)
