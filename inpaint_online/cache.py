@@ -10,8 +10,8 @@ Layout of ``DIR``::
     depth/ab/<sha1>.png             the same as a viewable 16-bit PNG (``--format png``)
 
 A record is ``{"key", "source", "rel", "kind", "frame", "clip", "src_size", "depth_file",
-"depth_size", "depth_bytes", "depth_crc32", "depth_mtime_ns", "backend", "backend_settings", "fingerprint",
-"time"}`` or an error record
+"depth_size", "depth_bytes", "depth_crc32", "depth_mtime_ns", "backend", "backend_settings",
+"fingerprint", "time"}`` or an error record
 ``{"key", "source", "error", "time"}``. Records are appended (and fsync'ed) as work
 completes; the newest record of a key wins; a torn last line is ignored; at the end of a run
 the manifest is compacted atomically. Depth files are written to a temp file and
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import one_line
 from .fsutil import atomic_write_bytes, show  # noqa: F401  (re-exported)
 
 
@@ -135,6 +136,11 @@ def fingerprint(path: Path, with_hash: bool = False) -> dict:
                 h.update(chunk)
         fp["sha256"] = h.hexdigest()
     return fp
+
+
+def entry_label(rec: dict) -> str:
+    """A record for a person: its path under the input root, `` #frame`` for a video frame."""
+    return rec["rel"] + ("" if rec.get("frame") is None else f" #{rec['frame']}")
 
 
 def entry_key(source: Path, frame: int | None) -> str:
@@ -263,7 +269,7 @@ class Summary:
         out = ["", "  precompute_depth summary", "  " + "-" * 34]
         out += [f"  {k:<24}{v:>10}" for k, v in rows]
         for path, why in self.errors:
-            out.append(f"  ERROR {show(path)}: {' '.join(why.split())}")
+            out.append(f"  ERROR {show(path)}: {one_line(why)}")
         for path in self.vanished[:20]:
             out.append(f"  VANISHED {show(path)} (run with --prune to remove its entries)")
         return "\n".join(out)

@@ -263,15 +263,16 @@ def drop_small(records: list[dict], config: DataConfig) -> list[dict]:
     enlargement; the others are skipped with one warning line (a 2x2000 image scaled up 128
     times is a flat smear: no holes, no texture, a NaN score)."""
     need = config.crop / config.max_upscale
-    small = [r for r in records if min(r.get("depth_size") or (1 << 30,)) < need]
-    if not small:
-        return records
-    names = sorted({f"{show(r['rel'])} ({r['depth_size'][0]}x{r['depth_size'][1]})" for r in small})
-    log.warning("skipping %d cached frame(s) smaller than data.crop / data.max_upscale = %g px on "
-                "the short side: %s%s", len(small), need, ", ".join(names[:5]),
-                f" and {len(names) - 5} more" if len(names) > 5 else "")
-    drop = {id(r) for r in small}
-    return [r for r in records if id(r) not in drop]
+    keep, small = [], []
+    for r in records:
+        (small if min(r.get("depth_size") or (1 << 30,)) < need else keep).append(r)
+    if small:
+        names = sorted({f"{show(r['rel'])} ({r['depth_size'][0]}x{r['depth_size'][1]})"
+                        for r in small})
+        log.warning("skipping %d cached frame(s) smaller than data.crop / data.max_upscale = %g "
+                    "px on the short side: %s%s", len(small), need, ", ".join(names[:5]),
+                    f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return keep
 
 
 def clip_runs(records: list[dict], clip_len: int) -> list[list[dict]]:

@@ -23,8 +23,7 @@ from .warp import close_mask, fill_from_background, forward_warp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "depth_picture",
-           "background_fill", "diffusion_fill", "image_to_tensor", "tensor_to_image", "load_depth"]
+__all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "background_fill", "diffusion_fill", "image_to_tensor", "tensor_to_image", "load_depth"]
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -174,20 +173,6 @@ def split_border_band(hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h = hole.to(torch.int32)
     band = (h.cumprod(-1) | h.flip(-1).cumprod(-1).flip(-1)).bool()
     return hole & ~band, band
-
-
-def depth_picture(depth) -> "np.ndarray":
-    """Inverse depth in [0, 1] ``(H, W)`` (array or tensor) → ``uint8 (H, W, 3)``, a
-    dark-to-bright ramp (black-purple-orange-yellow): near is bright."""
-    d = depth.detach().float().cpu().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth, np.float32)
-    t = np.clip(d, 0, 1) * (len(_RAMP) - 1)
-    i = np.clip(np.floor(t).astype(int), 0, len(_RAMP) - 2)
-    f = (t - i)[..., None]
-    return np.clip(_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5, 0, 255).astype(np.uint8)
-
-
-_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
-                 np.float32)
 
 
 def background_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .fsutil import check_output_file, save_image, show
 from .inference import load_depth
 from .media import MediaError, load_image
 from .occlusion import METHODS, occlusion_mask
+from .pictures import hole_overlay
 
 __all__ = ["make_mask", "overlay", "main"]
 
@@ -43,9 +44,7 @@ def make_mask(depth: np.ndarray, divergence: float, convergence: float, view: st
 
 def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image darkened to 60 %, holes painted magenta: ``uint8 (H, W, 3)``."""
-    out = rgb.astype(np.float32) * 0.6
-    out[mask] = (255, 0, 255)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return hole_overlay(rgb.astype(np.float32) * 0.6, mask, alpha=1.0)
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "to_uint8"]
+__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "to_uint8", "depth_picture"]
 
 HOLE = np.array([255, 0, 255], np.float32)      # magenta: rare in photos, visible on dark content
 TITLE_H = 14
@@ -24,6 +24,22 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
     if t.shape[0] == 1:
         t = t.expand(3, -1, -1)
     return (t * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+# a dark-to-bright ramp for depth (black-purple-orange-yellow), 5 anchors
+_RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+                 np.float32)
+
+
+def depth_picture(depth) -> np.ndarray:
+    """Inverse depth in [0, 1] ``(H, W)`` (array or tensor) → ``uint8 (H, W, 3)``: near is
+    bright."""
+    d = (depth.detach().float().cpu().numpy() if isinstance(depth, torch.Tensor)
+         else np.asarray(depth, np.float32))
+    t = np.clip(d, 0, 1) * (len(_RAMP) - 1)
+    i = np.clip(np.floor(t).astype(int), 0, len(_RAMP) - 2)
+    f = (t - i)[..., None]
+    return np.clip(_RAMP[i] * (1 - f) + _RAMP[i + 1] * f + 0.5, 0, 255).astype(np.uint8)
 
 
 def hole_overlay(image: np.ndarray, hole: np.ndarray, alpha: float = 0.7) -> np.ndarray:

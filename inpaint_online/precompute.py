@@ -277,12 +277,12 @@ class VerifyReport:
         if self.legacy:
             out.append(f"  {'without checksum':<24}{self.legacy:>10}  (made by an older "
                        "version: only decoded)")
+        def where(rec):
+            return show(rec["source"]) + ("" if rec.get("frame") is None else f" frame {rec['frame']}")
         for rec, why in self.broken:
-            frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
-            out.append(f"  BROKEN {show(rec['source'])}{frame} ({rec['depth_file']}): {why}")
+            out.append(f"  BROKEN {where(rec)} ({rec['depth_file']}): {why}")
         for rec, why in self.unrepaired:
-            frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
-            out.append(f"  NOT REPAIRED {show(rec['source'])}{frame}: {why}; entry removed")
+            out.append(f"  NOT REPAIRED {where(rec)}: {why}; entry removed")
         if self.broken and not self.repaired and not self.unrepaired:
             out.append("  run again with --repair to recompute them from their sources")
         return "\n".join(out)

@@ -124,10 +124,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        backend = make_backend(args.backend, device=args.device, model=args.depth_model,
-                               hub_dir=args.hub_dir, weights=args.weights,
-                               import_dir=args.import_dir, import_kind=args.import_kind,
-                               amp=not args.no_amp)
+        backend = backend_of(args)
     except DepthSetupError as e:
         print(f"precompute_depth.py: error: {e}", file=sys.stderr)
         return 2
@@ -151,11 +148,18 @@ def main(argv=None) -> int:
 
 
 
+def backend_of(args):
+    """The depth backend the command line's "depth backend" options name."""
+    return make_backend(args.backend, device=args.device, model=args.depth_model,
+                        hub_dir=args.hub_dir, weights=args.weights, import_dir=args.import_dir,
+                        import_kind=args.import_kind, amp=not args.no_amp)
+
+
 def _inspect(args) -> int:
     """``--list`` and ``--show``: look into a cache without changing it."""
     from .cache import Manifest, load_depth
     from .fsutil import check_output_file, save_image, show
-    from .inference import depth_picture
+    from .pictures import depth_picture
     root = Path(args.cache_dir)
     try:
         if not root.is_dir():
@@ -214,10 +218,7 @@ def _verify(args) -> int:
     backend = None
     try:
         if args.repair:
-            backend = make_backend(args.backend, device=args.device, model=args.depth_model,
-                                   hub_dir=args.hub_dir, weights=args.weights,
-                                   import_dir=args.import_dir, import_kind=args.import_kind,
-                                   amp=not args.no_amp)
+            backend = backend_of(args)
         report = verify(args.cache_dir, backend=backend, batch_size=args.batch_size,
                         progress=not args.quiet)
     except (ConfigError, DepthSetupError, OSError) as e:

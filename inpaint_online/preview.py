@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cache import entry_label
 from .data import load_pair, open_cache
 from .errors import DataError, user_message
 from .fsutil import check_output_file, save_image, show
@@ -50,7 +51,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
         y0 = int(torch.randint(h - size + 1, (1,), generator=gen))
         x0 = int(torch.randint(w - size + 1, (1,), generator=gen))
         widths.append(float(w))
-        names.append(recs[i]["rel"] + ("" if recs[i].get("frame") is None else f" #{recs[i]['frame']}"))
+        names.append(entry_label(recs[i]))
         imgs.append(t[..., y0:y0 + size, x0:x0 + size])
         depths.append(dd[..., y0:y0 + size, x0:x0 + size])
     if not imgs:
@@ -65,8 +66,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
     flip = params.left.view(-1, 1, 1, 1)
     x, d, mask = (torch.where(flip, t.flip(-1), t) for t in (x, d, mask))
     masked = x * (~mask)
-    from .inference import depth_picture
-    from .pictures import hole_overlay, sheet, to_uint8
+    from .pictures import depth_picture, hole_overlay, sheet, to_uint8
     rows = []
     for k, r in enumerate(params.records()):
         hole = mask[k, 0].numpy()

@@ -28,9 +28,10 @@ from .depth import (FALLBACK, MIDAS_MODELS, DepthBackend, DepthRequest, DepthSet
                     ImportBackend, make_backend)
 from .errors import describe
 from .fsutil import check_output_file, save_image, show
-from .inference import (depth_picture, image_to_tensor, load_depth, load_model, render_stereo,
+from .inference import (image_to_tensor, load_depth, load_model, render_stereo,
                         split_border_band, tensor_to_image)
 from .media import MediaError, VideoReader, load_image
+from .pictures import depth_picture
 from .models import TemporalGatedUNet
 
 

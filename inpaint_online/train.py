@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from .cache import entry_label
 from .fsutil import atomic_write_bytes, sweep_temp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Batch, Prefetcher, WarpCollate
@@ -257,11 +258,7 @@ def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4,
 
 def batch_names(ds: CacheDataset, batch: Batch) -> list[str]:
     """The source (and frame) of each sample of a batch from ``ds``."""
-    out = []
-    for i in batch.meta["index"].tolist():
-        rec = ds.table[int(ds.starts[i])]
-        out.append(rec["rel"] + ("" if rec["frame"] is None else f" #{rec['frame']}"))
-    return out
+    return [entry_label(ds.table[int(ds.starts[i])]) for i in batch.meta["index"].tolist()]
 
 
 def hole_stats(batch: Batch, min_px: int) -> dict:
@@ -342,7 +339,7 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                          "train.steps to train on)", run_dir, start, cfg.train.steps)
             return TrainResult(step=start, model=trainer.model, run_dir=None)
     if main:
-        _describe_run(cfg, device, world, trainer, manifest, train_recs, val_recs, run_dir)
+        _describe_run(cfg, device, world, trainer, train_recs, val_recs, run_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         sweep_temp(run_dir)
         sweep_temp(ckpt_dir)              # a checkpoint write a kill interrupted
@@ -394,15 +391,21 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def validate(step: int, model: torch.nn.Module | None = None) -> dict:
+        """Score the validation set (with ``model``: the EMA weights) and log the scores to
+        metrics.jsonl and TensorBoard."""
+        ema = model is not None
+        m = evaluate(trainer, val, model)
+        log_row({"kind": "val_ema" if ema else "val", "step": step, **m})
+        if writer:
+            for k, v in m.items():
+                writer.add_scalar(tb_tag("val", f"ema_{k}" if ema else k), v, step)
+        return m
+
     if main and val and start == 0:
         # step 0: the untrained model (= its first guess, the row-interpolation prefill),
         # the reference every validation curve starts from; it does not make a best.pt
-        m0 = evaluate(trainer, val)
-        result.val.append({"step": 0, **m0})
-        log_row({"kind": "val", "step": 0, **m0})
-        if writer:
-            for k, v in m0.items():
-                writer.add_scalar(tb_tag("val", k), v, 0)
+        result.val.append({"step": 0, **validate(0)})
     from tqdm import tqdm
     bar = tqdm(total=stop, initial=start, desc=f"train {cfg.run.name}", unit="step",
                disable=not (main and progress), dynamic_ncols=True)
@@ -449,12 +452,9 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                                                 names=batch_names(ds, batch)), step)
             if step % cfg.train.val_every == 0 or step == stop:
                 if main and val:
-                    m = evaluate(trainer, val)
+                    m = validate(step)
                     result.val.append({"step": step, **m})
-                    log_row({"kind": "val", "step": step, **m})
                     if writer:
-                        for k, v in m.items():
-                            writer.add_scalar(tb_tag("val", k), v, step)
                         with torch.no_grad():
                             writer.add_image("val/input_pred_target_error_zoom",
                                              image_grid(val[0], trainer.predict(val[0], net=trainer.model),
@@ -464,12 +464,8 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                         best = {**best, "metric": cfg.train.best_metric, "value": v, "step": step}
                         save(step, "best.pt")
                     if trainer.ema is not None:
-                        me = evaluate(trainer, val, trainer.ema)
+                        me = validate(step, trainer.ema)
                         result.val[-1].update({f"ema_{k}": x for k, x in me.items()})
-                        log_row({"kind": "val_ema", "step": step, **me})
-                        if writer:
-                            for k, x in me.items():
-                                writer.add_scalar(tb_tag("val", f"ema_{k}"), x, step)
                         ve = me[cfg.train.best_metric]
                         if best.get("ema_value") is None or ve > best["ema_value"]:
                             best = {**best, "ema_value": ve, "ema_step": step}
@@ -512,8 +508,8 @@ def tb_tag(kind: str, key: str) -> str:
     return f"loss/{key}"
 
 
-def _describe_run(cfg: Config, device, world: int, trainer: "Trainer", manifest, train_recs,
-                  val_recs, run_dir) -> None:
+def _describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs, val_recs,
+                  run_dir) -> None:
     """What the run is about to do, in a few log lines (devices, sources, model, depth, output)."""
     amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp, str(trainer.amp))
     log.info("device %s, world size %d, AMP %s, torch.compile %s", device, world, amp,
@@ -526,7 +522,7 @@ def _describe_run(cfg: Config, device, world: int, trainer: "Trainer", manifest,
              cfg.data.batch_size)
     params = sum(p.numel() for p in trainer.model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.kind, params / 1e6)
-    backends = sorted({r.get("backend", "?") for r in manifest.samples()})
+    backends = sorted({r.get("backend", "?") for r in (*train_recs, *val_recs)})
     log.info("depth: %s (cache %s)", ", ".join(backends), cfg.data.cache_dir)
     if any(b.startswith("fallback") for b in backends):
         log.warning("the depth cache was made by the LOW-QUALITY fallback backend: fine to try "
