@@ -70,6 +70,33 @@ class Batch:
     def __len__(self) -> int:
         return self.y.shape[0]
 
+    def take(self, idx: torch.Tensor | list[int]) -> "Batch":
+        """The samples ``idx`` (in that order) of this batch."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        dev = idx.to(self.y.device)
+        meta = {k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in idx.tolist()])
+                for k, v in self.meta.items()}
+        return Batch(x=self.x[dev], mask=self.mask[dev], y=self.y[dev], depth=self.depth[dev],
+                     params=self.params.map(lambda v: v[idx.to(v.device)]), meta=meta,
+                     layered=None if self.layered is None else self.layered[dev])
+
+    @staticmethod
+    def cat(parts: list["Batch"]) -> "Batch":
+        """One batch of the samples of ``parts`` (same crop size and parameter settings)."""
+        first = parts[0]
+        fp = first.params
+        tensors = {f.name: torch.cat([getattr(p.params, f.name) for p in parts])
+                   for f in fields(fp) if isinstance(getattr(fp, f.name), torch.Tensor)}
+        params = WarpParams(**{f.name: tensors.get(f.name, getattr(fp, f.name)) for f in fields(fp)})
+        meta = {k: (torch.cat([p.meta[k] for p in parts]) if isinstance(v, torch.Tensor)
+                    else [x for p in parts for x in p.meta[k]]) for k, v in first.meta.items()}
+        if any(p.params.shift_bound != fp.shift_bound for p in parts):
+            params.shift_bound = max(p.params.shift_bound for p in parts)
+        return Batch(x=torch.cat([p.x for p in parts]), mask=torch.cat([p.mask for p in parts]),
+                     y=torch.cat([p.y for p in parts]), depth=torch.cat([p.depth for p in parts]),
+                     params=params, meta=meta,
+                     layered=None if first.layered is None else torch.cat([p.layered for p in parts]))
+
     def record_stream(self, stream) -> None:
         """Tell the caching allocator these side-stream tensors are used on ``stream``."""
         params = [getattr(self.params, f.name) for f in fields(self.params)]

@@ -10,6 +10,12 @@ converter does without a model); *row interpolation* (linear between the nearest
 pixels left and right: the model's own first guess, ``model.prefill=interp``); *diffusion* (harmonic fill, a stand-in for OpenCV's
 Telea / Navier–Stokes inpainting). Reports PSNR and SSIM inside the holes, and for clips the
 temporal-consistency error (:func:`~inpaint_online.losses.temporal_error`, lower is better).
+
+``--sheet OUT.png`` writes a labelled picture of the samples whose holes cover the most
+texture (for clips: the frame of each clip with the most): the input with its holes in
+magenta, every method's fill, the target, the model's amplified error, and a zoom on the
+densest holes; each row names the source, view, parameters and the PSNR of each method
+in that sample's holes.
 """
 
 from __future__ import annotations
@@ -26,17 +32,23 @@ from .errors import DataError, user_message
 from .inference import background_fill, diffusion_fill, inpaint, load_model
 from .losses import batch_scores, mean_scores
 from .models import prefill_holes
-from .train import _device, validation_batches
+from .fsutil import check_output_file, show
+from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
+from .train import _device, hole_texture, validation_batches
 
 METHODS = ("model", "row interpolation", "background copy", "diffusion")
+SHEET_COLUMNS = ["input (holes magenta)", *METHODS, "target", "|model - target| x4",
+                 "zoom: input", "zoom: model", "zoom: diffusion", "zoom: target"]
 
 
 @torch.no_grad()
 def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = None,
-            device: str = "auto", info: dict | None = None) -> dict[str, dict[str, float]]:
+            device: str = "auto", info: dict | None = None,
+            sheet_rows: int = 0) -> dict[str, dict[str, float]]:
     """Scores per method on the run's held-out samples. ``info`` (a dict) receives the
     held-out sources, the number of samples and how many had no hole (left out of the
-    hole scores)."""
+    hole scores); with ``sheet_rows`` > 0 also ``sheet_rows`` (label, tiles) rows for
+    :func:`~inpaint_online.pictures.sheet` with :data:`SHEET_COLUMNS`."""
     ck = load_checkpoint(checkpoint)
     overrides = [f"run.device={device}"]
     if cache_dir:
@@ -53,6 +65,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         raise ConfigError(f"{cfg.data.cache_dir}: no held-out sources to compare on "
                           "(data.val_fraction is 0 or the cache has one source)")
     rows = {m: [] for m in METHODS}
+    best: list[tuple[float, tuple]] = []          # (texture, order, row): the sheet's rows
     for b in batches:
         flat = (lambda v: v.flatten(0, 1)) if b.y.dim() == 5 else (lambda v: v)   # noqa: E731
         x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
@@ -62,11 +75,50 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
                 "diffusion": diffusion_fill(x, m)}
         for name, out in outs.items():
             rows[name].append(batch_scores(out.view(b.y.shape), b.y, b.mask))
+        if sheet_rows > 0:
+            best = _keep_best(best, b, outs, sheet_rows)
     n = sum(len(r["psnr_hole"]) for r in rows["model"])
     if info is not None:
         total = sum(b.mask.shape[0] * (b.mask.shape[1] if b.mask.dim() == 5 else 1) for b in batches)
         info.update(held_out=sorted({r["rel"] for r in val}), samples=total, without_holes=total - n)
+        if sheet_rows > 0:
+            info["sheet_rows"] = [_sheet_row(*row) for _, row in best]
     return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
+
+
+def _keep_best(best: list, b, outs: dict, n: int) -> list:
+    """``best`` with this batch's samples added, the ``n`` with the most texture in their
+    holes kept (for clips, each clip's frame with the most); tensors moved to the CPU."""
+    clip = b.y.dim() == 5
+    t = b.y.shape[1] if clip else 1
+    flat = (lambda v: v.flatten(0, 1)) if clip else (lambda v: v)   # noqa: E731
+    frames = type(b)(x=flat(b.x), mask=flat(b.mask), y=flat(b.y), depth=flat(b.depth),
+                     params=b.params, meta={})
+    tex = hole_texture(frames).view(len(b), t)
+    score, j = tex.max(1)
+    recs = b.params.records()
+    for i in range(len(b)):
+        k = i * t + int(j[i])
+        row = (b.meta["names"][i] + (f" frame {int(j[i])}" if clip else ""), recs[i],
+               frames.x[k].cpu(), frames.mask[k].cpu(), frames.y[k].cpu(),
+               {m: o.reshape(-1, *o.shape[-3:])[k].cpu() for m, o in outs.items()})
+        best.append((float(score[i]), row))
+    best.sort(key=lambda r: -r[0])              # stable: ties keep the drawing order
+    return best[:n]
+
+
+def _sheet_row(name: str, rec: dict, x, mask, y, fills: dict) -> tuple[str, list]:
+    hole = mask[0].numpy() > 0
+    target = to_uint8(y)
+    psnr = {}
+    for m, o in fills.items():
+        mse = float(((o.float() - y.float()) ** 2).mean(0)[mask[0] > 0].mean())
+        psnr[m] = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-10))).item()
+    scores = " | ".join(f"{m} {v:.1f}" for m, v in psnr.items()) + " dB in holes"
+    tiles = [hole_overlay(target, hole)] + [to_uint8(fills[m]) for m in METHODS] + [target]
+    tiles.append(error_tile(tiles[1], target))
+    zoom = zoom_on_holes([tiles[0], tiles[1], tiles[1 + METHODS.index("diffusion")], target], hole)
+    return sample_label(name, rec, hole, "", scores), tiles + zoom
 
 
 def main(argv=None) -> int:
@@ -76,11 +128,19 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", help="default: the run's data.cache_dir")
     ap.add_argument("--count", type=int, help="validation samples (default: the run's val_count)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--sheet", metavar="OUT.png",
+                    help="write a labelled picture of the fills (the samples with most texture in their holes)")
+    ap.add_argument("--sheet-rows", type=int, default=6, help="rows of --sheet (default 6)")
     args = ap.parse_args(argv)
     try:
+        if args.sheet:
+            check_output_file(args.sheet)               # before the work, not after it
         info: dict = {}
-        res = compare(args.checkpoint, args.cache_dir, args.count, args.device, info)
-    except (CheckpointError, ConfigError, FileNotFoundError, DataError) as e:
+        res = compare(args.checkpoint, args.cache_dir, args.count, args.device, info,
+                      sheet_rows=max(1, args.sheet_rows) if args.sheet else 0)
+        if args.sheet:
+            save_sheet(args.sheet, info["sheet_rows"], SHEET_COLUMNS)
+    except (CheckpointError, ConfigError, FileNotFoundError, DataError, ValueError, OSError) as e:
         print(f"compare: error: {user_message(e)}", file=sys.stderr)
         return 2
     tc = "temporal_error" in res["model"]
@@ -93,6 +153,8 @@ def main(argv=None) -> int:
     unit = "frames" if tc else "samples"
     print(f"held-out sources: {', '.join(info['held_out'])}; {info['samples']} {unit}, "
           f"{info['without_holes']} without any hole (left out of the scores in holes)")
+    if args.sheet:
+        print(f"wrote {show(args.sheet)}")
     return 0
 
 

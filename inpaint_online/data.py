@@ -64,7 +64,9 @@ class DataConfig:
     val_fraction: float = 0.05            # share of *sources* held out for validation ...
     val_sources: tuple[str, ...] = ()     # ... or these (paths or globs, matched against the
                                           # path under the input root, the file name, the path)
-    val_count: int = 64                   # fixed validation samples
+    val_count: int = 64                   # fixed validation samples, chosen from ...
+    val_pool: int = 4                     # ... val_pool x val_count drawn: the ones whose holes
+                                          # cover the most texture, sources in turn (1 = as drawn)
     val_seed: int = 1234
     reader_cache: int = 4                 # open video readers kept per worker
     clip_len: int = 1                     # > 1: clips of T consecutive video frames (video model)
@@ -91,6 +93,8 @@ class DataConfig:
             raise ValueError(f"data.crop_window must be in [1, 4], got {self.crop_window}")
         if not self.max_upscale >= 1:
             raise ValueError(f"data.max_upscale must be >= 1, got {self.max_upscale}")
+        if self.val_pool < 1:
+            raise ValueError(f"data.val_pool must be >= 1, got {self.val_pool}")
         if self.crop_candidates < 1 or self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("data.crop_candidates and data.batch_size must be >= 1, "
                              "data.num_workers >= 0")

@@ -145,8 +145,9 @@ def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tens
     (inverse depth in [0, 1]), disocclusions filled by ``model``. ``clip=True``: the N
     images are consecutive frames and the model sees them as one clip (temporal model).
 
-    Returns ``left``, ``right``, ``sbs`` (left | right) and the hole masks ``left_hole``,
-    ``right_hole`` (after the same closing the training masks get).
+    Returns ``left``, ``right``, ``sbs`` (left | right), the hole masks ``left_hole``,
+    ``right_hole`` (after the same closing the training masks get) and the views before
+    the fill, ``left_warped``, ``right_warped``.
     """
     out = {}
     for view in ("left", "right"):
@@ -160,7 +161,7 @@ def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tens
                                 tile=tile)[0]
         else:
             out[view] = inpaint(model, warped, hole.float(), wdepth, view=view, tile=tile)
-        out[f"{view}_hole"] = hole
+        out[f"{view}_hole"], out[f"{view}_warped"] = hole, warped
     out["sbs"] = torch.cat([out["left"], out["right"]], dim=-1)
     return out
 

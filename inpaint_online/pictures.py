@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "to_uint8", "depth_picture"]
+__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "to_uint8", "depth_picture",
+           "sample_label", "save_sheet"]
 
 HOLE = np.array([255, 0, 255], np.float32)      # magenta: rare in photos, visible on dark content
 TITLE_H = 14
@@ -67,6 +68,21 @@ def zoom_on_holes(tiles: list[np.ndarray], hole: np.ndarray, factor: int = 4) ->
     y, x = np.unravel_index(int(sums.argmax()), sums.shape)
     return [np.kron(t[y:y + s, x:x + s], np.ones((factor, factor, 1), np.uint8))[:h, :w]
             for t in tiles]
+
+
+def sample_label(name: str, rec: dict, hole: np.ndarray, *extra: str) -> str:
+    """A row label: source, view (a left view is shown mirrored, as the model sees it),
+    divergence and convergence, hole share, then ``extra`` parts (empty ones dropped)."""
+    view = "left view (mirrored)" if rec["view"] == "left" else "right view"
+    return ", ".join(v for v in (name, *extra[:1], view,
+                                 f"div {rec['divergence']:.1f}% conv {rec['convergence']:.2f}",
+                                 f"holes {100 * hole.mean():.1f}%", *extra[1:]) if v)
+
+
+def save_sheet(path, rows: list[tuple[str, list[np.ndarray]]], columns: list[str]) -> None:
+    """:func:`sheet` written atomically as a PNG (the output is checked first)."""
+    from .fsutil import save_image
+    save_image(path, sheet(rows, columns))
 
 
 def sheet(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], pad: int = 2) -> np.ndarray:

@@ -4,7 +4,7 @@ warp core, fill the disocclusions with a trained model, write a side-by-side ima
     python -m inpaint_online.stereo --checkpoint CKPT --image photo.jpg --depth photo_depth.png \\
         --divergence 2.5 --convergence 0.5 --output photo_LR.png
     python -m inpaint_online.stereo --checkpoint CKPT --image photo.jpg --depth-model MiDaS_small \\
-        --output photo_LR.png --save-views --save-masks
+        --output photo_LR.png --save-views --save-masks --save-sheet
 
 ``--divergence`` (% of the image width) and ``--convergence`` (0 = the farthest point on
 the screen plane, 1 = the nearest) mean what they mean in iw3. Depth: a map file
@@ -31,7 +31,7 @@ from .fsutil import check_output_file, save_image, show
 from .inference import (image_to_tensor, load_depth, load_model, render_stereo,
                         split_border_band, tensor_to_image)
 from .media import MediaError, VideoReader, load_image
-from .pictures import depth_picture
+from .pictures import depth_picture, hole_overlay, save_sheet, to_uint8, zoom_on_holes
 from .models import TemporalGatedUNet
 
 
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--save-views", action="store_true", help="also write OUTPUT_L.png, OUTPUT_R.png")
     ap.add_argument("--save-holes", "--save-masks", dest="save_masks", action="store_true",
                     help="also write the hole masks OUTPUT_L_mask.png, OUTPUT_R_mask.png")
+    ap.add_argument("--save-sheet", action="store_true",
+                    help="also write OUTPUT_sheet.png: per view the warped image with its holes "
+                         "in magenta, the fill, and both zoomed on the densest interior holes")
     ap.add_argument("--save-depth", action="store_true",
                     help="also write the depth used, OUTPUT_depth.png (colour-mapped, near bright)")
     ap.add_argument("--mode", choices=["bilinear", "nearest"], default="bilinear")
@@ -120,11 +123,37 @@ def main(argv=None) -> int:
         if args.save_depth:
             written.append(o.with_name(f"{o.stem}_depth.png"))
             save_image(written[-1], depth_picture(d))
+        if args.save_sheet:
+            written.append(o.with_name(f"{o.stem}_sheet.png"))
+            save_sheet(written[-1], stereo_sheet(out, d, args.divergence, args.convergence),
+                       SHEET_COLUMNS)
     except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
         print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
     print(f"holes filled: {hole_report(out)}; wrote {', '.join(map(show, written))}")
     return 0
+
+
+SHEET_COLUMNS = ["warped (holes magenta)", "filled", "depth", "zoom: holes", "zoom: filled"]
+
+
+def stereo_sheet(out: dict, depth: np.ndarray, divergence: float, convergence: float) -> list:
+    """Rows (left view, right view) of the labelled sheet of ``--save-sheet``: views as they
+    are written (not mirrored); the zoom is on the densest *interior* holes (the border band
+    is a strip at the frame edge and says nothing about the fill)."""
+    rows = []
+    for view in ("left", "right"):
+        hole = out[f"{view}_hole"][0, 0].cpu()
+        interior, band = split_border_band(hole)
+        h = hole.numpy()
+        warped, filled = to_uint8(out[f"{view}_warped"][0]), to_uint8(out[view][0])
+        tiles = [hole_overlay(warped, h), filled, depth_picture(depth)]
+        focus = interior.numpy() if interior.any() else h
+        label = (f"{view} view, div {divergence:g}% conv {convergence:g}, holes {100 * h.mean():.2f}% "
+                 f"({100 * interior.float().mean():.2f}% interior, "
+                 f"{100 * band.float().mean():.2f}% border band)")
+        rows.append((label, tiles + zoom_on_holes(tiles[:2], focus)))
+    return rows
 
 
 def hole_report(out: dict) -> str:

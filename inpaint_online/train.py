@@ -184,22 +184,81 @@ class Trainer:
 
 def validation_batches(cfg: Config, manifest, records: list[dict], device) -> list[Batch]:
     """The fixed validation set: same crops and warp parameters in every run with this
-    config and cache (seeds from ``data.val_seed``), no jitter, no mask augmentation."""
+    config and cache (seeds from ``data.val_seed``), no jitter, no mask augmentation.
+
+    ``data.val_pool`` x ``data.val_count`` samples are drawn; the ``val_count`` kept are those
+    whose holes cover the most texture (:func:`hole_texture`: a hole on a flat wall is filled
+    by any method and measures nothing), taken from the held-out sources in turn so that every
+    source is represented. Two passes (score, then re-make the chosen batches: the collate is
+    deterministic), so only the kept samples stay in memory."""
     if not records or cfg.data.val_count < 1:
         return []
     ds = CacheDataset(manifest, records, cfg.data, train=False)
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.data.val_seed,
                           augment=False)
-    bs = cfg.data.batch_size
-    out = []
-    for start in range(0, cfg.data.val_count, bs):
+    bs, count = cfg.data.batch_size, cfg.data.val_count
+    pool = count * cfg.data.val_pool
+
+    def make(start: int) -> Batch:
         items = [ds[(i % len(ds), cfg.data.val_seed * 1_000_003 + i)]
-                 for i in range(start, min(cfg.data.val_count, start + bs))]
+                 for i in range(start, min(pool, start + bs))]
         cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-        b = collate(cpu, step=start)
-        b.meta["names"] = batch_names(ds, b)
-        out.append(b)
+        return collate(cpu, step=start)
+
+    if pool == count:
+        chosen = list(range(count))
+    else:
+        scores, sources = [], []
+        for start in range(0, pool, bs):
+            b = make(start)
+            scores += hole_texture(b).tolist()
+            sources += [ds.table[int(ds.starts[i])]["rel"] for i in b.meta["index"].tolist()]
+        chosen = pick_in_turns(scores, sources, count)
+    out, pending = [], []
+    for start in range(0, pool, bs):
+        want = [i - start for i in chosen if start <= i < start + bs]
+        if want:
+            pending.append(make(start).take(want))
+        while pending and (sum(len(p) for p in pending) >= bs or start + bs >= pool):
+            b = Batch.cat(pending)
+            pending = [b.take(list(range(bs, len(b))))] if len(b) > bs else []
+            b = b.take(list(range(min(bs, len(b)))))
+            b.meta["names"] = batch_names(ds, b)
+            out.append(b)
     return out
+
+
+def hole_texture(batch: Batch) -> torch.Tensor:
+    """``(B,)``: how much texture the holes of each sample cover — the sum over hole pixels
+    of the target's local gradient magnitude (gray, |dx| + |dy|, 3x3 mean); frames of a clip
+    add up. Large when wide holes lie on detail, small for few holes or holes on flat areas."""
+    import torch.nn.functional as F
+    y, m = batch.y, batch.mask
+    if y.dim() == 5:
+        y, m = y.flatten(0, 1), m.flatten(0, 1)
+    g = y.float().mean(1, keepdim=True)
+    gx = F.pad((g[..., :, 1:] - g[..., :, :-1]).abs(), (0, 1, 0, 0))
+    gy = F.pad((g[..., 1:, :] - g[..., :-1, :]).abs(), (0, 0, 0, 1))
+    tex = F.avg_pool2d(gx + gy, 3, 1, 1, count_include_pad=False)
+    return (tex * m.float()).flatten(1).sum(1).view(len(batch), -1).sum(1)
+
+
+def pick_in_turns(scores: list[float], sources: list[str], count: int) -> list[int]:
+    """``count`` indices, sorted: each source's samples by descending score, sources taking
+    turns (the source of the best remaining sample first in each round); samples with a zero
+    score (no hole) only fill what is left, first drawn first. Ties keep the drawing order."""
+    by_src: dict[str, list[int]] = {}
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        by_src.setdefault(sources[i], []).append(i)
+    queues = [q for q in by_src.values()]
+    picks, zero = [], []
+    while len(picks) < count and any(queues):
+        for q in sorted((q for q in queues if q), key=lambda q: (-scores[q[0]], q[0])):
+            if len(picks) == count:
+                break
+            i = q.pop(0)
+            (picks if scores[i] > 0 else zero).append(i)
+    return sorted(picks + sorted(zero)[:count - len(picks)])
 
 
 @torch.no_grad()
@@ -229,7 +288,7 @@ def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4,
     magenta | prediction (composited) | target | amplified error | the same zoomed on the
     densest holes. Row labels: source (``names``), view (left views were mirrored, as the
     model sees them), divergence, convergence, hole share."""
-    from .pictures import error_tile, hole_overlay, sheet, to_uint8, zoom_on_holes
+    from .pictures import error_tile, hole_overlay, sample_label, sheet, to_uint8, zoom_on_holes
     recs = batch.params.records()
     holes = batch.mask.flatten(1).sum(1)
     if pred.dim() == 5:                      # clips: the frames of the clip with most holes
@@ -243,12 +302,8 @@ def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4,
         items = [(batch.x[i], batch.mask[i], out[i], batch.y[i], "", i) for i in pick]
     rows = []
     for x, m, o, y, extra, i in items:
-        r = recs[i]
         hole = m[0].detach().cpu().numpy() > 0
-        view = "left view (mirrored)" if r["view"] == "left" else "right view"
-        label = ", ".join(v for v in (names[i] if names else "", extra, view,
-                                      f"div {r['divergence']:.1f}% conv {r['convergence']:.2f}",
-                                      f"holes {100 * hole.mean():.1f}%") if v)
+        label = sample_label(names[i] if names else "", recs[i], hole, extra)
         target, pr = to_uint8(y), to_uint8(o)
         tiles = [hole_overlay(target, hole), pr, target, error_tile(pr, target)]
         rows.append((label, tiles + zoom_on_holes(tiles[:3], hole)))

@@ -191,3 +191,43 @@ def test_stereo_saves_depth_and_reports_interior_holes(checkpoint, tmp_path, cap
     assert li > 0 and ri > 0 and abs(lt - li - lb) < 0.02 and abs(rt - ri - rb) < 0.02
     pic = np.array(Image.open(tmp_path / "sbs_depth.png"))
     assert pic.shape == (400, 600, 3) and (tmp_path / "sbs_R_mask.png").is_file()
+
+
+def test_compare_sheet_is_labelled_and_shows_holes(checkpoint, small_cache, tmp_path, capsys):
+    from inpaint_online.compare import SHEET_COLUMNS
+    out = tmp_path / "cmp.png"
+    assert compare_main(["--checkpoint", str(checkpoint), "--cache-dir", str(small_cache),
+                         "--count", "8", "--device", "cpu", "--sheet", str(out),
+                         "--sheet-rows", "3"]) == 0
+    text = capsys.readouterr().out
+    assert text.rstrip().endswith(f"wrote {out}")
+    pic = np.array(Image.open(out))
+    crop = 48                                    # tiny_config's data.crop
+    n = len(SHEET_COLUMNS)
+    assert pic.shape == (14 + 3 * (14 + crop + 2) + 2, n * crop + (n + 1) * 2, 3)
+    tint = (pic[..., 0] > 180) & (pic[..., 1] < 90) & (pic[..., 2] > 180)
+    assert tint[:, 2:2 + crop].any()                                   # input: holes tinted
+    assert not tint[:, 2 + crop + 2:2 + 6 * (crop + 2)].any()          # fills and target: none
+    assert (pic[:14] < 128).any() and (pic[14:28, :] < 128).any()      # titles and row label
+    # a bad --sheet path is refused before any work
+    assert compare_main(["--checkpoint", str(checkpoint), "--sheet", str(tmp_path / "x.bmpx")]) == 2
+    assert "x.bmpx" in capsys.readouterr().err
+
+
+def test_stereo_sheet_labels_views_and_zooms_on_interior_holes(checkpoint, tmp_path, capsys):
+    from inpaint_online.stereo import SHEET_COLUMNS
+    img = Image.open(skimage_data_dir() / "coffee.png").convert("RGB").resize((300, 200))
+    img.save(tmp_path / "c.png")
+    d = torch.nn.functional.interpolate(photo_depth("coffee.png"), size=(200, 300), mode="area")
+    np.save(tmp_path / "d.npy", d[0, 0].numpy())
+    out = tmp_path / "sbs.png"
+    assert stereo_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "c.png"),
+                        "--depth", str(tmp_path / "d.npy"), "--divergence", "5", "--output", str(out),
+                        "--save-sheet", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"{out}, {tmp_path / 'sbs_sheet.png'}")
+    pic = np.array(Image.open(tmp_path / "sbs_sheet.png"))
+    n = len(SHEET_COLUMNS)
+    assert pic.shape == (14 + 2 * (14 + 200 + 2) + 2, 3 * 300 + 2 * 200 + (n + 1) * 2, 3)  # square zooms
+    tint = (pic[..., 0] >= 178) & (pic[..., 1] <= 77) & (pic[..., 2] >= 178)   # 0.3 x + 0.7 magenta
+    assert tint[:, 2:302].sum() > 100 and not tint[:, 304:604].any()   # holes, then filled
+    assert tint[:, 3 * 302 + 2:4 * 302].any()                          # the zoom shows holes

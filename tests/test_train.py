@@ -435,3 +435,57 @@ def test_val_sources_hold_out_exactly_the_named_sources(small_cache, tmp_path):
     res = train(tiny_config(small_cache, tmp_path, "data.val_sources=[chelsea.png]", "train.steps=2",
                             "train.val_every=2"), progress=False)
     assert res.val and res.val[0]["step"] == 0
+
+
+def test_validation_keeps_the_samples_whose_holes_cover_most_texture(small_cache, tmp_path):
+    """val_pool x val_count drawn, the textured ones kept, held-out sources in turn; the
+    kept samples are exactly those of the pool (the second pass re-makes them bit for bit)."""
+    from inpaint_online.data import open_cache, split_records
+    from inpaint_online.train import hole_texture, pick_in_turns, validation_batches
+    m = open_cache(small_cache)
+    cfg = tiny_config(small_cache, tmp_path, "data.val_count=6", "data.val_pool=3",
+                      "data.val_fraction=0.5")
+    _, val = split_records(m.samples(), cfg.data.val_fraction, cfg.data.val_sources)
+    dev = torch.device("cpu")
+    kept = validation_batches(cfg, m, val, dev)
+    assert [len(b) for b in kept] == [4, 2]
+    pool = validation_batches(tiny_config(small_cache, tmp_path, "data.val_count=18",
+                                          "data.val_pool=1", "data.val_fraction=0.5"), m, val, dev)
+    tex = torch.cat([hole_texture(b) for b in pool])
+    names = [n for b in pool for n in b.meta["names"]]
+    sources = [n.split(" ")[0].split("#")[0] for n in names]
+    picks = pick_in_turns(tex.tolist(), sources, 6)
+    assert len(set(sources)) >= 2 and len({sources[i] for i in picks}) == len(set(sources))
+    for key in ("x", "mask", "y", "depth"):
+        assert torch.equal(torch.cat([getattr(b, key) for b in kept]),
+                           torch.cat([getattr(b, key) for b in pool])[picks])
+    assert [n for b in kept for n in b.meta["names"]] == [names[i] for i in picks]
+    assert torch.equal(torch.cat([b.params.divergence for b in kept]),
+                       torch.cat([b.params.divergence for b in pool])[picks])
+    # more texture in the kept holes than in the pool on average, and than the first drawn
+    assert tex[picks].mean() > tex.mean() and tex[picks].mean() > tex[:6].mean()
+    # deterministic
+    again = validation_batches(cfg, m, val, dev)
+    assert all(torch.equal(a.mask, b.mask) and torch.equal(a.y, b.y) for a, b in zip(kept, again))
+
+
+def test_pick_in_turns_alternates_sources_and_puts_holeless_samples_last():
+    from inpaint_online.train import pick_in_turns
+    scores = [5.0, 9.0, 1.0, 0.0, 7.0, 3.0, 0.0]
+    srcs = ["a", "a", "a", "b", "b", "b", "c"]
+    assert pick_in_turns(scores, srcs, 2) == [1, 4]            # best of a, best of b
+    assert pick_in_turns(scores, srcs, 4) == [0, 1, 4, 5]      # second round; c has nothing
+    assert pick_in_turns(scores, srcs, 7) == list(range(7))
+    assert pick_in_turns(scores, srcs, 6) == [0, 1, 2, 3, 4, 5]  # one of the zeros, the first
+
+
+def test_hole_texture_is_zero_on_flat_holes_and_grows_with_detail():
+    from inpaint_online.collate import Batch
+    from inpaint_online.train import hole_texture
+    y = torch.full((2, 3, 32, 32), 0.5)
+    y[1, :, :, ::2] = 0.9                                     # stripes under sample 1's holes
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:24, 8:16] = 1
+    b = Batch(x=y * (1 - mask), mask=mask, y=y, depth=torch.zeros_like(mask), params=None, meta={})
+    t = hole_texture(b)
+    assert t[0] == 0 and t[1] == pytest.approx(128 * 0.4)   # 128 hole px, |dx| = 0.4
