@@ -3,12 +3,15 @@
     python -m inpaint_online.compare --checkpoint runs/demo/checkpoints/best.pt
 
 Samples: the run's fixed validation set (sources held out of training, fixed crops and warp
-parameters from ``data.val_seed``), rebuilt from the config stored in the checkpoint;
-``--cache-dir`` and ``--count`` may override it. Methods: the model; *background copy*
-(each hole pixel takes the nearest known pixel on its row's background side — what a
-converter does without a model); *row interpolation* (linear between the nearest known
-pixels left and right: the model's own first guess, ``model.prefill=interp``); *diffusion* (harmonic fill, a stand-in for OpenCV's
-Telea / Navier–Stokes inpainting). Reports PSNR and SSIM inside the holes, and for clips the
+parameters from ``data.val_seed``, the samples whose holes cover most texture), rebuilt from
+the config stored in the checkpoint; ``--cache-dir`` and ``--count`` may override it.
+Methods: the model and the classical fills of
+:func:`~inpaint_online.inference.classical_fills` — OpenCV Telea and Navier–Stokes (with
+``opencv-python-headless``, the ``eval`` extra), the diffusion fill (harmonic), push-pull
+(``model.prefill=pushpull``), *background copy* (each hole pixel takes the nearest known
+pixel on its row's background side — what a converter does without a model) and *row
+interpolation* (``model.prefill=interp``); the model's own first guess is the one its
+``model.prefill`` names. Reports PSNR and SSIM inside the holes, and for clips the
 temporal-consistency error (:func:`~inpaint_online.losses.temporal_error`, lower is better).
 
 ``--sheet OUT.png`` writes a labelled picture of the samples whose holes cover the most
@@ -29,16 +32,21 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, load_config
 from .data import open_cache, split_records
 from .errors import DataError, user_message
-from .inference import background_fill, diffusion_fill, inpaint, load_model
+from .inference import classical_fills, inpaint, load_model
 from .losses import batch_scores, mean_scores
-from .models import prefill_holes
 from .fsutil import check_output_file, show
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
 from .train import _device, hole_texture, validation_batches
 
-METHODS = ("model", "row interpolation", "background copy", "diffusion")
-SHEET_COLUMNS = ["input (holes magenta)", *METHODS, "target", "|model - target| x4",
-                 "zoom: input", "zoom: model", "zoom: diffusion", "zoom: target"]
+def sheet_columns(methods: list[str]) -> list[str]:
+    """Columns of ``--sheet``: input, every method's fill, target, the model's error, zooms
+    on the input, the model, the best-known classical fill present and the target."""
+    return ["input (holes magenta)", *methods, "target", "|model - target| x4",
+            "zoom: input", "zoom: model", f"zoom: {_zoom_baseline(methods)}", "zoom: target"]
+
+
+def _zoom_baseline(methods: list[str]) -> str:
+    return "opencv telea" if "opencv telea" in methods else "diffusion"
 
 
 @torch.no_grad()
@@ -48,7 +56,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     """Scores per method on the run's held-out samples. ``info`` (a dict) receives the
     held-out sources, the number of samples and how many had no hole (left out of the
     hole scores); with ``sheet_rows`` > 0 also ``sheet_rows`` (label, tiles) rows for
-    :func:`~inpaint_online.pictures.sheet` with :data:`SHEET_COLUMNS`."""
+    :func:`~inpaint_online.pictures.sheet` with :func:`sheet_columns` of the methods."""
     ck = load_checkpoint(checkpoint)
     overrides = [f"run.device={device}"]
     if cache_dir:
@@ -64,15 +72,14 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     if not batches:
         raise ConfigError(f"{cfg.data.cache_dir}: no held-out sources to compare on "
                           "(data.val_fraction is 0 or the cache has one source)")
-    rows = {m: [] for m in METHODS}
+    fills = classical_fills()
+    rows = {m: [] for m in ("model", *fills)}
     best: list[tuple[float, tuple]] = []          # (texture, order, row): the sheet's rows
     for b in batches:
         flat = (lambda v: v.flatten(0, 1)) if b.y.dim() == 5 else (lambda v: v)   # noqa: E731
         x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
-        outs = {"model": inpaint(model, b.x, b.mask, b.depth),
-                "row interpolation": prefill_holes(x, m, "interp"),
-                "background copy": background_fill(x, m, d),
-                "diffusion": diffusion_fill(x, m)}
+        outs = {"model": inpaint(model, b.x, b.mask, b.depth)}
+        outs |= {name: fn(x, m, d) for name, fn in fills.items()}
         for name, out in outs.items():
             rows[name].append(batch_scores(out.view(b.y.shape), b.y, b.mask))
         if sheet_rows > 0:
@@ -115,9 +122,10 @@ def _sheet_row(name: str, rec: dict, x, mask, y, fills: dict) -> tuple[str, list
         mse = float(((o.float() - y.float()) ** 2).mean(0)[mask[0] > 0].mean())
         psnr[m] = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-10))).item()
     scores = " | ".join(f"{m} {v:.1f}" for m, v in psnr.items()) + " dB in holes"
-    tiles = [hole_overlay(target, hole)] + [to_uint8(fills[m]) for m in METHODS] + [target]
+    names = list(fills)
+    tiles = [hole_overlay(target, hole)] + [to_uint8(fills[m]) for m in names] + [target]
     tiles.append(error_tile(tiles[1], target))
-    zoom = zoom_on_holes([tiles[0], tiles[1], tiles[1 + METHODS.index("diffusion")], target], hole)
+    zoom = zoom_on_holes([tiles[0], tiles[1], tiles[1 + names.index(_zoom_baseline(names))], target], hole)
     return sample_label(name, rec, hole, "", scores), tiles + zoom
 
 
@@ -139,16 +147,16 @@ def main(argv=None) -> int:
         res = compare(args.checkpoint, args.cache_dir, args.count, args.device, info,
                       sheet_rows=max(1, args.sheet_rows) if args.sheet else 0)
         if args.sheet:
-            save_sheet(args.sheet, info["sheet_rows"], SHEET_COLUMNS)
+            save_sheet(args.sheet, info["sheet_rows"], sheet_columns(list(res)))
     except (CheckpointError, ConfigError, FileNotFoundError, DataError, ValueError, OSError) as e:
         print(f"compare: error: {user_message(e)}", file=sys.stderr)
         return 2
     tc = "temporal_error" in res["model"]
-    print(f"{'method':<18}{'PSNR in holes':>15}{'SSIM in holes':>15}"
+    print(f"{'method':<22}{'PSNR in holes':>15}{'SSIM in holes':>15}"
           + (f"{'temporal error':>16}" if tc else "")
           + f"   ({res['model']['samples']} held-out {'frames' if tc else 'samples'})")
     for m, r in res.items():
-        print(f"{m:<18}{r['psnr_hole']:>12.2f} dB{r['ssim_hole']:>15.3f}"
+        print(f"{m:<22}{r['psnr_hole']:>12.2f} dB{r['ssim_hole']:>15.3f}"
               + (f"{r['temporal_error']:>16.4f}" if tc else ""))
     unit = "frames" if tc else "samples"
     print(f"held-out sources: {', '.join(info['held_out'])}; {info['samples']} {unit}, "

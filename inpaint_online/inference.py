@@ -116,10 +116,10 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
         raise ValueError(f"view must be 'left' or 'right', got {view!r}")
     mask = (mask > 0).to(x.dtype)
     x = x * (1 - mask)
-    use_depth = getattr(getattr(model, "config", None), "use_depth", False)
-    if use_depth and depth is None:
-        raise ValueError("this model was trained with depth input (model.use_depth): pass a depth map")
-    d = depth * (1 - mask) if use_depth else None
+    if needs_depth(model) and depth is None:
+        raise ValueError("this model reads depth (model.use_depth or model.prefill=background): "
+                         "pass a depth map")
+    d = depth * (1 - mask) if depth is not None else None
     if view == "left":
         x, mask = x.flip(-1), mask.flip(-1)
         d = d.flip(-1) if d is not None else None
@@ -135,6 +135,13 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
             weight[sl] += wt
     out = composite(x, mask, (pred / weight).clamp(0, 1))
     return out.flip(-1) if view == "left" else out
+
+
+def needs_depth(model: torch.nn.Module) -> bool:
+    """Whether ``model`` reads depth: as an input (``model.use_depth``) or for its first
+    guess (``model.prefill=background``)."""
+    c = getattr(model, "config", None)
+    return bool(getattr(c, "use_depth", False)) or getattr(c, "prefill", None) == "background"
 
 
 def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tensor,
@@ -182,6 +189,46 @@ def background_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor) ->
     hole = mask > 0
     key = torch.where(hole, 2.0, depth)     # holes never win the background comparison
     return composite(x, mask, fill_from_background(x, hole, key))
+
+
+def opencv_available() -> bool:
+    """Whether OpenCV (``opencv-python-headless``, the ``eval`` extra) can be imported."""
+    import importlib.util
+    return importlib.util.find_spec("cv2") is not None
+
+
+def opencv_fill(x: torch.Tensor, mask: torch.Tensor, method: str = "telea",
+                radius: int = 5) -> torch.Tensor:
+    """Baseline: OpenCV's inpainting (``telea``: Telea 2004, fast marching; ``ns``:
+    Navier–Stokes, Bertalmio 2001) per image, on 8-bit RGB as OpenCV works. CPU."""
+    import cv2
+    import numpy as np
+    flags = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
+    out = []
+    for img, m in zip(x, mask):
+        u8 = (img.permute(1, 2, 0).float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        mm = (m[0].cpu().numpy() > 0).astype(np.uint8)
+        r = cv2.inpaint(np.ascontiguousarray(u8), mm, radius, flags)
+        out.append(torch.from_numpy(r).permute(2, 0, 1).float() / 255)
+    return composite(x, mask, torch.stack(out).to(x.device, x.dtype))
+
+
+def classical_fills() -> dict:
+    """The classical baselines, name → ``fill(x, mask, depth)`` (``depth``: larger = nearer,
+    only background copy reads it): OpenCV Telea and Navier–Stokes where OpenCV is
+    installed, the diffusion fill, push-pull, background push-pull (push-pull from the
+    farther side only, by depth), background copy, row interpolation."""
+    from .models import background_pushpull_fill, prefill_holes
+    out = {}
+    if opencv_available():
+        out["opencv telea"] = lambda x, m, d: opencv_fill(x, m, "telea")
+        out["opencv navier-stokes"] = lambda x, m, d: opencv_fill(x, m, "ns")
+    out["diffusion"] = lambda x, m, d: diffusion_fill(x, m)
+    out["push-pull"] = lambda x, m, d: prefill_holes(x, m, "pushpull")
+    out["background push-pull"] = lambda x, m, d: background_pushpull_fill(x, m, d)
+    out["background copy"] = lambda x, m, d: background_fill(x, m, d)
+    out["row interpolation"] = lambda x, m, d: prefill_holes(x, m, "interp")
+    return out
 
 
 def diffusion_fill(x: torch.Tensor, mask: torch.Tensor, iters: int = 300) -> torch.Tensor:

@@ -23,19 +23,29 @@ import torch.nn.functional as F
 __all__ = ["ModelConfig", "GatedConv", "GatedUNet", "TemporalGatedUNet", "build_model", "composite",
            "prefill_holes"]
 
-PREFILLS = ("interp", "right", "none")
+PREFILLS = ("interp", "pushpull", "background", "right", "none")
 
 
-def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """A cheap first guess for the holes, row by row, that the network then corrects.
+def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
+                  depth: torch.Tensor | None = None) -> torch.Tensor:
+    """A cheap first guess for the holes that the network then corrects.
 
-    ``right``: copy the nearest known pixel to the right — the background side in the
+    ``pushpull`` (default): a smooth fill from every side (:func:`pushpull_fill`; +0.9 dB in
+    the holes over ``interp`` on the demo's textured validation). ``background``: push-pull
+    from the farther side only, by ``depth`` (:func:`background_pushpull_fill`; the best
+    classical fill of true disocclusions measured here). ``right``: copy the nearest known pixel to the right — the background side in the
     training orientation. ``interp``: linear interpolation between the nearest known pixels
     left and right (falls back to whichever exists). ``none``: zeros. Without a first guess
     a small net spends most of its early training learning to copy neighbours.
     """
     if mode == "none":
         return x * (1 - mask)
+    if mode == "pushpull":
+        return pushpull_fill(x, mask)
+    if mode == "background":
+        if depth is None:
+            raise ValueError("model.prefill=background fills from the farther side by depth: pass depth")
+        return background_pushpull_fill(x, mask, depth)
     w = x.shape[-1]
     hole = mask > 0.5
     col = torch.arange(w, device=x.device).view(1, 1, 1, w)
@@ -55,6 +65,65 @@ def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tenso
     return torch.where(hole, guess, x)
 
 
+def pushpull_fill(x: torch.Tensor, mask: torch.Tensor, smooth: int = 8) -> torch.Tensor:
+    """A smooth fill of the holes from every side (not only along rows): push-pull.
+
+    Push: halve the known pixels and their weights (2x2 sums) down to one pixel; pull:
+    from the coarsest level up, each level's holes take the bilinearly enlarged coarser
+    fill, where a pixel is partly known the two are blended by its weight. Then ``smooth``
+    3x3 averagings inside the holes remove the block seams. A harmonic-like fill in
+    O(log size) fixed-shape operations: no data-dependent loop, no host sync.
+    """
+    known = (mask <= 0.5).to(x.dtype)
+    levels = [(x * known, known)]
+    while min(levels[-1][0].shape[-2:]) > 1:
+        v, w = levels[-1]
+        h2, w2 = -(-v.shape[-2] // 2), -(-v.shape[-1] // 2)
+        pad = (0, 2 * w2 - v.shape[-1], 0, 2 * h2 - v.shape[-2])
+        levels.append((F.avg_pool2d(F.pad(v, pad), 2) * 4, F.avg_pool2d(F.pad(w, pad), 2) * 4))
+    v, w = levels[-1]
+    cur = v / w.clamp(min=1e-6)
+    for v, w in reversed(levels[:-1]):
+        up = F.interpolate(cur, size=v.shape[-2:], mode="bilinear", align_corners=False)
+        a = w.clamp(max=1)
+        cur = a * v / w.clamp(min=1e-6) + (1 - a) * up
+    hole = 1 - known
+    k = torch.full((x.shape[1], 1, 3, 3), 1 / 9, device=x.device, dtype=x.dtype)
+    for _ in range(smooth):
+        blur = F.conv2d(F.pad(cur, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
+        cur = x * known + blur * hole
+    return x * known + cur * hole
+
+
+def background_pushpull_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor,
+                             tol: float = 0.02) -> torch.Tensor:
+    """Push-pull from the *background* only: what a disocclusion hides is background.
+
+    Each hole pixel's background depth is the smaller (farther) inverse depth of the
+    nearest known pixels left and right on its row; those references are spread to the
+    surroundings (push-pull), and every known pixel nearer than its local reference by more
+    than ``tol`` (the occluder) is left out of the fill. ``depth`` ``(B, 1, H, W)`` inverse
+    depth, larger = nearer (any scale: ``tol`` is relative to its per-sample maximum).
+    Orientation-free; fixed-shape operations, no host sync.
+    """
+    hole = mask > 0.5
+    d = depth.float()
+    d = d / d.flatten(1).amax(1).clamp(min=1e-6).view(-1, 1, 1, 1)
+    w = x.shape[-1]
+    col = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    left = torch.where(hole, -1, col).cummax(dim=3).values
+    right = torch.where(hole, w, col).flip(3).cummin(dim=3).values.flip(3)
+    big = torch.full_like(d, 2.0)
+    dl = torch.where(left >= 0, d.gather(3, left.clamp(min=0)), big)
+    dr = torch.where(right < w, d.gather(3, right.clamp(max=w - 1)), big)
+    ref_at_holes = torch.minimum(dl, dr).clamp(max=1.0)
+    ref = pushpull_fill(torch.where(hole, ref_at_holes, torch.zeros_like(d)), (~hole).to(x.dtype), smooth=0)
+    occluder = ~hole & (d > ref + tol)
+    ext = (hole | occluder).to(x.dtype)
+    fill = pushpull_fill(x * (1 - ext), ext)
+    return torch.where(hole, fill, x)
+
+
 @dataclass
 class ModelConfig:
     """The ``model:`` section. ``kind`` names the architecture."""
@@ -65,7 +134,8 @@ class ModelConfig:
     blocks: int = 1                        # extra gated convs per level
     dilations: tuple[int, ...] = (2, 4, 8)  # bottleneck
     use_depth: bool = False                # a 5th input channel: the (masked) depth
-    prefill: str = "interp"                # holes pre-filled before the net: interp | right | none
+    prefill: str = "pushpull"              # holes pre-filled before the net: pushpull | background
+                                           # (needs depth) | interp | right | none
     temporal_heads: int = 4                # temporal_unet: attention heads across frames
     temporal_blocks: int = 1               # temporal_unet: attention blocks in the bottleneck
 
@@ -120,7 +190,8 @@ class GatedUNet(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
                 depth: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, 3, H, W)`` masked RGB in [0, 1], ``mask`` ``(B, 1, H, W)`` (1 = hole),
-        ``depth`` ``(B, 1, H, W)`` when the model was built with ``use_depth``. Clips
+        ``depth`` ``(B, 1, H, W)`` when the model was built with ``use_depth`` or
+        ``prefill=background`` (ignored otherwise). Clips
         ``(B, T, C, H, W)`` are accepted too (frames are independent here; the temporal
         model mixes them). Returns the predicted RGB (not yet composited)."""
         clip = x.dim() == 5
@@ -131,7 +202,7 @@ class GatedUNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"expected x (B, 3, H, W) and mask (B, 1, H, W); got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
-        guess = prefill_holes(x, mask, self.config.prefill)
+        guess = prefill_holes(x, mask, self.config.prefill, depth)
         parts = [guess * 2 - 1, mask]
         if self.config.use_depth:
             if depth is None:

@@ -129,7 +129,7 @@ class Trainer:
 
     def predict(self, batch: Batch, net=None) -> torch.Tensor:
         with self.autocast():
-            return (net or self.net)(batch.x, batch.mask, batch.depth if self.cfg.model.use_depth else None)
+            return (net or self.net)(batch.x, batch.mask, batch.depth)
 
     def step(self, batch: Batch | list[Batch]) -> tuple[torch.Tensor, dict]:
         """One optimiser step on a batch, or on several (``train.accum_steps``): their
@@ -458,7 +458,7 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         return m
 
     if main and val and start == 0:
-        # step 0: the untrained model (= its first guess, the row-interpolation prefill),
+        # step 0: the untrained model (= its first guess, model.prefill),
         # the reference every validation curve starts from; it does not make a best.pt
         result.val.append({"step": 0, **validate(0)})
     from tqdm import tqdm
