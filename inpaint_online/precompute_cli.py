@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--depth-model", default="MiDaS_small", choices=sorted(MIDAS_MODELS))
     g.add_argument("--hub-dir", help="local clone of the intel-isl/MiDaS hub repo (source='local')")
     g.add_argument("--weights", help="MiDaS/DPT weights file (default: $TORCH_HOME/hub/checkpoints/)")
+    g.add_argument("--hf-model", metavar="DIR",
+                   help="a transformers depth model saved with save_pretrained (--backend hf; "
+                        "auto uses it when given): Depth Anything V1/V2, DPT, GLPN, ZoeDepth, Depth Pro")
+    g.add_argument("--hf-output", choices=["depth", "disparity"],
+                   help="what the hf model outputs (default: read from its config)")
+    g.add_argument("--hf-dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="hf model precision (auto: fp16 on CUDA, fp32 on CPU)")
     g.add_argument("--import-dir", help="folder of existing maps mirroring the inputs (--backend import)")
     g.add_argument("--import-kind", default="disparity", choices=["disparity", "depth"],
                    help="imported maps are disparity/inverse depth (default) or depth")
@@ -152,7 +159,8 @@ def backend_of(args):
     """The depth backend the command line's "depth backend" options name."""
     return make_backend(args.backend, device=args.device, model=args.depth_model,
                         hub_dir=args.hub_dir, weights=args.weights, import_dir=args.import_dir,
-                        import_kind=args.import_kind, amp=not args.no_amp)
+                        import_kind=args.import_kind, amp=not args.no_amp,
+                        hf_model=args.hf_model, hf_output=args.hf_output, hf_dtype=args.hf_dtype)
 
 
 def _inspect(args) -> int:

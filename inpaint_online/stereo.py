@@ -36,9 +36,12 @@ from .models import TemporalGatedUNet
 
 
 def depth_backend(args) -> DepthBackend:
-    """The backend ``--depth-model`` names (with ``--weights`` / ``--hub-dir``)."""
+    """The backend ``--depth-model`` names (with ``--weights`` / ``--hub-dir``); a folder
+    is a ``transformers`` depth model (the ``hf`` backend)."""
     if args.depth_model == FALLBACK:
         return make_backend(FALLBACK, device=args.device)
+    if args.depth_model not in MIDAS_MODELS:
+        return make_backend("hf", hf_model=args.depth_model, device=args.device)
     return make_backend("midas", model=args.depth_model, weights=args.weights,
                         hub_dir=args.hub_dir, device=args.device)
 
@@ -62,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--depth", help="depth/disparity map of the image; for --video a folder of "
                                      "per-frame maps NNNNNN.{npy,png,pfm} (frame index, 6 digits)")
-    src.add_argument("--depth-model", choices=[*MIDAS_MODELS, FALLBACK],
-                     help="estimate depth with this model (weights must be local)")
+    src.add_argument("--depth-model", metavar="MODEL",
+                     help=f"estimate depth with {', '.join([*MIDAS_MODELS, FALLBACK])} (weights must "
+                          "be local) or a transformers depth model folder (the hf backend)")
     ap.add_argument("--depth-kind", choices=["disparity", "depth"], default="disparity",
                     help="for --depth: disparity/inverse depth (default) or depth (larger = farther)")
     ap.add_argument("--weights", help="depth model weights file")

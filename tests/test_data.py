@@ -209,3 +209,54 @@ def test_cache_pairs_gives_writable_image_and_depth_tensors_at_the_cached_size(s
         keys = [r["key"] for r, _, _ in cache_pairs(broken)]
     assert first["key"] not in keys and len(keys) == len(rows) - 1
     assert any("is unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_composite_samples_paste_a_cut_out_in_front_with_exact_depth_edges(small_cache):
+    """data.composite_p: the same crop as the plain sample, a cut-out of another source on
+    a plane nearer than everything, the background's pixels untouched outside it and its
+    depth squeezed; deterministic; never in validation samples."""
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, jitter_p=0.0)
+    plain = CacheDataset(m, recs, DataConfig(**base))
+    comp = CacheDataset(m, recs, DataConfig(**base, composite_p=1.0))
+    val = CacheDataset(m, recs, DataConfig(**base, composite_p=1.0), train=False)
+    for key in [(0, 5), (1, 11), (2, 23)]:
+        a, b = plain[key], comp[key]
+        assert torch.equal(b["rgb"], comp[key]["rgb"]) and torch.equal(b["depth"], comp[key]["depth"])
+        assert torch.equal(val[key]["rgb"], a["rgb"]) and torch.equal(val[key]["depth"], a["depth"])
+        assert torch.equal(b["box"], a["box"]) and b["flip"] == a["flip"]
+        d = b["depth"][0].int() + DEPTH_OFFSET
+        near = d == d.max()
+        share = near.float().mean()
+        assert 0.05 < share < 0.8                                 # a blob of 0.2-0.45 radius
+        assert (d[~near] < d.max()).all()
+        # outside the cut-out (and its 1-px soft edge) the pixels are the plain sample's
+        edge = torch.nn.functional.max_pool2d(near[None, None].float(), 3, 1, 1)[0, 0] > 0
+        assert torch.equal(b["rgb"][:, ~edge], a["rgb"][:, ~edge])
+        assert not torch.equal(b["rgb"][:, near], a["rgb"][:, near])
+        # the background's depth is its own, squeezed into 30-60 %
+        pd = a["depth"][0].float() + DEPTH_OFFSET
+        ratio = (d[~edge].float().sum() / pd[~edge].sum()).item()
+        assert 0.29 < ratio < 0.61
+
+
+def test_composite_holes_start_at_the_cut_outs_edge(small_cache):
+    """Warped, a composite's holes lie right after the cut-out (right-view orientation):
+    the background side, the content behind them known."""
+    from inpaint_online.collate import CollateConfig, WarpCollate
+    from inpaint_online.warp_params import WarpSamplerConfig
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    ds = CacheDataset(m, recs, DataConfig(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0))
+    items = [ds[(i % len(ds), 100 + i)] for i in range(8)]
+    cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    b = WarpCollate(WarpSamplerConfig.level(3, closing_choices=((0, 0),)),
+                    CollateConfig(min_hole_px=0, widen_bg_p=0.0, widen_fg_p=0.0), seed=3)(cpu, step=0)
+    near = b.depth >= b.depth.flatten(1).amax(1).view(-1, 1, 1, 1) - 1e-4
+    hole = b.mask > 0
+    # every hole pixel has the cut-out within the largest shift on its left
+    reach = torch.zeros_like(hole)
+    for k in range(1, 40):
+        reach[..., k:] |= near[..., :-k]
+    assert hole.sum() > 200 and (hole & ~reach).sum() == 0

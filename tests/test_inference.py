@@ -141,7 +141,7 @@ def test_clis_report_bad_input_without_a_traceback(checkpoint, tmp_path, capsys)
 def test_model_against_baselines_on_held_out_samples(checkpoint, small_cache, capsys):
     res = compare(str(checkpoint), str(small_cache), count=8, device="cpu")
     assert set(res) == {"model", "row interpolation", "background copy", "diffusion", "push-pull",
-                        "opencv telea", "opencv navier-stokes"}
+                        "background push-pull", "opencv telea", "opencv navier-stokes"}
     assert res["model"]["samples"] > 0 and all(np.isfinite(r["psnr_hole"]) for r in res.values())
     # the model starts from its row-interpolation guess and learns a correction on top:
     # after 20 tiny steps it must not have become worse than that guess by much
@@ -206,11 +206,11 @@ def test_compare_sheet_is_labelled_and_shows_holes(checkpoint, small_cache, tmp_
     pic = np.array(Image.open(out))
     crop = 48                                    # tiny_config's data.crop
     n = len(sheet_columns(["model", *classical_fills()]))
-    assert n == 14                               # 7 methods (OpenCV is a test dependency)
+    assert n == 15                               # 8 methods (OpenCV is a test dependency)
     assert pic.shape == (14 + 3 * (14 + crop + 2) + 2, n * crop + (n + 1) * 2, 3)
     tint = (pic[..., 0] > 180) & (pic[..., 1] < 90) & (pic[..., 2] > 180)
     assert tint[:, 2:2 + crop].any()                                   # input: holes tinted
-    assert not tint[:, 2 + crop + 2:2 + 9 * (crop + 2)].any()          # fills and target: none
+    assert not tint[:, 2 + crop + 2:2 + 10 * (crop + 2)].any()         # fills and target: none
     assert (pic[:14] < 128).any() and (pic[14:28, :] < 128).any()      # titles and row label
     # a bad --sheet path is refused before any work
     assert compare_main(["--checkpoint", str(checkpoint), "--sheet", str(tmp_path / "x.bmpx")]) == 2
@@ -264,3 +264,42 @@ def test_pushpull_compiles_fullgraph():
     from inpaint_online.models import pushpull_fill
     x, m = torch.rand(2, 3, 37, 50), (torch.rand(2, 1, 37, 50) > 0.7).float()
     assert torch.allclose(torch.compile(pushpull_fill, fullgraph=True)(x, m), pushpull_fill(x, m), atol=1e-5)
+
+
+def test_background_pushpull_fills_from_the_farther_side_only():
+    from inpaint_online.models import background_pushpull_fill, prefill_holes, pushpull_fill
+    h, w = 40, 60
+    x = torch.zeros(1, 3, h, w)
+    x[:, 0] = 0.9                                   # red background (far) ...
+    x[:, :, :, 10:30] = torch.tensor([0.1, 0.2, 0.9]).view(1, 3, 1, 1)   # ... a blue occluder
+    depth = torch.full((1, 1, h, w), 0.2)
+    depth[..., 10:30] = 0.8
+    mask = torch.zeros(1, 1, h, w)
+    mask[..., 8:32, 30:42] = 1                      # the disocclusion right of the occluder
+    depth = depth * (1 - mask)
+    bg = background_pushpull_fill(x * (1 - mask), mask, depth)
+    red = torch.tensor([0.9, 0.0, 0.0]).view(1, 3, 1, 1)
+    hole = mask[0, 0] > 0
+    assert (bg - red)[..., hole].abs().max() < 1e-4                  # no blue in the fill
+    assert (pushpull_fill(x * (1 - mask), mask) - red)[..., hole].abs().max() > 0.3
+    # orientation-free: the mirrored problem gives the mirrored answer
+    flip = background_pushpull_fill((x * (1 - mask)).flip(-1), mask.flip(-1), depth.flip(-1))
+    assert torch.allclose(flip.flip(-1), bg, atol=1e-5)
+    assert torch.equal(prefill_holes(x * (1 - mask), mask, "background", depth), bg)
+    with pytest.raises(ValueError, match="model.prefill=background .* pass depth"):
+        prefill_holes(x, mask, "background")
+
+
+def test_a_model_that_fills_from_the_background_needs_depth():
+    from inpaint_online.inference import needs_depth
+    from inpaint_online.models import ModelConfig, build_model
+    model = build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,), prefill="background")).eval()
+    x, m = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+    m[..., 10:20, 10:20] = 1
+    assert needs_depth(model)
+    with pytest.raises(ValueError, match="this model reads depth"):
+        inpaint(model, x, m)
+    d = torch.rand(1, 1, 32, 32)
+    out = inpaint(model, x, m, d)                  # untrained: exactly its first guess
+    from inpaint_online.models import background_pushpull_fill
+    assert torch.allclose(out, background_pushpull_fill(x * (1 - m), m, d * (1 - m)), atol=1e-5)

@@ -1,0 +1,70 @@
+"""What every depth backend shares: the request, the interface, per-frame normalisation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FALLBACK = "fallback_lowquality"
+
+
+class DepthSetupError(Exception):
+    """A backend cannot be set up (missing weights/code); the message says how to fix it."""
+
+
+@dataclass
+class DepthRequest:
+    """What a backend may need to know about the frames besides their pixels."""
+    source: Path                      # the media file
+    rel: str                          # its path relative to the input root
+    frames: list[int] = field(default_factory=lambda: [0])   # frame indices (0 for images)
+    size: tuple[int, int] | None = None   # (w, h) the maps will be stored at, if known
+
+
+def normalise(d: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each ``(N, h, w)`` map to [0, 1]; a constant map becomes 0."""
+    n = d.shape[0]
+    flat = d.reshape(n, -1)
+    lo = flat.amin(1).view(n, 1, 1)
+    hi = flat.amax(1).view(n, 1, 1)
+    return ((d - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
+
+
+def _torch_home() -> Path:
+    return Path(torch.hub.get_dir()).parent
+
+
+def net_size(h: int, w: int, target: int, method: str, multiple: int = 32) -> tuple[int, int]:
+    """MiDaS's resize rule: keep the aspect ratio, sides a multiple of 32."""
+    sh, sw = target / h, target / w
+    if method == "upper_bound":      # fit inside target × target
+        s = min(sh, sw)
+        rnd = math.floor
+    else:                            # "minimal": scale as little as possible
+        s = sh if abs(1 - sh) < abs(1 - sw) else sw
+        rnd = round
+    nh = max(multiple, int(rnd(h * s / multiple)) * multiple)
+    nw = max(multiple, int(rnd(w * s / multiple)) * multiple)
+    return nh, nw
+
+
+class DepthBackend:
+    name = "base"
+
+    def settings(self) -> dict:
+        """Everything that changes the output; recorded in the cache manifest."""
+        return {}
+
+    def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 → ``(N, 3, H, W)`` float in [0, 1] on ``device``."""
+    if not frames.flags.writeable:
+        frames = frames.copy()
+    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 255
