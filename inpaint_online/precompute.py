@@ -33,23 +33,48 @@ from .media import MediaError, VideoReader, find_media, load_image, media_kind, 
 log = logging.getLogger(__name__)
 
 
-def _resize(depth: np.ndarray, w: int, h: int) -> np.ndarray:
-    """``(N, h0, w0)`` → ``(N, h, w)``, bilinear (antialiased when shrinking)."""
-    t = torch.from_numpy(depth)[:, None]
+VIDEO_NORMS = ("clip", "frame")
+CLIP_PERCENTILES = (0.5, 99.5)
+
+
+def _resize(depth: np.ndarray, w: int, h: int, span: tuple[float, float] | None = None) -> np.ndarray:
+    """``(N, h0, w0)`` → ``(N, h, w)``, bilinear (antialiased when shrinking), then into
+    [0, 1]: min-max per map (``span=None``), or by one ``(lo, hi)`` shared by the maps of a
+    clip (clamped: the percentiles leave the extreme 0.5 % outside)."""
+    t = torch.from_numpy(np.asarray(depth, np.float32))[:, None]
     if t.shape[-2:] != (h, w):
         t = F.interpolate(t, (h, w), mode="bilinear", align_corners=False,
                           antialias=h < t.shape[-2] or w < t.shape[-1])
-    # normalise again at the stored size, so every cached map spans exactly [0, 65535]
-    return normalise(t[:, 0]).numpy()
+    if span is None:
+        # normalise again at the stored size, so every cached map spans exactly [0, 65535]
+        return normalise(t[:, 0]).numpy()
+    lo, hi = span
+    return ((t[:, 0] - lo) / max(hi - lo, 1e-12)).clamp(0, 1).numpy()
+
+
+def clip_span(raw: np.ndarray) -> tuple[float, float]:
+    """The range a clip's frames share: robust percentiles (:data:`CLIP_PERCENTILES`) of all
+    their raw values (at the model's resolution). A flat clip gets a unit range."""
+    v = np.asarray(raw, np.float32).ravel()
+    if v.size > 4_000_000:                      # a strided sample is plenty for percentiles
+        v = v[:: v.size // 2_000_000]
+    lo, hi = (float(x) for x in np.percentile(v, CLIP_PERCENTILES))
+    if not hi > lo:
+        lo, hi = float(v.min()), float(v.min()) + 1.0
+    return lo, hi
 
 
 class _Job:
     def __init__(self, root: Path, backend: DepthBackend, writer: ManifestWriter,
                  manifest: Manifest, max_size: int | None, fmt: str, with_hash: bool,
-                 summary: Summary, min_side: int = 0, force: set[str] = frozenset()):
+                 summary: Summary, min_side: int = 0, force: set[str] = frozenset(),
+                 video_norm: str = "clip"):
         self.root, self.backend, self.writer, self.manifest = root, backend, writer, manifest
         self.max_size, self.fmt, self.with_hash, self.summary = max_size, fmt, with_hash, summary
         self.min_side, self.force = min_side, force
+        if video_norm not in VIDEO_NORMS:
+            raise ValueError(f"video_norm must be one of {VIDEO_NORMS}, got {video_norm!r}")
+        self.video_norm = video_norm
         self.signature = {"backend": backend.name, "backend_settings": backend.settings()}
 
     def is_current(self, key: str, fp: dict, size: tuple[int, int]) -> bool:
@@ -58,7 +83,9 @@ class _Job:
                 or rec["backend"] != self.signature["backend"]
                 or rec["backend_settings"] != self.signature["backend_settings"]
                 or tuple(rec["depth_size"]) != size
-                or not rec["depth_file"].endswith("." + self.fmt)):
+                or not rec["depth_file"].endswith("." + self.fmt)
+                or (rec["kind"] == "video"
+                    and rec.get("depth_norm", {"mode": "frame"})["mode"] != self.video_norm)):
             return False
         path = self.manifest.depth_path(rec)
         try:   # the file is there with the size and mtime it was written with: a stat
@@ -83,7 +110,8 @@ class _Job:
                              "(too small to crop training samples from)")
 
     def store(self, source: Path, rel: str, kind: str, frame: int | None, clip: int | None,
-              src_wh: tuple[int, int], size: tuple[int, int], depth: np.ndarray, fp: dict) -> None:
+              src_wh: tuple[int, int], size: tuple[int, int], depth: np.ndarray, fp: dict,
+              norm: dict | None = None) -> None:
         key = entry_key(source, frame)
         if not np.isfinite(depth).all():
             raise MediaError(f"the depth backend returned non-finite values"
@@ -97,7 +125,7 @@ class _Job:
             "key": key, "source": str(source), "rel": rel, "kind": kind, "frame": frame,
             "clip": clip, "src_size": list(src_wh), "depth_file": rel_file,
             "depth_size": list(size), **file_check(data), "depth_mtime_ns": mtime,
-            "fingerprint": fp, **self.signature})
+            "fingerprint": fp, **self.signature, **({"depth_norm": norm} if norm else {})})
         self.summary.computed += 1
 
     def error(self, source: Path, why: str) -> None:
@@ -119,34 +147,63 @@ class _Job:
         self.store(path, rel, "image", None, None, (ww, hh), size, _resize(d, *size)[0], fp)
 
     def video(self, path: Path, rel: str, sampling: Sampling, batch_size: int,
-              only: list[tuple[int, int | None]] | None = None) -> None:
+              only: list[tuple[int, int | None]] | None = None,
+              spans: dict[int, tuple[float, float]] | None = None) -> None:
         """The sampled frames of a video that are not current (or exactly ``only``:
-        ``(frame, clip start)`` pairs, for a repair)."""
+        ``(frame, clip start)`` pairs, for a repair, with the ``spans`` their records hold).
+
+        ``video_norm="clip"``: the frames of a clip (one run of consecutive sampled frames)
+        share one range, robust percentiles of all their raw maps (:func:`clip_span`), so
+        the same surface keeps its depth from frame to frame; a clip with any frame to
+        (re)compute is recomputed whole. ``"frame"``: min-max per frame (iw3's way; the
+        maps flicker when what is nearest or farthest changes)."""
         fp = fingerprint(path, self.with_hash)
         reader = VideoReader(path)
         info = reader.info
         self.check_size(info.width, info.height)
         size = depth_size(info.width, info.height, self.max_size)
         if only is not None:
-            todo = list(only)
+            groups = [list(only)]
         else:
             clips = sample_frames(info.num_frames, info.fps, every=sampling.every,
                                   target_fps=sampling.fps, max_frames=sampling.max_frames,
                                   clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
-            todo = []
+            groups = []
             for clip in clips:
-                for f in clip:
-                    if self.is_current(entry_key(path, f), fp, size):
-                        self.summary.skipped += 1
-                    else:
-                        todo.append((f, clip[0]))
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i:i + batch_size]
-            frames = reader.get_batch([f for f, _ in chunk])
-            d = _resize(self.backend.predict(frames, DepthRequest(path, rel, [f for f, _ in chunk],
-                                                                  size=size)), *size)
-            for (f, clip_start), di in zip(chunk, d):
-                self.store(path, rel, "video", f, clip_start, (info.width, info.height), size, di, fp)
+                stale = [f for f in clip if not self.is_current(entry_key(path, f), fp, size)]
+                if self.video_norm == "clip" and stale:
+                    stale = list(clip)                   # one range for the whole clip
+                self.summary.skipped += len(clip) - len(stale)
+                if stale:
+                    groups.append([(f, clip[0]) for f in stale])
+        src = (info.width, info.height)
+        for todo in groups:
+            if self.video_norm == "frame" and spans is None:
+                for i in range(0, len(todo), batch_size):
+                    chunk = todo[i:i + batch_size]
+                    d = _resize(self._raw(reader, path, rel, chunk, size), *size)
+                    for (f, c), di in zip(chunk, d):
+                        self.store(path, rel, "video", f, c, src, size, di, fp, {"mode": "frame"})
+                continue
+            raw = np.concatenate([self._raw(reader, path, rel, todo[i:i + batch_size], size)
+                                  for i in range(0, len(todo), batch_size)])
+            if spans is not None:              # a repair: the ranges the clip was made with
+                for (f, c), r in zip(todo, raw):
+                    span = spans.get(f)
+                    norm = {"mode": "clip", "lo": span[0], "hi": span[1]} if span else {"mode": "frame"}
+                    d = _resize(r[None], *size, span)[0]
+                    self.store(path, rel, "video", f, c, src, size, d, fp, norm)
+                continue
+            lo, hi = clip_span(raw)
+            d = _resize(raw, *size, (lo, hi))
+            for (f, c), di in zip(todo, d):
+                self.store(path, rel, "video", f, c, src, size, di, fp,
+                           {"mode": "clip", "lo": lo, "hi": hi})
+
+    def _raw(self, reader, path: Path, rel: str, chunk: list, size) -> np.ndarray:
+        frames = reader.get_batch([f for f, _ in chunk])
+        return np.asarray(self.backend.predict_raw(
+            frames, DepthRequest(path, rel, [f for f, _ in chunk], size=size)), np.float32)
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -193,7 +250,7 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                sampling: Sampling | None = None, shard: tuple[int, int] | None = None,
                max_size: int | None = 1024, fmt: str = "npy", with_hash: bool = False,
                prune: bool = False, batch_size: int = 8, progress: bool = True,
-               min_side: int = 16) -> Summary:
+               min_side: int = 16, video_norm: str = "clip") -> Summary:
     """Compute and cache depth for every image and sampled video frame under ``inputs``."""
     t0 = time.perf_counter()
     sampling = sampling or Sampling()
@@ -204,7 +261,8 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
     found, skipped = find_media(inputs)
     manifest = Manifest(root)
     writer = ManifestWriter(root, shard)
-    job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side)
+    job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side,
+               video_norm=video_norm)
     for path, why in skipped:
         job.error(path, why)
     sources, seen = [], set()
@@ -333,8 +391,11 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
             if recs[0]["kind"] == "image":
                 job.image(path, recs[0]["rel"])
             else:
+                spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
+                         if r.get("depth_norm", {}).get("mode") == "clip"}
+                job.video_norm = "clip" if spans else "frame"
                 job.video(path, recs[0]["rel"], Sampling(), batch_size,
-                          only=[(r["frame"], r.get("clip")) for r in recs])
+                          only=[(r["frame"], r.get("clip")) for r in recs], spans=spans)
             report.repaired += len(recs)
         except Exception as e:   # noqa: BLE001 - report, remove the entry, go on
             for r in recs:

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--clip-len", type=int, default=1,
                    help="consecutive frames per sample (for the video model)")
     v.add_argument("--clip-stride", type=int, help="minimum frames between clip starts")
+    v.add_argument("--video-norm", default="clip", choices=["clip", "frame"],
+                   help="clip (default): the frames of a clip share one depth range (robust "
+                        "percentiles), so surfaces keep their depth; frame: min-max per frame "
+                        "(iw3's way; flickers)")
     c = ap.add_argument_group("cache")
     c.add_argument("--max-size", type=int, default=1024,
                    help="long side of the stored depth maps (0 = source size)")
@@ -142,7 +146,7 @@ def main(argv=None) -> int:
         summary = precompute(inputs, args.cache_dir, backend, sampling=sampling, shard=args.shard,
                              max_size=args.max_size or None, fmt=args.format, with_hash=args.hash,
                              prune=args.prune, batch_size=args.batch_size, progress=not args.quiet,
-                             min_side=args.min_side)
+                             min_side=args.min_side, video_norm=args.video_norm)
     except (ConfigError, OSError) as e:
         print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)
         return 2

@@ -47,12 +47,38 @@ def depth_backend(args) -> DepthBackend:
 
 
 def estimate_depth(backend: DepthBackend, frames: np.ndarray, path: Path,
-                   idx: list[int]) -> np.ndarray:
-    """Inverse depth in [0, 1] ``(T, H, W)`` at the size of ``frames`` ``(T, H, W, 3)``."""
-    d = backend.predict(frames, DepthRequest(path, path.name, idx,
-                                             size=(frames.shape[2], frames.shape[1])))
-    return F.interpolate(torch.from_numpy(np.asarray(d, np.float32))[:, None], frames.shape[1:3],
-                         mode="bilinear", align_corners=False)[:, 0].numpy()
+                   idx: list[int], span: "RunningSpan | None" = None) -> np.ndarray:
+    """Inverse depth in [0, 1] ``(T, H, W)`` at the size of ``frames`` ``(T, H, W, 3)``:
+    min-max per frame, or with ``span`` (video) in the range the clip so far shares."""
+    req = DepthRequest(path, path.name, idx, size=(frames.shape[2], frames.shape[1]))
+    if span is None:
+        d = torch.from_numpy(np.asarray(backend.predict(frames, req), np.float32))
+    else:
+        raw = np.asarray(backend.predict_raw(frames, req), np.float32)
+        lo, hi = span.update(raw)
+        d = ((torch.from_numpy(raw) - lo) / max(hi - lo, 1e-12)).clamp(0, 1)
+    return F.interpolate(d[:, None], frames.shape[1:3], mode="bilinear",
+                         align_corners=False)[:, 0].numpy()
+
+
+class RunningSpan:
+    """The depth range of a video rendered chunk by chunk: the first chunk's robust
+    percentiles (as the depth cache's ``--video-norm clip``), then a running average of each
+    chunk's (``momentum`` per chunk), so a surface keeps its depth across chunks while the
+    range still follows a change of scene within a few chunks."""
+
+    def __init__(self, momentum: float = 0.8):
+        self.momentum, self.lo, self.hi = momentum, None, None
+
+    def update(self, raw: np.ndarray) -> tuple[float, float]:
+        from .precompute import clip_span
+        lo, hi = clip_span(raw)
+        if self.lo is None:
+            self.lo, self.hi = lo, hi
+        else:
+            m = self.momentum
+            self.lo, self.hi = m * self.lo + (1 - m) * lo, m * self.hi + (1 - m) * hi
+        return self.lo, self.hi
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +222,7 @@ def video_main(args) -> int:
     tmp = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix or '.mp4'}")
     w2, h2 = 2 * info.width, info.height + info.height % 2      # x264 wants even sides
     holes = []
+    span = RunningSpan()
     try:
         with av.open(str(tmp), "w") as container:
             rate = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
@@ -206,7 +233,7 @@ def video_main(args) -> int:
                 idx = list(range(start, min(n, start + args.chunk)))
                 frames = reader.get_batch(idx)
                 if backend is not None:
-                    d = estimate_depth(backend, frames, path, idx)
+                    d = estimate_depth(backend, frames, path, idx, span)
                 else:
                     d = np.stack([load_depth(_frame_map(Path(args.depth), i), args.depth_kind,
                                              frames.shape[1:3]) for i in idx])

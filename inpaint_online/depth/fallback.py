@@ -33,7 +33,9 @@ class FallbackBackend(DepthBackend):
         return {"size": self.size, "version": 4}
 
     @torch.inference_mode()
-    def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+        """The heuristic's layered map before the last per-frame min-max (its cues are
+        normalised per frame inside: it is not a model with a scale of its own)."""
         x = _frames_to_tensor(frames, self.device)
         h, w = x.shape[-2:]
         s = self.size / max(h, w)
@@ -52,7 +54,7 @@ class FallbackBackend(DepthBackend):
         ow, oh = request.size if request.size else (w, h)
         d = F.interpolate(d, (oh, ow), mode="bilinear", align_corners=False)
         d = 0.75 * torch.round(d * 4) / 4 + 0.25 * d
-        return normalise(d[:, 0]).cpu().numpy()
+        return d[:, 0].cpu().numpy()
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:

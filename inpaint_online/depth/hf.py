@@ -36,7 +36,7 @@ import torch
 
 from ..errors import one_line
 from ..fsutil import show
-from .base import DepthBackend, DepthRequest, DepthSetupError, normalise
+from .base import DepthBackend, DepthRequest, DepthSetupError
 
 DISPARITY_FAMILIES = {"dpt"}
 DEPTH_FAMILIES = {"glpn", "zoedepth", "depth_pro"}
@@ -124,9 +124,9 @@ class HFBackend(DepthBackend):
                 "weights_size": self.weights_size, "dtype": self.dtype_name}
 
     @torch.inference_mode()
-    def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 → ``(N, h, w)`` normalised inverse depth at the model's
-        output resolution (the caller resizes to the stored size)."""
+    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 → ``(N, h, w)`` inverse depth at the model's output
+        resolution, not normalised (the caller normalises and resizes)."""
         if not frames.flags.writeable:
             frames = frames.copy()
         inputs = self.processor(images=list(frames), return_tensors="pt")
@@ -139,4 +139,4 @@ class HFBackend(DepthBackend):
             pos = torch.isfinite(d) & (d > 0)               # the rest counts as the farthest
             far = torch.where(pos, d, torch.zeros_like(d)).flatten(1).amax(1).view(-1, 1, 1)
             d = 1.0 / torch.where(pos, d, far).clamp(min=1e-6)
-        return normalise(d).cpu().numpy()
+        return d.cpu().numpy()

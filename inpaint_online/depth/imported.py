@@ -10,7 +10,7 @@ import torch
 from ..errors import one_line
 from ..fsutil import show
 from ..media import MediaError
-from .base import DepthBackend, DepthRequest, DepthSetupError, normalise
+from .base import DepthBackend, DepthRequest, DepthSetupError
 
 
 class ImportBackend(DepthBackend):
@@ -42,7 +42,7 @@ class ImportBackend(DepthBackend):
                 return p
         raise MediaError(f"{request.source}: no imported depth map at {base}.{{npy,png,pfm}}")
 
-    def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
         from ..media import media_kind
         video = media_kind(request.source) == "video"
         out = []
@@ -56,7 +56,7 @@ class ImportBackend(DepthBackend):
                 out.append(torch.from_numpy(to_inverse_depth(m, self.kind)))
             except ValueError as e:
                 raise MediaError(f"{show(p)}: {e}") from None
-        return normalise(torch.stack(out)).numpy()
+        return torch.stack(out).numpy()
 
 
 def to_inverse_depth(m: np.ndarray, kind: str) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import DepthBackend, DepthRequest, DepthSetupError, _frames_to_tensor, _torch_home, net_size, normalise
+from .base import DepthBackend, DepthRequest, DepthSetupError, _frames_to_tensor, _torch_home, net_size
 
 # torch.hub entry points of intel-isl/MiDaS: (weights file, input size, resize method,
 # mean, std). The resize rules are MiDaS's own ("upper_bound" / "minimal", multiple of 32).
@@ -86,7 +86,7 @@ class MidasBackend(DepthBackend):
                 "size": self.size}
 
     @torch.inference_mode()
-    def predict(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
         x = _frames_to_tensor(frames, self.device)
         h, w = x.shape[-2:]
         x = F.interpolate(x, net_size(h, w, self.size, self.resize), mode="bicubic",
@@ -96,7 +96,7 @@ class MidasBackend(DepthBackend):
             d = self.net(x)
         if d.dim() == 4:
             d = d[:, 0]
-        return normalise(d.float()).cpu().numpy()
+        return d.float().cpu().numpy()
 
 
 def resolve_midas_weights(model: str) -> Path | None:
