@@ -258,15 +258,20 @@ class Summary:
     vanished: list[str] = field(default_factory=list)
     pruned: int = 0
     seconds: float = 0.0
+    stats: object = None                      # precompute_stream.Stats of the run
 
-    def table(self) -> str:
+    def table(self, title: str = "precompute_depth summary") -> str:
         fps = self.computed / self.seconds if self.seconds > 0 else 0.0
         rows = [("images", self.images), ("videos", self.videos),
                 ("frames computed", self.computed), ("frames already cached", self.skipped),
                 ("errors", len(self.errors)), ("vanished sources", len(self.vanished)),
                 ("pruned entries", self.pruned), ("seconds", f"{self.seconds:.1f}"),
                 ("frames/s", f"{fps:.2f}")]
-        out = ["", "  precompute_depth summary", "  " + "-" * 34]
+        if self.stats is not None and self.computed:
+            st = self.stats
+            rows.append(("model busy", f"{100 * st.busy():.0f}%"))
+            rows.append(("waited for decoding", f"{st.wait_decode:.1f} s"))
+        out = ["", f"  {title}", "  " + "-" * 34]
         out += [f"  {k:<24}{v:>10}" for k, v in rows]
         for path, why in self.errors:
             out.append(f"  ERROR {show(path)}: {one_line(why)}")

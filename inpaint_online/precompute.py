@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import precompute_stream as stream
+
+from .precompute_stream import Progress
 from .cache import (CacheIntegrityError, Manifest, ManifestWriter, Sampling, Summary,
                     atomic_write_bytes, depth_size, encode_depth, entry_key, file_check,
                     fingerprint, load_depth, mismatch, shard_of)
@@ -64,7 +67,21 @@ def clip_span(raw: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+@dataclass
+class Task:
+    """One source to compute: its path (resolved), its path under the input root, and for a
+    repair exactly which ``(frame, clip start)`` to recompute with the ranges they had."""
+    path: Path
+    rel: str
+    only: list[tuple[int, int | None]] | None = None
+    spans: dict[int, tuple[float, float]] | None = None
+
+
 class _Job:
+    """What a run knows and writes: the cache, its manifest, the backend's signature and the
+    storage settings. The workers only read it (:meth:`plan`); the writer thread of
+    :mod:`.precompute_stream` writes through it (:meth:`store`, :meth:`error`)."""
+
     def __init__(self, root: Path, backend: DepthBackend, writer: ManifestWriter,
                  manifest: Manifest, max_size: int | None, fmt: str, with_hash: bool,
                  summary: Summary, min_side: int = 0, force: set[str] = frozenset(),
@@ -77,7 +94,10 @@ class _Job:
         self.video_norm = video_norm
         self.signature = {"backend": backend.name, "backend_settings": backend.settings()}
 
-    def is_current(self, key: str, fp: dict, size: tuple[int, int]) -> bool:
+    def is_current(self, key: str, fp: dict, size: tuple[int, int], fresh: list) -> bool:
+        """Whether ``key`` is cached, unchanged and intact. Read-only (it runs in workers):
+        a file touched since it was written but intact adds its refreshed record to
+        ``fresh``, for the writer to append."""
         rec = self.manifest.entries.get(key)
         if (rec is None or key in self.force or rec["fingerprint"] != fp
                 or rec["backend"] != self.signature["backend"]
@@ -99,15 +119,67 @@ class _Job:
                 return False
         except OSError:
             return False
-        fresh = dict(rec, depth_mtime_ns=st.st_mtime_ns)   # intact: remember the new mtime
-        self.writer.append(fresh)
-        self.manifest.entries[key] = fresh
+        fresh.append(dict(rec, depth_mtime_ns=st.st_mtime_ns))   # intact: the new mtime
         return True
 
     def check_size(self, w: int, h: int) -> None:
         if min(w, h) < self.min_side:
             raise MediaError(f"{w}x{h} px is smaller than --min-side {self.min_side} px "
                              "(too small to crop training samples from)")
+
+    def plan(self, task: Task, sampling: Sampling, batch_size: int, st: dict):
+        """The work of one source, for a worker: yields ``(frames, group, group_n, request,
+        (key, x))`` chunks of at most ``batch_size`` decoded and prepared frames, and fills
+        ``st`` (``kind``, ``fp``, ``size``, ``src_wh``, ``skipped``, ``fresh``).
+
+        Video, ``video_norm="clip"``: a group is a clip (one run of consecutive sampled
+        frames); its frames will share one range, robust percentiles of all their raw maps
+        (:func:`clip_span`), so the same surface keeps its depth from frame to frame; a clip
+        with any frame to (re)compute is recomputed whole. ``"frame"``: min-max per frame
+        (iw3's way; the maps flicker when what is nearest or farthest changes). A repair
+        (``task.only``) recomputes exactly the frames it names, with the ranges they had."""
+        path, rel = task.path, task.rel
+        st["kind"] = kind = media_kind(path)
+        st["fp"] = fp = fingerprint(path, self.with_hash)
+        prepare = self.backend.prepare
+        if kind == "image":
+            key = entry_key(path, None)
+            rec = self.manifest.entries.get(key)
+            if rec is not None and self.is_current(key, fp, tuple(rec["depth_size"]), st["fresh"]):
+                st["skipped"] += 1
+                return
+            img = load_image(path)
+            hh, ww = img.shape[:2]
+            self.check_size(ww, hh)
+            st["src_wh"], st["size"] = (ww, hh), depth_size(ww, hh, self.max_size)
+            req = DepthRequest(path, rel, size=st["size"])
+            yield [(None, None)], 0, 1, req, prepare(img[None], req)
+            return
+        reader = VideoReader(path)
+        info = reader.info
+        self.check_size(info.width, info.height)
+        st["src_wh"] = (info.width, info.height)
+        st["size"] = size = depth_size(info.width, info.height, self.max_size)
+        if task.only is not None:
+            groups = [list(task.only)]
+        else:
+            clips = sample_frames(info.num_frames, info.fps, every=sampling.every,
+                                  target_fps=sampling.fps, max_frames=sampling.max_frames,
+                                  clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
+            groups = []
+            for clip in clips:
+                stale = [f for f in clip
+                         if not self.is_current(entry_key(path, f), fp, size, st["fresh"])]
+                if self.video_norm == "clip" and stale:
+                    stale = list(clip)                   # one range for the whole clip
+                st["skipped"] += len(clip) - len(stale)
+                if stale:
+                    groups.append([(f, clip[0]) for f in stale])
+        for g, todo in enumerate(groups):
+            for i in range(0, len(todo), batch_size):
+                chunk = todo[i:i + batch_size]
+                req = DepthRequest(path, rel, [f for f, _ in chunk], size=size)
+                yield chunk, g, len(todo), req, prepare(reader.get_batch(req.frames), req)
 
     def store(self, source: Path, rel: str, kind: str, frame: int | None, clip: int | None,
               src_wh: tuple[int, int], size: tuple[int, int], depth: np.ndarray, fp: dict,
@@ -128,82 +200,35 @@ class _Job:
             "fingerprint": fp, **self.signature, **({"depth_norm": norm} if norm else {})})
         self.summary.computed += 1
 
+    def refresh(self, rec: dict) -> None:
+        self.writer.append(rec)
+        self.manifest.entries[rec["key"]] = rec
+
     def error(self, source: Path, why: str) -> None:
         self.summary.errors.append((str(source), why))
         self.writer.append({"key": entry_key(source, None), "source": str(source), "error": why})
 
-    def image(self, path: Path, rel: str) -> None:
-        fp = fingerprint(path, self.with_hash)
-        key = entry_key(path, None)
-        rec = self.manifest.entries.get(key)
-        if rec is not None and self.is_current(key, fp, tuple(rec["depth_size"])):
-            self.summary.skipped += 1
-            return
-        img = load_image(path)
-        hh, ww = img.shape[:2]
-        self.check_size(ww, hh)
-        size = depth_size(ww, hh, self.max_size)
-        d = self.backend.predict(img[None], DepthRequest(path, rel, size=size))
-        self.store(path, rel, "image", None, None, (ww, hh), size, _resize(d, *size)[0], fp)
-
-    def video(self, path: Path, rel: str, sampling: Sampling, batch_size: int,
-              only: list[tuple[int, int | None]] | None = None,
-              spans: dict[int, tuple[float, float]] | None = None) -> None:
-        """The sampled frames of a video that are not current (or exactly ``only``:
-        ``(frame, clip start)`` pairs, for a repair, with the ``spans`` their records hold).
-
-        ``video_norm="clip"``: the frames of a clip (one run of consecutive sampled frames)
-        share one range, robust percentiles of all their raw maps (:func:`clip_span`), so
-        the same surface keeps its depth from frame to frame; a clip with any frame to
-        (re)compute is recomputed whole. ``"frame"``: min-max per frame (iw3's way; the
-        maps flicker when what is nearest or farthest changes)."""
-        fp = fingerprint(path, self.with_hash)
-        reader = VideoReader(path)
-        info = reader.info
-        self.check_size(info.width, info.height)
-        size = depth_size(info.width, info.height, self.max_size)
-        if only is not None:
-            groups = [list(only)]
+    def finish(self, task: Task, st: dict, raws: list, frames: list) -> None:
+        """Normalise a group's raw maps and store them (the writer thread)."""
+        raw = np.concatenate(raws)
+        size, kind = st["size"], st["kind"]
+        common = (task.path, task.rel, kind)
+        if kind == "image":
+            self.store(*common, None, None, st["src_wh"], size, _resize(raw, *size)[0], st["fp"])
+        elif task.spans is not None:           # a repair: the ranges the clip was made with
+            for (f, c), r in zip(frames, raw):
+                span = task.spans.get(f)
+                norm = {"mode": "clip", "lo": span[0], "hi": span[1]} if span else {"mode": "frame"}
+                self.store(*common, f, c, st["src_wh"], size, _resize(r[None], *size, span)[0],
+                           st["fp"], norm)
+        elif self.video_norm == "frame":
+            for (f, c), d in zip(frames, _resize(raw, *size)):
+                self.store(*common, f, c, st["src_wh"], size, d, st["fp"], {"mode": "frame"})
         else:
-            clips = sample_frames(info.num_frames, info.fps, every=sampling.every,
-                                  target_fps=sampling.fps, max_frames=sampling.max_frames,
-                                  clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
-            groups = []
-            for clip in clips:
-                stale = [f for f in clip if not self.is_current(entry_key(path, f), fp, size)]
-                if self.video_norm == "clip" and stale:
-                    stale = list(clip)                   # one range for the whole clip
-                self.summary.skipped += len(clip) - len(stale)
-                if stale:
-                    groups.append([(f, clip[0]) for f in stale])
-        src = (info.width, info.height)
-        for todo in groups:
-            if self.video_norm == "frame" and spans is None:
-                for i in range(0, len(todo), batch_size):
-                    chunk = todo[i:i + batch_size]
-                    d = _resize(self._raw(reader, path, rel, chunk, size), *size)
-                    for (f, c), di in zip(chunk, d):
-                        self.store(path, rel, "video", f, c, src, size, di, fp, {"mode": "frame"})
-                continue
-            raw = np.concatenate([self._raw(reader, path, rel, todo[i:i + batch_size], size)
-                                  for i in range(0, len(todo), batch_size)])
-            if spans is not None:              # a repair: the ranges the clip was made with
-                for (f, c), r in zip(todo, raw):
-                    span = spans.get(f)
-                    norm = {"mode": "clip", "lo": span[0], "hi": span[1]} if span else {"mode": "frame"}
-                    d = _resize(r[None], *size, span)[0]
-                    self.store(path, rel, "video", f, c, src, size, d, fp, norm)
-                continue
             lo, hi = clip_span(raw)
-            d = _resize(raw, *size, (lo, hi))
-            for (f, c), di in zip(todo, d):
-                self.store(path, rel, "video", f, c, src, size, di, fp,
+            for (f, c), d in zip(frames, _resize(raw, *size, (lo, hi))):
+                self.store(*common, f, c, st["src_wh"], size, d, st["fp"],
                            {"mode": "clip", "lo": lo, "hi": hi})
-
-    def _raw(self, reader, path: Path, rel: str, chunk: list, size) -> np.ndarray:
-        frames = reader.get_batch([f for f, _ in chunk])
-        return np.asarray(self.backend.predict_raw(
-            frames, DepthRequest(path, rel, [f for f, _ in chunk], size=size)), np.float32)
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -250,12 +275,17 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                sampling: Sampling | None = None, shard: tuple[int, int] | None = None,
                max_size: int | None = 1024, fmt: str = "npy", with_hash: bool = False,
                prune: bool = False, batch_size: int = 8, progress: bool = True,
-               min_side: int = 16, video_norm: str = "clip") -> Summary:
-    """Compute and cache depth for every image and sampled video frame under ``inputs``."""
+               min_side: int = 16, video_norm: str = "clip", workers: int = 0,
+               progress_every: float | None = None) -> Summary:
+    """Compute and cache depth for every image and sampled video frame under ``inputs``:
+    ``workers`` DataLoader processes decode and resize, the backend runs on batches of
+    ``batch_size`` frames across files (:mod:`.precompute_stream`)."""
     t0 = time.perf_counter()
     sampling = sampling or Sampling()
     if shard is not None and not (0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
     root = prepare_cache_dir(cache_dir)
     summary = Summary()
     found, skipped = find_media(inputs)
@@ -265,7 +295,7 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                video_norm=video_norm)
     for path, why in skipped:
         job.error(path, why)
-    sources, seen = [], set()
+    tasks, seen = [], set()
     for r, p in found:
         try:
             rp = p.resolve(strict=True)
@@ -274,24 +304,12 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
             continue
         if rp not in seen:                 # reached twice (a linked folder): done once
             seen.add(rp)
-            sources.append((rp, _rel(r, p)))
+            tasks.append(Task(rp, _rel(r, p)))
     if shard is not None:
-        sources = [(p, rel) for p, rel in sources if shard_of(p, shard[1]) == shard[0]]
-    bar = tqdm(sources, desc="depth", unit="file", disable=not progress, dynamic_ncols=True)
-    for path, rel in bar:
-        try:
-            if media_kind(path) == "image":
-                summary.images += 1
-                job.image(path, rel)
-            else:
-                summary.videos += 1
-                job.video(path, rel, sampling, batch_size)
-        except Exception as e:   # noqa: BLE001 - the per-file backstop: report, go on
-            job.error(path, _reason(e, path))
-        elapsed = time.perf_counter() - t0
-        bar.set_postfix(frames=summary.computed, fps=f"{summary.computed / max(elapsed, 1e-9):.1f}",
-                        errors=len(summary.errors))
-    bar.close()
+        tasks = [t for t in tasks if shard_of(t.path, shard[1]) == shard[0]]
+    label = "depth" if shard is None else f"depth {shard[0]}/{shard[1]}"
+    bar = Progress(len(tasks), label=label, enabled=progress, every=progress_every)
+    summary.stats = stream.run(job, tasks, sampling, batch_size, workers, bar)
 
     # sources this run is responsible for that no longer exist
     mine = lambda p: shard is None or shard_of(Path(p), shard[1]) == shard[0]  # noqa: E731
@@ -382,26 +400,34 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
     by_source: dict[str, list[dict]] = {}
     for rec, _ in report.broken:
         by_source.setdefault(rec["source"], []).append(rec)
+    jobs: dict[tuple, list] = {}
     for source, recs in by_source.items():
-        path = Path(source)
-        job = _Job(root, backend, writer, manifest, _max_size_of(recs[0]),
-                   Path(recs[0]["depth_file"]).suffix[1:], "sha256" in recs[0]["fingerprint"],
-                   Summary(), force={r["key"] for r in recs})
-        try:
-            if recs[0]["kind"] == "image":
-                job.image(path, recs[0]["rel"])
-            else:
-                spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
-                         if r.get("depth_norm", {}).get("mode") == "clip"}
-                job.video_norm = "clip" if spans else "frame"
-                job.video(path, recs[0]["rel"], Sampling(), batch_size,
-                          only=[(r["frame"], r.get("clip")) for r in recs], spans=spans)
-            report.repaired += len(recs)
-        except Exception as e:   # noqa: BLE001 - report, remove the entry, go on
-            for r in recs:
+        r0 = recs[0]
+        sig = (_max_size_of(r0), Path(r0["depth_file"]).suffix[1:], "sha256" in r0["fingerprint"])
+        spans = None
+        if r0["kind"] == "video":
+            spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
+                     if r.get("depth_norm", {}).get("mode") == "clip"}
+        task = Task(Path(source), r0["rel"],
+                    None if r0["kind"] == "image" else [(r["frame"], r.get("clip")) for r in recs],
+                    spans)
+        jobs.setdefault(sig, []).append((task, recs))
+    for (max_size, fmt, with_hash), items in jobs.items():
+        summary = Summary()
+        job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary,
+                   force={r["key"] for _, recs in items for r in recs})
+        tasks = [t for t, _ in items]
+        stream.run(job, tasks, Sampling(), batch_size, 0, Progress(len(tasks), enabled=False))
+        failed = {path for path, _ in summary.errors}
+        for task, recs in items:
+            why = next((w for p, w in summary.errors if p == str(task.path)), None)
+            if str(task.path) not in failed:
+                report.repaired += len(recs)
+                continue
+            for r in recs:       # report, remove the entry (its error record is written)
                 (root / r["depth_file"]).unlink(missing_ok=True)
                 writer.append({"key": r["key"], "source": r["source"], "deleted": True})
-                report.unrepaired.append((r, _reason(e, path)))
+                report.unrepaired.append((r, why))
     _compact(root, writer)
     return report
 

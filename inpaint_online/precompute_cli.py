@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -92,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="imported maps are disparity/inverse depth (default) or depth")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--no-amp", action="store_true", help="disable fp16 autocast on CUDA")
-    g.add_argument("--batch-size", type=int, default=8, help="video frames per depth batch")
+    g.add_argument("--batch-size", type=int, default=8,
+                   help="frames per model batch (across files of the same input size)")
+    g.add_argument("--workers", type=int,
+                   help="DataLoader processes that decode and resize (default: up to 8 on "
+                        "CUDA, 1 on the CPU when it has more than 2 cores, else 0)")
     v = ap.add_argument_group("video frame sampling")
     v.add_argument("--every", type=int, default=1, help="take every k-th frame")
     v.add_argument("--fps", type=float, help="sample at about this many frames per second")
@@ -135,18 +140,27 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
+        rank = torchrun_rank(os.environ)
+        if rank is not None:
+            if args.shard is not None:
+                raise ConfigError("--shard and torchrun both split the work: give one of them")
+            args.shard = (rank[0], rank[1]) if rank[1] > 1 else None
+            if args.device == "cuda":                 # one GPU per rank, by its local rank
+                args.device = f"cuda:{rank[2]}"
         backend = backend_of(args)
-    except DepthSetupError as e:
+    except (DepthSetupError, ConfigError) as e:
         print(f"precompute_depth.py: error: {e}", file=sys.stderr)
         return 2
-    logging.info("depth backend: %s %s", backend.name, backend.settings())
+    where = "" if args.shard is None else f" (shard {args.shard[0]}/{args.shard[1]})"
+    logging.info("depth backend: %s %s on %s%s", backend.name, backend.settings(), args.device, where)
     sampling = Sampling(every=args.every, fps=args.fps, max_frames=args.max_frames or None,
                         clip_len=args.clip_len, clip_stride=args.clip_stride)
     try:
         summary = precompute(inputs, args.cache_dir, backend, sampling=sampling, shard=args.shard,
                              max_size=args.max_size or None, fmt=args.format, with_hash=args.hash,
                              prune=args.prune, batch_size=args.batch_size, progress=not args.quiet,
-                             min_side=args.min_side, video_norm=args.video_norm)
+                             min_side=args.min_side, video_norm=args.video_norm,
+                             workers=default_workers(args.device) if args.workers is None else args.workers)
     except (ConfigError, OSError) as e:
         print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)
         return 2
@@ -154,9 +168,36 @@ def main(argv=None) -> int:
         print("precompute_depth.py: interrupted; what was done is kept: run the same command "
               "again to finish", file=sys.stderr)
         return 130
-    print(summary.table())
+    print(summary.table("precompute_depth summary" + where))
     return 1 if (args.strict and summary.errors) else 0
 
+
+
+def torchrun_rank(env) -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` when started by ``torchrun`` (or any launcher that
+    sets ``RANK`` and ``WORLD_SIZE``), else None. Each rank takes the shard of its rank: no
+    process group is needed, the ranks share nothing but the cache folder, and each writes
+    its own manifest file (``manifest.shard-R-of-N.jsonl``), which readers merge."""
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_RANK", rank))
+    except ValueError:
+        raise ConfigError(f"RANK={env['RANK']!r} WORLD_SIZE={env['WORLD_SIZE']!r}: not "
+                          "integers (set by torchrun)") from None
+    if not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} is not in 0..WORLD_SIZE-1 ({world})")
+    return rank, world, local
+
+
+def default_workers(device: str) -> int:
+    """Decoding workers when ``--workers`` is not given: on CUDA enough to keep the model
+    fed; on the CPU the model itself wants the cores (measured in docs/benchmarks.md)."""
+    cpus = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return min(8, max(1, cpus - 1))
+    return 1 if cpus > 2 else 0
 
 
 def backend_of(args):

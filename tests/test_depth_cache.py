@@ -97,18 +97,18 @@ def test_a_killed_run_resumes_and_gives_the_same_cache(media, tmp_path, monkeypa
     run(media, clean)
     cache = tmp_path / "killed"
     calls = {"n": 0}
-    real = FallbackBackend.predict
+    real = FallbackBackend.infer
 
-    def dying(self, frames, request):
+    def dying(self, x, key):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt   # the process is killed mid-run
-        return real(self, frames, request)
+        return real(self, x, key)
 
-    monkeypatch.setattr(FallbackBackend, "predict", dying)
+    monkeypatch.setattr(FallbackBackend, "infer", dying)
     with pytest.raises(KeyboardInterrupt):
-        run(media, cache)
-    monkeypatch.setattr(FallbackBackend, "predict", real)
+        run(media, cache, batch_size=1)     # one model pass per image: two are done
+    monkeypatch.setattr(FallbackBackend, "infer", real)
     # a torn last line, as a kill during a write would leave
     with open(cache / "manifest.jsonl", "a") as f:
         f.write('{"key": "half a rec')

@@ -12,8 +12,8 @@ One module per backend (:mod:`.hf`, :mod:`.midas`, :mod:`.imported`, :mod:`.fall
 they share in :mod:`.base`, the names and the ``auto`` choice in :mod:`.registry`.
 """
 
-from .base import (FALLBACK, DepthBackend, DepthRequest, DepthSetupError, _frames_to_tensor,
-                   _torch_home, net_size, normalise)
+from .base import (FALLBACK, DepthBackend, DepthRequest, DepthSetupError,
+                   _torch_home, net_size, normalise, resize_frames)
 from .fallback import FallbackBackend, _box, _guided_filter
 from .imported import ImportBackend, _read_pfm, read_map, to_inverse_depth
 from .midas import MIDAS_MODELS, MIDAS_RELEASES, MidasBackend, resolve_midas_weights
@@ -30,5 +30,5 @@ def __getattr__(name: str):
 __all__ = ["FALLBACK", "BACKENDS", "MIDAS_MODELS", "MIDAS_RELEASES", "DepthBackend",
            "DepthRequest", "DepthSetupError", "FallbackBackend", "HFBackend", "ImportBackend",
            "MidasBackend", "make_backend", "net_size", "normalise", "read_map",
-           "resolve_midas_weights", "to_inverse_depth", "_box", "_frames_to_tensor",
+           "resolve_midas_weights", "resize_frames", "to_inverse_depth", "_box",
            "_guided_filter", "_read_pfm", "_torch_home"]

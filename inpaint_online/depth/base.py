@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 FALLBACK = "fallback_lowquality"
 
@@ -67,12 +69,30 @@ class DepthBackend:
     def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
         """``(N, h, w)`` float32 relative inverse depth (larger = nearer) *before* any
         per-frame normalisation: its scale and offset are the model's, so frames of one clip
-        can share one range (``--video-norm clip``)."""
+        can share one range (``--video-norm clip``). It is :meth:`prepare` then :meth:`infer`,
+        the two halves precompute runs apart (workers / model)."""
+        key, x = self.prepare(frames, request)
+        return self.infer(torch.from_numpy(np.ascontiguousarray(x)), key)
+
+    def prepare(self, frames: np.ndarray, request: DepthRequest) -> tuple[Hashable, np.ndarray]:
+        """The CPU half, run in DataLoader workers: decoded ``(N, H, W, 3)`` uint8 frames →
+        the model's input (resized, as an array) and a bucket key: inputs with equal keys are
+        stacked into one batch, across files. It must not touch the model's device."""
+        raise NotImplementedError
+
+    def infer(self, x: torch.Tensor, key: Hashable) -> np.ndarray:
+        """The model half: stacked :meth:`prepare` outputs of one ``key`` (on the CPU) →
+        ``(N, h, w)`` float32 raw inverse depth at the model's resolution."""
         raise NotImplementedError
 
 
-def _frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``(N, H, W, 3)`` uint8 → ``(N, 3, H, W)`` float in [0, 1] on ``device``."""
-    if not frames.flags.writeable:
+def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "bicubic") -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 → ``(N, 3, h, w)`` float32 in [0, 1], antialiased when
+    shrinking (CPU; one thread in a DataLoader worker)."""
+    if not frames.flags.writeable:            # decoders hand out read-only buffers
         frames = frames.copy()
-    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size, mode=mode, align_corners=False,
+                          antialias=size[0] < x.shape[-2] or size[1] < x.shape[-1])
+    return x.clamp(0, 1).numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import FALLBACK, DepthBackend, DepthRequest, _frames_to_tensor, normalise
+from .base import FALLBACK, DepthBackend, DepthRequest, normalise, resize_frames
 
 
 class FallbackBackend(DepthBackend):
@@ -32,15 +32,21 @@ class FallbackBackend(DepthBackend):
     def settings(self) -> dict:
         return {"size": self.size, "version": 4}
 
+    def prepare(self, frames: np.ndarray, request: DepthRequest):
+        """The frames at the work size (long side ``size``), on the CPU; the key holds the
+        size the layers are cut at (``request.size``, else the frame's)."""
+        h, w = frames.shape[1:3]
+        s = self.size / max(h, w)
+        work = (max(8, round(h * s)), max(8, round(w * s)))
+        out = tuple(request.size) if request.size else (w, h)
+        return ("fallback", *work, *out), resize_frames(frames, work, "bilinear")
+
     @torch.inference_mode()
-    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+    def infer(self, x: torch.Tensor, key) -> np.ndarray:
         """The heuristic's layered map before the last per-frame min-max (its cues are
         normalised per frame inside: it is not a model with a scale of its own)."""
-        x = _frames_to_tensor(frames, self.device)
-        h, w = x.shape[-2:]
-        s = self.size / max(h, w)
-        x = F.interpolate(x, (max(8, round(h * s)), max(8, round(w * s))), mode="bilinear",
-                          antialias=True, align_corners=False)
+        x = x.to(self.device)
+        ow, oh = key[3], key[4]
         gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         n, _, gh, gw = gray.shape
         ground = torch.linspace(0, 1, gh, device=x.device).view(1, 1, gh, 1).expand(n, 1, gh, gw)
@@ -51,7 +57,6 @@ class FallbackBackend(DepthBackend):
         d = normalise(_guided_filter(gray, _box(d, 9), r=6, eps=1e-3)[:, 0])[:, None]
         # a few depth layers with hard steps, cut at the output size: a smooth map folds
         # nowhere, so it would have no disocclusions at all (holes need shift jumps over ~1 px)
-        ow, oh = request.size if request.size else (w, h)
         d = F.interpolate(d, (oh, ow), mode="bilinear", align_corners=False)
         d = 0.75 * torch.round(d * 4) / 4 + 0.25 * d
         return d[:, 0].cpu().numpy()

@@ -123,14 +123,19 @@ class HFBackend(DepthBackend):
         return {"model": self.dir.name, "family": self.family, "output": self.kind,
                 "weights_size": self.weights_size, "dtype": self.dtype_name}
 
-    @torch.inference_mode()
-    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
-        """``(N, H, W, 3)`` uint8 → ``(N, h, w)`` inverse depth at the model's output
-        resolution, not normalised (the caller normalises and resizes)."""
+    def prepare(self, frames: np.ndarray, request: DepthRequest):
+        """The model's image processor (resize, normalise), on the CPU."""
         if not frames.flags.writeable:
             frames = frames.copy()
-        inputs = self.processor(images=list(frames), return_tensors="pt")
-        px = inputs["pixel_values"].to(self.device, DTYPES[self.dtype_name])
+        px = np.asarray(self.processor(images=list(frames), return_tensors="np")["pixel_values"],
+                        np.float32)
+        return ("hf", *px.shape[-2:]), px
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor, key) -> np.ndarray:
+        """Processed pixels → ``(N, h, w)`` inverse depth at the model's output resolution,
+        not normalised (the caller normalises and resizes)."""
+        px = x.to(self.device, DTYPES[self.dtype_name], non_blocking=True)
         out = self.net(pixel_values=px).predicted_depth
         if out.dim() == 4:
             out = out[:, 0]

@@ -42,7 +42,8 @@ class ImportBackend(DepthBackend):
                 return p
         raise MediaError(f"{request.source}: no imported depth map at {base}.{{npy,png,pfm}}")
 
-    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
+    def prepare(self, frames: np.ndarray, request: DepthRequest):
+        """Reads the maps (all the work there is: it runs in the workers)."""
         from ..media import media_kind
         video = media_kind(request.source) == "video"
         out = []
@@ -53,10 +54,14 @@ class ImportBackend(DepthBackend):
                 raise MediaError(f"{show(p)}: map is {m.shape[1]}x{m.shape[0]} but the image is "
                                  f"{frames.shape[2]}x{frames.shape[1]}")
             try:
-                out.append(torch.from_numpy(to_inverse_depth(m, self.kind)))
+                out.append(to_inverse_depth(m, self.kind))
             except ValueError as e:
                 raise MediaError(f"{show(p)}: {e}") from None
-        return torch.stack(out).numpy()
+        x = np.stack(out).astype(np.float32)
+        return ("import", *x.shape[1:]), x
+
+    def infer(self, x: torch.Tensor, key) -> np.ndarray:
+        return x.numpy()
 
 
 def to_inverse_depth(m: np.ndarray, kind: str) -> np.ndarray:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import DepthBackend, DepthRequest, DepthSetupError, _frames_to_tensor, _torch_home, net_size
+from .base import (DepthBackend, DepthRequest, DepthSetupError, _torch_home, net_size,
+                   resize_frames)
 
 # torch.hub entry points of intel-isl/MiDaS: (weights file, input size, resize method,
 # mean, std). The resize rules are MiDaS's own ("upper_bound" / "minimal", multiple of 32).
@@ -85,13 +85,14 @@ class MidasBackend(DepthBackend):
                 "weights_size": self.weights.stat().st_size, "hub": bool(self.hub_dir),
                 "size": self.size}
 
+    def prepare(self, frames: np.ndarray, request: DepthRequest):
+        """MiDaS's resize (bicubic, aspect kept, sides a multiple of 32), on the CPU."""
+        size = net_size(frames.shape[1], frames.shape[2], self.size, self.resize)
+        return ("midas", *size), resize_frames(frames, size, "bicubic")
+
     @torch.inference_mode()
-    def predict_raw(self, frames: np.ndarray, request: DepthRequest) -> np.ndarray:
-        x = _frames_to_tensor(frames, self.device)
-        h, w = x.shape[-2:]
-        x = F.interpolate(x, net_size(h, w, self.size, self.resize), mode="bicubic",
-                          align_corners=False, antialias=True).clamp(0, 1)
-        x = (x - self.mean) / self.std
+    def infer(self, x: torch.Tensor, key) -> np.ndarray:
+        x = (x.to(self.device, non_blocking=True) - self.mean) / self.std
         with torch.autocast(self.device.type, enabled=self.amp):
             d = self.net(x)
         if d.dim() == 4:
