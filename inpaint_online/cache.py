@@ -216,23 +216,36 @@ class ManifestWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
         if torn:   # a killed run left half a line: start ours on a fresh one
             self._fh.write("\n")
+        self._synced = 0.0
+
+    # A record is flushed at once (a killed process loses nothing: the kernel has it) and
+    # synced to the disk at most once a second rather than once per map (the maps themselves
+    # are synced). A power cut loses at most the last second of records, whose maps are then
+    # recomputed by the next run.
+    SYNC_SECONDS = 1.0
 
     def append(self, rec: dict) -> None:
         rec = dict(rec, time=time.time_ns())
         self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        now = time.monotonic()
+        if now - self._synced >= self.SYNC_SECONDS:
+            os.fsync(self._fh.fileno())
+            self._synced = now
 
     def compact(self, keep: dict[str, dict]) -> None:
         """Rewrite this manifest file atomically with the records in ``keep``."""
-        self._fh.close()
+        self.close()
         lines = "".join(json.dumps(r, sort_keys=True) + "\n"
                         for r in sorted(keep.values(), key=lambda r: r["key"]))
         atomic_write_bytes(self.path, lines.encode())
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
 
 
 @dataclass

