@@ -192,8 +192,10 @@ def torchrun_rank(env) -> tuple[int, int, int] | None:
 
 
 def default_workers(device: str) -> int:
-    """Decoding workers when ``--workers`` is not given: on CUDA enough to keep the model
-    fed; on the CPU the model itself wants the cores (measured in docs/benchmarks.md)."""
+    """Decoding workers when ``--workers`` is not given. On CUDA enough to keep the model
+    fed (the CPU only decodes). On the CPU the model wants the cores: on the 2-core dev VM a
+    worker made the whole run 0.83x as fast (docs/benchmarks.md), hence none there; one on
+    larger CPUs (not measured here)."""
     cpus = os.cpu_count() or 1
     if device.startswith("cuda"):
         return min(8, max(1, cpus - 1))

@@ -154,8 +154,13 @@ class _Writer(threading.Thread):
         self.progress.update(self.files, self.job.summary.computed, len(self.job.summary.errors))
 
 
-def run(job, tasks, sampling, batch_size: int, workers: int, progress) -> Stats:
-    """Compute and store the depth of ``tasks`` (see the module docstring)."""
+def run(job, tasks, sampling, batch_size: int, workers: int, progress,
+        hold: int | None = None) -> Stats:
+    """Compute and store the depth of ``tasks`` (see the module docstring). Inputs waiting
+    in partly filled buckets are held up to ``hold`` frames (default 4 batches): beyond, the
+    fullest bucket runs as it is, so photos of many aspect ratios (one bucket each) cannot
+    pile up in memory."""
+    hold = 4 * batch_size if hold is None else hold
     stats = Stats()
     t0 = time.perf_counter()
     loader = DataLoader(_Sources(job, tasks, sampling, batch_size), batch_size=None,
@@ -232,6 +237,8 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress) -> Stats:
             pending[key] = pending.get(key, 0) + len(item["frames"])
             while pending[key] >= batch_size:
                 batch(key)
+            while sum(pending.values()) > hold:
+                batch(max(pending, key=pending.get))
         for key in list(buckets):
             while pending[key] > 0:
                 batch(key)

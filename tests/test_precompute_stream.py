@@ -86,6 +86,41 @@ def test_frames_of_different_files_share_a_batch_when_their_input_size_matches(m
     assert np.abs(m[("coffee.png", None)] - np.round(alone * 65535)).max() <= 1
 
 
+def test_partly_filled_buckets_are_run_when_too_many_frames_wait(media, midas, tmp_path):
+    """Photos of many aspect ratios make many buckets: at most ``hold`` frames wait."""
+    for i, w in enumerate((60, 100, 140, 200, 260)):
+        Image.open(skimage_data_dir() / "astronaut.png").convert("RGB").resize((w, 100)).save(
+            media / f"a{i}.png")
+    from inpaint_online.cache import ManifestWriter, Summary
+    from inpaint_online.precompute import Task, _Job
+    from inpaint_online.precompute_stream import run
+    seen, infer = [], midas.infer
+
+    def watching(x, key):
+        seen.append(len(x))
+        return infer(x, key)
+
+    midas.infer = watching
+    ref = precompute([str(media)], str(tmp_path / "ref"), midas, sampling=Sampling(max_frames=2),
+                     batch_size=4, progress=False)
+    root = tmp_path / "held"
+    root.mkdir()
+    (root / "depth").mkdir()
+    from inpaint_online.cache import Manifest
+    job = _Job(root, midas, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
+               Summary())
+    tasks = [Task(p.resolve(), p.name) for p in sorted(media.iterdir())]
+    unheld = len(seen)
+    seen.clear()
+    run(job, tasks, Sampling(max_frames=2), 4, 0, Progress(len(tasks), enabled=False), hold=1)
+    job.writer.close()
+    assert len(seen) > unheld and max(seen) <= 2       # small batches, run as they came
+    assert job.summary.computed == ref.computed == 11 and not job.summary.errors
+    a, b = maps(tmp_path / "ref"), maps(root)
+    assert a.keys() == b.keys()
+    assert max(np.abs(a[k] - b[k]).max() for k in a) <= 1
+
+
 class Picky(FallbackBackend):
     """Fails on any batch holding an all-white frame (a model that dies on one input)."""
 
