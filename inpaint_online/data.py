@@ -75,6 +75,8 @@ class DataConfig:
     composite_p: float = 0.0              # share of training samples made layered: a cut-out of
                                           # another source pasted in front (exact depth edges)
     composite_size: tuple[float, float] = (0.2, 0.45)   # the cut-out's radius, of the window
+    val_composite_p: float = 0.0          # the same for validation samples (cut-outs from the
+                                          # held-out sources): holes with real geometry
 
     def validate(self) -> None:
         if self.crop < 16:
@@ -85,7 +87,8 @@ class DataConfig:
         lo, hi = self.composite_size
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(f"data.composite_size must be 0 < lo <= hi <= 0.5, got {self.composite_size}")
-        for name in ("hard_crop_p", "flip_p", "jitter_p", "val_fraction", "composite_p"):
+        for name in ("hard_crop_p", "flip_p", "jitter_p", "val_fraction", "composite_p",
+                     "val_composite_p"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {v}")
@@ -479,7 +482,8 @@ class CacheDataset(Dataset):
         img = torch.from_numpy(np.array(rgb_c)).permute(0, 3, 1, 2).contiguous()   # a writable copy
         if self.train and float(rand()) < c.jitter_p:
             img = self._jitter(img, g)
-        if self.train and c.composite_p > 0 and float(rand()) < c.composite_p:
+        p = c.composite_p if self.train else c.val_composite_p
+        if p > 0 and float(rand()) < p:
             made = self._composite(img, d_c, index, g)
             if made is not None:
                 img, d_c = made

@@ -241,6 +241,23 @@ def test_composite_samples_paste_a_cut_out_in_front_with_exact_depth_edges(small
         assert 0.29 < ratio < 0.61
 
 
+def test_validation_composites_only_when_asked(small_cache):
+    """data.val_composite_p: validation samples made layered (deterministic), with cut-outs
+    from the validation sources themselves; training's composite_p never reaches them."""
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, jitter_p=0.0)
+    plain = CacheDataset(m, recs, DataConfig(**base, composite_p=1.0), train=False)
+    comp = CacheDataset(m, recs, DataConfig(**base, val_composite_p=1.0), train=False)
+    again = CacheDataset(m, recs, DataConfig(**base, val_composite_p=1.0), train=False)
+    for key in [(0, 5), (1, 11)]:
+        a, b = plain[key], comp[key]
+        assert torch.equal(b["rgb"], again[key]["rgb"]) and torch.equal(b["depth"], again[key]["depth"])
+        assert not torch.equal(a["depth"], b["depth"])
+        d = b["depth"][0].int() + DEPTH_OFFSET
+        assert 0.05 < (d == d.max()).float().mean() < 0.8       # the cut-out's plane
+
+
 def test_composite_holes_start_at_the_cut_outs_edge(small_cache):
     """Warped, a composite's holes lie right after the cut-out (right-view orientation):
     the background side, the content behind them known."""
