@@ -165,7 +165,10 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
     t0 = time.perf_counter()
     loader = DataLoader(_Sources(job, tasks, sampling, batch_size), batch_size=None,
                         num_workers=workers, collate_fn=_identity,
-                        prefetch_factor=4 if workers else None)
+                        prefetch_factor=4 if workers else None,
+                        # the workers inherit the job (manifest, backend) instead of a pickle
+                        # of it: fork, whatever start method the caller's process set
+                        multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None)
     it = iter(loader)                  # workers fork here, before the writer thread starts
     writer = _Writer(job, tasks, progress)
     writer.start()
