@@ -16,6 +16,7 @@ gives that file one error record, and the run goes on.
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 import threading
@@ -161,6 +162,11 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
     fullest bucket runs as it is, so photos of many aspect ratios (one bucket each) cannot
     pile up in memory."""
     hold = 4 * batch_size if hold is None else hold
+    if workers and not sys.platform.startswith("linux"):
+        # the workers inherit the job by fork; elsewhere it would be pickled (open files)
+        logging.getLogger(__name__).warning("--workers %d: decoding workers need Linux (fork); "
+                                            "decoding in the main process", workers)
+        workers = 0
     stats = Stats()
     t0 = time.perf_counter()
     loader = DataLoader(_Sources(job, tasks, sampling, batch_size), batch_size=None,
@@ -168,7 +174,7 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
                         prefetch_factor=4 if workers else None,
                         # the workers inherit the job (manifest, backend) instead of a pickle
                         # of it: fork, whatever start method the caller's process set
-                        multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None)
+                        multiprocessing_context="fork" if workers else None)
     it = iter(loader)                  # workers fork here, before the writer thread starts
     writer = _Writer(job, tasks, progress)
     writer.start()
