@@ -31,7 +31,7 @@ from inpaint_online.depth import FallbackBackend, MidasBackend
 from inpaint_online.midas_small import MidasSmall
 from inpaint_online.precompute import Task, _Job, precompute
 from inpaint_online.precompute_cli import demo_inputs, demo_video_inputs
-from inpaint_online.precompute_stream import _identity, _Sources
+from inpaint_online.precompute_stream import loader
 
 
 def backend_of(name: str, device: str, tmp: Path):
@@ -48,12 +48,8 @@ def decode_rate(backend, tasks, sampling, batch_size, workers, tmp) -> tuple[flo
     root.mkdir(exist_ok=True)
     job = _Job(root, backend, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
                Summary())
-    loader = torch.utils.data.DataLoader(_Sources(job, tasks, sampling, batch_size),
-                                         batch_size=None, num_workers=workers,
-                                         collate_fn=_identity,
-                                         prefetch_factor=4 if workers else None)
     t = time.perf_counter()
-    chunks = [c for c in loader if c["t"] == "chunk"]
+    chunks = [c for c in loader(job, tasks, sampling, batch_size, workers) if c["t"] == "chunk"]
     dt = time.perf_counter() - t
     return sum(len(c["frames"]) for c in chunks) / dt, chunks
 

@@ -418,10 +418,10 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
                    force={r["key"] for _, recs in items for r in recs})
         tasks = [t for t, _ in items]
         stream.run(job, tasks, Sampling(), batch_size, 0, Progress(len(tasks), enabled=False))
-        failed = {path for path, _ in summary.errors}
+        errors = dict(summary.errors)                 # one error at most per source
         for task, recs in items:
-            why = next((w for p, w in summary.errors if p == str(task.path)), None)
-            if str(task.path) not in failed:
+            why = errors.get(str(task.path))
+            if why is None:
                 report.repaired += len(recs)
                 continue
             for r in recs:       # report, remove the entry (its error record is written)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .errors import one_line
+
 
 @dataclass
 class Stats:
@@ -155,6 +157,21 @@ class _Writer(threading.Thread):
         self.progress.update(self.files, self.job.summary.computed, len(self.job.summary.errors))
 
 
+def loader(job, tasks, sampling, batch_size: int, workers: int) -> DataLoader:
+    """The items of :class:`_Sources` from ``workers`` processes (0: the calling one)."""
+    if workers and not sys.platform.startswith("linux"):
+        # the workers inherit the job by fork; elsewhere it would be pickled (open files)
+        logging.getLogger(__name__).warning("--workers %d: decoding workers need Linux (fork); "
+                                            "decoding in the main process", workers)
+        workers = 0
+    return DataLoader(_Sources(job, tasks, sampling, batch_size), batch_size=None,
+                      num_workers=workers, collate_fn=_identity,
+                      prefetch_factor=4 if workers else None,
+                      # the workers inherit the job (manifest, backend) instead of a pickle
+                      # of it: fork, whatever start method the caller's process set
+                      multiprocessing_context="fork" if workers else None)
+
+
 def run(job, tasks, sampling, batch_size: int, workers: int, progress,
         hold: int | None = None) -> Stats:
     """Compute and store the depth of ``tasks`` (see the module docstring). Inputs waiting
@@ -162,20 +179,10 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
     fullest bucket runs as it is, so photos of many aspect ratios (one bucket each) cannot
     pile up in memory."""
     hold = 4 * batch_size if hold is None else hold
-    if workers and not sys.platform.startswith("linux"):
-        # the workers inherit the job by fork; elsewhere it would be pickled (open files)
-        logging.getLogger(__name__).warning("--workers %d: decoding workers need Linux (fork); "
-                                            "decoding in the main process", workers)
-        workers = 0
     stats = Stats()
     t0 = time.perf_counter()
-    loader = DataLoader(_Sources(job, tasks, sampling, batch_size), batch_size=None,
-                        num_workers=workers, collate_fn=_identity,
-                        prefetch_factor=4 if workers else None,
-                        # the workers inherit the job (manifest, backend) instead of a pickle
-                        # of it: fork, whatever start method the caller's process set
-                        multiprocessing_context="fork" if workers else None)
-    it = iter(loader)                  # workers fork here, before the writer thread starts
+    it = iter(loader(job, tasks, sampling, batch_size, workers))
+    # (the workers fork at iter(), before the writer thread starts)
     writer = _Writer(job, tasks, progress)
     writer.start()
     buckets: dict[Hashable, deque] = {}
@@ -212,7 +219,6 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
                 try:
                     raws.append(job.backend.infer(c.x[a:z], key))
                 except Exception as e:   # noqa: BLE001
-                    from .errors import one_line
                     raws.append(f"depth model failed ({type(e).__name__}: {one_line(e)})")
         stats.model += time.perf_counter() - t
         for (c, a, z), r in zip(pieces, raws):
