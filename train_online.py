@@ -41,6 +41,10 @@ def main(argv=None) -> int:
                     help="write an export iw3's trainer could not read (small size, short clips, "
                          "few eval samples) for another reader")
     ap.add_argument("--export-threads", type=int, default=8, help="PNG writer threads")
+    ap.add_argument("--export-min-yield", type=float, default=0.25,
+                    help="leave out sources that keep about this share of their samples or fewer "
+                         "(too few holes at this warp level; a sequential test from a source's "
+                         "first drop, see docs/export.md; 0: keep every source)")
     ap.add_argument("--no-masked-input", action="store_true",
                     help="write only *_C.png and *_M.png (not the masked input *_I.png)")
     ap.add_argument("--init-from", metavar="CKPT",
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
                                    size=args.export_size, clip_len=args.export_clip_len,
                                    prefix=args.export_prefix, force=args.export_force,
                                    threads=args.export_threads, masked_input=not args.no_masked_input,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, min_yield=args.export_min_yield)
             except KeyboardInterrupt:
                 print("train_online.py: export interrupted; the committed samples are kept: run "
                       "the same command again to finish", file=sys.stderr)
@@ -93,7 +97,10 @@ def main(argv=None) -> int:
             print(f"exported {s.written['train']} train + {s.written['eval']} eval samples "
                   f"({shape}, names {s.plan.prefix}_NNNNNNNN) to {args.export_dir}; {dropped} of "
                   f"{drawn} drawn ({100 * dropped / max(drawn, 1):.1f}%) dropped with fewer than "
-                  f"collate.min_hole_px hole pixels; {s.seconds:.1f} s, {s.rate:.1f} samples/s")
+                  f"collate.min_hole_px hole pixels; {s.seconds:.1f} s, {s.rate:.1f} samples/s"
+                  + (f"; {sum(map(len, s.left_out.values()))} source(s) left out for too few holes "
+                     f"(warnings above), {sum(s.skipped.values())} of their draws skipped"
+                     if any(s.left_out.values()) else ""))
             return 0
         from inpaint_online.train import train
         if args.dry_run:

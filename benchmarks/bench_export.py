@@ -9,6 +9,10 @@ in the same run: this machine is noisy).
     python benchmarks/bench_export.py --config configs/demo.yaml --size 256 \\
         --levels 1 2 3 --windows 1.0 1.5 --count 96
 
+A row's "dropped" counts every drawn sample that was warped and not kept (a left-out
+source's probe draws included); "left out" the sources ``--min-yields`` left out (their later
+draws are skipped before the warp and are not counted as drawn).
+
 ``--windows 1.0`` is the stream without crop choice (a crop drawn blind, as before
 ``data.crop_window`` existed); retries are the config's (``collate.retries``).
 """
@@ -37,28 +41,32 @@ def main() -> None:
     ap.add_argument("--windows", type=float, nargs="+", default=[1.0, 1.5])
     ap.add_argument("--count", type=int, default=96)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--min-yields", type=float, nargs="+", default=[0.25],
+                    help="--export-min-yield values to compare (0: keep every source)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}; "
           f"{args.config} {' '.join(args.overrides)}; size {args.size}, {args.count} train samples")
-    print(f"{'level':>5} {'window':>6} {'retries':>7} {'dropped':>8} {'samples/s':>9} {'vs first':>8}")
+    print(f"{'level':>5} {'window':>6} {'yield':>5} {'retries':>7} {'dropped':>8} {'left out':>8} "
+          f"{'samples/s':>9} {'vs first':>8}")
     for level in args.levels:
         first = None
-        for win in args.windows:
+        for win, my in [(w, y) for w in args.windows for y in args.min_yields]:
             cfg = load_config(args.config, [*args.overrides, f"warp.level={level}",
                                             f"data.crop_window={win}", "data.val_fraction=0"])
             with tempfile.TemporaryDirectory() as out:
                 t0 = time.perf_counter()
                 s = export_dataset(cfg, out, args.count, 0, size=args.size, force=True,
-                                   threads=args.threads, progress=False)
+                                   threads=args.threads, progress=False, min_yield=my)
                 dt = time.perf_counter() - t0
             drawn = s.written["train"] + s.dropped["train"]
             rate = s.written["train"] / dt
             first = first or rate
             clip = f", clips of {s.plan.clip_len}" if s.plan.clip_len > 1 else ""
-            print(f"{level:>5} {win:>6.2f} {cfg.collate.retries:>7} "
-                  f"{100 * s.dropped['train'] / max(drawn, 1):>7.1f}% {rate:>9.1f} "
+            print(f"{level:>5} {win:>6.2f} {my:>5.2f} {cfg.collate.retries:>7} "
+                  f"{100 * s.dropped['train'] / max(drawn, 1):>7.1f}% {len(s.left_out['train']):>8} "
+                  f"{rate:>9.1f} "
                   f"{rate / first:>8.2f}{clip}")
 
 

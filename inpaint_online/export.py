@@ -27,6 +27,15 @@ are in right-view orientation (background right of each hole; ``view: left`` sam
 mirrored). Samples with fewer than ``collate.min_hole_px`` hole pixels (per frame) are
 dropped; names are stream positions, so gaps in the numbering are dropped samples.
 
+Sources that cannot give holes at the configured level are left out (``min_yield``, see
+:class:`_Yield`): once its draws show that a source keeps too few of its samples, its later
+draws are skipped before the warp (one warning line per source, listed in
+``P.progress.json``). A small frame enlarged to the crop is the usual case:
+enlarging spreads every depth step over as many pixels as it multiplies the shift, so a
+source whose depth steps shift by less than a pixel at its own size has no holes at any
+scale (docs/export.md). A split whose sources are all left out stops with an error instead
+of drawing for ever.
+
 Deterministic for a config (same bytes), and resumable: files are written atomically by a
 thread pool (a sample's mask last; a clip assembled in ``DIR/.staging`` and renamed into
 place whole, as iw3 lists every folder), the index is appended after each batch's files are
@@ -42,6 +51,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -56,9 +66,11 @@ from PIL import Image
 
 from .collate import WarpCollate
 from .config import Config, ConfigError
+from .errors import DataError
 from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
 from .fsutil import atomic_write_bytes, show, sweep_temp, writable_dir
 from .train import _device
+from .warp_params import DIVERGENCE_LEVELS
 
 __all__ = ["export_dataset", "plan_export", "read_sample", "ExportSummary", "ExportPlan",
            "IW3_SIZE", "IW3_CLIP", "IW3_EVAL"]
@@ -74,6 +86,8 @@ class ExportSummary:
     dropped: dict
     seconds: float
     plan: "ExportPlan | None" = None
+    left_out: dict = field(default_factory=dict)   # split -> sources left out (too few holes)
+    skipped: dict = field(default_factory=dict)    # split -> draws of left-out sources skipped
 
     @property
     def rate(self) -> float:
@@ -131,7 +145,8 @@ def default_size(records: list[dict], cfg: Config) -> int:
 
 def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | None, *,
                 size: int | None = None, clip_len: int | None = None, prefix: str | None = None,
-                masked_input: bool = True, force: bool = False) -> ExportPlan:
+                masked_input: bool = True, force: bool = False,
+                min_yield: float = 0.25) -> ExportPlan:
     """Resolve the export's size, clip length, counts and name prefix, and refuse (unless
     ``force``) an export iw3's inpainting trainer could not read, saying why and the fix."""
     if count < 0 or (eval_count is not None and eval_count < 0):
@@ -146,6 +161,8 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
         raise ConfigError("--export-clip-len is for video configs (data.clip_len > 1)")
     if plan.size < 16 or plan.clip_len < 1:
         raise ConfigError("--export-size must be >= 16 and --export-clip-len >= 1")
+    if not 0 <= min_yield < 1:
+        raise ConfigError(f"--export-min-yield {min_yield}: use a share in [0, 1) (0: keep every source)")
     why = []
     if plan.size < IW3_SIZE:
         why.append(f"--export-size {plan.size} is below the {IW3_SIZE} px iw3's trainer crops "
@@ -161,7 +178,7 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
         raise ConfigError("this export could not be read by iw3's inpainting trainer: "
                           + "; ".join(why) + ". Pass --export-force to write it anyway "
                           "(for other readers)")
-    plan.settings = _settings(cfg, masked_input, plan)
+    plan.settings = _settings(cfg, masked_input, plan, min_yield)
     if prefix is None:
         digest = hashlib.blake2b(json.dumps(plan.settings, sort_keys=True).encode(), digest_size=4)
         prefix = "io" + digest.hexdigest()
@@ -172,12 +189,12 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
     return plan
 
 
-def _settings(cfg: Config, masked_input: bool, plan: ExportPlan) -> dict:
+def _settings(cfg: Config, masked_input: bool, plan: ExportPlan, min_yield: float) -> dict:
     c = cfg.to_dict()
     # what decides the samples' bytes; run/optim/train/model/loss do not (run.seed does)
-    return {"format": "inpaint_online.export/2", "seed": cfg.run.seed, "data": c["data"],
+    return {"format": "inpaint_online.export/3", "seed": cfg.run.seed, "data": c["data"],
             "warp": c["warp"], "collate": c["collate"], "masked_input": masked_input,
-            "size": plan.size, "clip_len": plan.clip_len}
+            "size": plan.size, "clip_len": plan.clip_len, "min_yield": min_yield}
 
 
 def _load_json(path: Path) -> dict | None:
@@ -207,14 +224,17 @@ def _truncate_index(path: Path, next_position: int) -> None:
 def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int | None = None,
                    *, size: int | None = None, clip_len: int | None = None,
                    prefix: str | None = None, force: bool = False, threads: int = 8,
-                   masked_input: bool = True, progress: bool = True) -> ExportSummary:
+                   masked_input: bool = True, progress: bool = True,
+                   min_yield: float = 0.25) -> ExportSummary:
     """Write ``count`` training and ``eval_count`` (default: ``max(8, count // 10)``) held-out
-    samples in iw3's layout. See the module docstring and :func:`plan_export`."""
+    samples in iw3's layout. ``min_yield``: leave out sources that keep fewer than this share
+    of their samples (0: none). See the module docstring and :func:`plan_export`."""
     out = writable_dir(out_dir, "--export-dir", "export", create=False)   # created after the checks
     manifest = open_cache(cfg.data.cache_dir)
     records = manifest.samples()
     plan = plan_export(cfg, records, count, eval_count, size=size, clip_len=clip_len,
-                       prefix=prefix, masked_input=masked_input, force=force)
+                       prefix=prefix, masked_input=masked_input, force=force,
+                       min_yield=min_yield)
     ecfg = copy.deepcopy(cfg)
     ecfg.data.crop, ecfg.data.clip_len = plan.size, plan.clip_len
     train_recs, val_recs = split_records(records, cfg.data.val_fraction, cfg.data.val_sources)
@@ -241,7 +261,7 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
     state = _load_json(progress_path) or {}
     device = _device(cfg.run.device, 0)
     targets = {"train": (train_recs, plan.count), "eval": (val_recs, plan.eval_count)}
-    written, dropped = {}, {}
+    written, dropped, left_out, skipped = {}, {}, {}, {}
     staging = out / ".staging"
     _clear_staging(staging, plan.prefix)
     t0 = time.perf_counter()
@@ -263,21 +283,97 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
             if st["written"] < want:
                 _export_split(ecfg, plan, datasets[split], split, split_dir, index, staging, want,
                               st, device, pool, masked_input, bar, lambda: atomic_write_bytes(
-                                  progress_path, json.dumps(state, indent=1).encode()), state)
+                                  progress_path, json.dumps(state, indent=1).encode()), state,
+                              min_yield)
             bar.close()
             _finish_index(index)
             written[split], dropped[split] = min(st["written"], want), st["dropped"]
+            left_out[split] = sorted(st.get("left_out", {}))
+            skipped[split] = st.get("skipped", 0)
     if staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
-    return ExportSummary(written, dropped, time.perf_counter() - t0, plan)
+    return ExportSummary(written, dropped, time.perf_counter() - t0, plan, left_out, skipped)
 
 
 def _name(prefix: str, pos: int) -> str:
     return f"{prefix}_{pos:08d}"
 
 
+def _source_of(ds, index: int) -> dict:
+    return ds.table[int(ds.starts[int(index)])]
+
+
+def _subset(batch: dict, idx: list[int]) -> dict:
+    """The items ``idx`` of a CPU batch (every per-item tensor)."""
+    n = batch["rgb"].shape[0]
+    sel = torch.tensor(idx, dtype=torch.long)
+    return {k: v[sel] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
+            for k, v in batch.items()}
+
+
+class _Yield:
+    """Which sources an export leaves out for giving too few holes (``min_yield`` = Y).
+
+    From its first dropped sample on, a source's draws go through a sequential probability
+    ratio test of "keeps Y/2 of its samples" against "keeps 2Y" (Wald): each drop adds
+    log((1-Y/2)/(1-2Y)), each kept sample log((Y/2)/(2Y)). At log 20 the source is left out
+    from the next batch on (``left_out``: source -> the position that decided it); at
+    -log 20 it has proven itself and is not tested again. At Y = 0.25 (simulated): a source
+    that keeps none is left out after 6 drops in a row, one that keeps 1 in 8 is kept 1 time
+    in 60, one that keeps half is left out 1 time in 16, 80 %: 1 in 1,700. The ledger lives in the split's progress
+    state, so a resumed export decides the same."""
+
+    BOUND = math.log(20)
+
+    def __init__(self, st: dict, min_yield: float, sources: set, split: str, level, min_px: int):
+        self.ledger = st.setdefault("at_risk", {})      # source -> [dropped, kept, llr] or "ok"
+        self.out = st.setdefault("left_out", {})
+        self.min_yield, self.sources, self.split = min_yield, sources, split
+        self.level, self.min_px = level, min_px
+        bad, good = min_yield / 2, min(2 * min_yield, 0.99)
+        self.w_drop = math.log((1 - bad) / (1 - good)) if min_yield > 0 else 0.0
+        self.w_kept = math.log(bad / good) if min_yield > 0 else 0.0
+        self.check()
+
+    def skip(self, source: str, batch_start: int) -> bool:
+        """Left out before this batch (decisions take effect at batch boundaries, so a
+        resumed batch is filtered as the uninterrupted one was)."""
+        return self.out.get(source, 1 << 62) <= batch_start
+
+    def record(self, rec: dict, kept: bool, pos: int) -> None:
+        src = rec["source"]
+        if self.min_yield <= 0 or src in self.out:
+            return
+        e = self.ledger.get(src)
+        if e == "ok" or (e is None and kept):
+            return
+        e = e or [0, 0, 0.0]
+        e[1 if kept else 0] += 1
+        e[2] += self.w_kept if kept else self.w_drop
+        self.ledger[src] = e
+        if e[2] <= -self.BOUND:
+            self.ledger[src] = "ok"
+        elif e[2] >= self.BOUND:
+            self.out[src] = pos + 1
+            size = rec.get("depth_size")
+            frames = f" (cached frames {size[0]}x{size[1]})" if size else ""
+            log.warning("%s: left out of the %s export: %d of its %d samples since its first drop "
+                        "had >= %d hole px per frame at %s%s; a higher warp level, "
+                        "larger frames or a lower --export-min-yield keep it", show(src),
+                        self.split, e[1], e[0] + e[1], self.min_px, self.level, frames)
+            self.check()
+
+    def check(self) -> None:
+        if self.sources and self.sources <= set(self.out):
+            raise DataError(
+                f"export {self.split}: every source was left out: too few of their samples had "
+                f">= {self.min_px} hole px per frame at {self.level} (--export-min-yield "
+                f"{self.min_yield:g}); use a higher warp.level, a lower collate.min_hole_px or "
+                "--export-min-yield 0")
+
+
 def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, device,
-                  pool, masked_input, bar, commit, state) -> None:
+                  pool, masked_input, bar, commit, state, min_yield) -> None:
     bs = cfg.data.batch_size
     seed = mix_seed(cfg.run.seed, "export", split)
     first_batch = st["next_position"] // bs
@@ -287,25 +383,41 @@ def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, dev
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, augment=False,
                           sync_ok=True)
     min_px = cfg.collate.min_hole_px
-    for k, cpu in enumerate(loader, start=first_batch):
-        b = collate(cpu, step=k)
-        clip = b.y.dim() == 5
-        y, mask = (b.y, b.mask) if clip else (b.y[:, None], b.mask[:, None])    # (B, T, ...)
-        y = (y * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
-        m = mask[:, :, 0].to(torch.uint8).mul(255).cpu().numpy()
-        holes = mask.flatten(1).sum(1).long().tolist()
-        layered = b.layered.long().tolist()
-        boxes = b.meta["box"].tolist()
-        t = y.shape[1]
-        params = b.params.records()
+    st.setdefault("skipped", 0)
+    sources = {_source_of(ds, i)["source"] for i in range(len(ds))}
+    w = cfg.warp
+    level = next((f"warp level {n}" for n, (ch, rg) in DIVERGENCE_LEVELS.items()
+                  if tuple(w.divergence_choices) == ch and tuple(w.divergence_range) == rg),
+                 f"divergence <= {max(w.divergence_range[1], *w.divergence_choices):g} %")
+    yld = _Yield(st, min_yield, sources, split, level, min_px)
+    for k, full in enumerate(loader, start=first_batch):
+        recs = [_source_of(ds, i) for i in full["index"].tolist()]
+        take = [i for i in range(len(recs)) if not yld.skip(recs[i]["source"], k * bs)]
+        row = {at: i for i, at in enumerate(take)}         # position in batch -> row of b
+        if take:
+            b = collate(full if len(take) == len(recs) else _subset(full, take), step=k)
+            clip = b.y.dim() == 5
+            y, mask = (b.y, b.mask) if clip else (b.y[:, None], b.mask[:, None])  # (B, T, ...)
+            y = (y * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+            m = mask[:, :, 0].to(torch.uint8).mul(255).cpu().numpy()
+            holes = mask.flatten(1).sum(1).long().tolist()
+            layered = b.layered.long().tolist()
+            boxes = b.meta["box"].tolist()
+            t = y.shape[1]
+            params = b.params.records()
         jobs, lines = [], []
-        for i in range(len(b)):
-            pos = k * bs + i
+        for at, rec in enumerate(recs):
+            pos = k * bs + at
             if pos < st["next_position"]:
                 continue                                   # committed before a restart
             if st["written"] >= want:
                 break
             st["next_position"] = pos + 1
+            if at not in row:
+                st["skipped"] += 1                         # a left-out source: not warped
+                continue
+            i = row[at]
+            yld.record(rec, holes[i] >= min_px * t, pos)
             if holes[i] < min_px * t:
                 st["dropped"] += 1
                 continue
@@ -317,7 +429,6 @@ def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, dev
                 jobs.append(pool.submit(_write_clip, staging / name, split_dir / name, frames))
             else:
                 jobs.append(pool.submit(_write_sample, split_dir, name, frames[0]))
-            rec = ds.table[int(ds.starts[int(b.meta["index"][i])])]
             lines.append(json.dumps({
                 "name": name, "position": pos, "split": split, "source": rec["source"],
                 "rel": rec["rel"], "kind": rec["kind"],

@@ -1,7 +1,6 @@
 """The hf backend: tiny randomly initialised transformers depth models (Depth Anything with a
 tiny DINOv2 backbone, DPT) saved into a temp folder and loaded back through the real path —
 no mocks, no downloads."""
-import json
 import shutil
 
 import numpy as np

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import skimage_data_dir
-from inpaint_online.evaluate_stereo import (evaluate_pair, fill_unknown, find_pairs, main,
+from inpaint_online.evaluate_stereo import (evaluate_pair, fill_unknown, main,
                                             max_run, methods, read_disparity,
                                             render_layered_pair, true_disocclusions)
 from inpaint_online.inference import split_border_band

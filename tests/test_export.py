@@ -191,3 +191,92 @@ def test_a_cache_without_runs_long_enough_is_refused_before_any_write(small_cach
     with pytest.raises(ValueError, match="no video clips of >= 16 consecutive cached frames.*--clip-len 16"):
         export_dataset(cfg, tmp_path / "ex", 2, size=256, progress=False)
     assert not (tmp_path / "ex").exists()
+
+
+@pytest.fixture(scope="module")
+def flat_cache(tmp_path_factory):
+    """Three real photos and a flat grey picture: the picture's depth is the fallback's prior
+    alone (no edges of its own), which rarely folds into holes."""
+    from inpaint_online.cache import Sampling
+    from inpaint_online.depth import FallbackBackend
+    from inpaint_online.precompute import precompute
+    from conftest import skimage_data_dir
+    media = tmp_path_factory.mktemp("flatmedia")
+    for name in ["astronaut.png", "coffee.png", "chelsea.png"]:
+        Image.open(skimage_data_dir() / name).convert("RGB").save(media / name)
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(media / "flat.png")
+    cache = tmp_path_factory.mktemp("flatcache")
+    s = precompute([str(media)], str(cache), FallbackBackend(), sampling=Sampling(max_frames=1),
+                   max_size=320, progress=False)
+    assert not s.errors
+    return cache
+
+
+def test_a_source_with_too_few_holes_is_left_out_once_with_one_line(flat_cache, tmp_path, caplog):
+    cfg = cfg_for(flat_cache, tmp_path, "data.val_fraction=0")
+
+    def export(cfg, out, count, **kw):                 # no eval split: not for iw3's reader
+        return export_dataset(cfg, out, count, 0, size=256, force=True, progress=False, **kw)
+    kw = {}
+    with caplog.at_level("WARNING", logger="inpaint_online.export"):
+        s = export(cfg, tmp_path / "ex", 32, **kw)
+    assert [p.rsplit("/", 1)[-1] for p in s.left_out["train"]] == ["flat.png"]
+    lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    # 6 drops in a row from its first drop decide it (the sequential test at min_yield 0.25)
+    assert "flat.png: left out of the train export: 0 of its 6 samples since its first drop " \
+           "had >= 30 hole px per frame at warp level 3 (cached frames 320x240)" in lines[0]
+    (progress,) = (tmp_path / "ex").glob("*.progress.json")
+    st = json.loads(progress.read_text())["train"]
+    (decided,) = st["left_out"].values()
+    index = index_of(tmp_path / "ex")
+    assert len(index) == 32 and index[-1]["position"] > decided + 8
+    # nothing of it after the batch that decided it (batch_size 4): later draws skipped unwarped
+    assert not any(r["source"].endswith("flat.png") and r["position"] >= decided + 3 for r in index)
+    assert s.dropped["train"] >= 6 and s.skipped["train"] > 0
+    assert st["next_position"] == 32 + s.dropped["train"] + s.skipped["train"]
+    # the decision is part of the resumable state: 10 then 32 gives the same bytes as 32
+    export(cfg, tmp_path / "two", 10, **kw)
+    export(cfg, tmp_path / "two", 32, **kw)
+    assert files(tmp_path / "two") == files(tmp_path / "ex")
+    # --export-min-yield 0 keeps every source (its drops are counted, as before)
+    s0 = export(cfg, tmp_path / "all", 32, min_yield=0, **kw)
+    assert s0.left_out["train"] == [] and s0.skipped["train"] == 0
+    assert s0.dropped["train"] > s.dropped["train"]
+
+
+def test_an_export_whose_sources_all_give_too_few_holes_stops_with_one_line(small_cache, tmp_path, capsys):
+    from test_train import cli_main
+    main = cli_main()
+    rc = main(["--quiet", f"data.cache_dir={small_cache}", "data.num_workers=0", "warp.level=1",
+               "collate.min_hole_px=1000000", "data.val_fraction=0.25", "--export-dir",
+               str(tmp_path / "ex"), "--export-count", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1] == ("train_online.py: error: export train: every source was left out: too few "
+                       "of their samples had >= 1000000 hole px per frame at warp level 1 "
+                       "(--export-min-yield 0.25); use a higher warp.level, a lower "
+                       "collate.min_hole_px or --export-min-yield 0")
+
+
+def test_the_yield_test_decides_as_documented():
+    def run(seq, y=0.25):
+        st = {}
+        yl = export_mod._Yield(st, y, {"a", "b"}, "train", "warp level 1", 30)
+        for pos, kept in enumerate(seq):
+            if yl.skip("a", pos):
+                return pos, st
+            yl.record({"source": "a"}, kept, pos)
+        return (len(seq) if yl.skip("a", len(seq)) else None), st
+    pos, st = run([True] * 50 + [False] * 6)          # kept until its first drop: 6 decide
+    assert pos == 56 and st["left_out"] == {"a": 56}
+    assert run([False] * 5)[0] is None                 # 5 drops are not evidence enough
+    pos, st = run([False, True] * 100)                 # keeps 1 in 2 (2Y): proven, never tested again
+    assert pos is None and st["at_risk"]["a"] == "ok"
+    assert run([False] * 100, y=0)[0] is None          # min_yield 0 keeps every source
+    pos, _ = run([False] * 100, y=0.45)                # higher Y: bad (0.225) vs good (0.9): 2 drops
+    assert pos == 2
+    with pytest.raises(export_mod.DataError, match="every source was left out"):
+        yl = export_mod._Yield({}, 0.25, {"a"}, "train", "warp level 1", 30)
+        for pos in range(6):
+            yl.record({"source": "a"}, False, pos)
