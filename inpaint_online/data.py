@@ -458,8 +458,9 @@ class CacheDataset(Dataset):
         f = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rand()))
         f = max(f, s / min(h, w))                   # small frames are scaled up to fit a crop
         fw, fh = w * f, h * f
-        xs = (rand(c.crop_candidates) * (fw - s)).floor()
-        ys = (rand(c.crop_candidates) * (fh - s)).floor()
+        # max(0, .): at f = s / h, h * f may round to a hair under s (400 * (510 / 400))
+        xs = (rand(c.crop_candidates) * max(0.0, fw - s)).floor()
+        ys = (rand(c.crop_candidates) * max(0.0, fh - s)).floor()
         pick = 0
         if c.crop_candidates > 1 and float(rand()) < c.hard_crop_p:
             ii = _edge_integral(depth[len(depth) // 2], c.edge_threshold)
@@ -470,7 +471,7 @@ class CacheDataset(Dataset):
                 scores.append(ii[cy, cx] - ii[b, cx] - ii[cy, a] + ii[b, a])
             pick = int(np.argmax(scores))
         x0, y0 = float(xs[pick]), float(ys[pick])
-        box = (x0 / f, y0 / f, (x0 + s) / f, (y0 + s) / f)
+        box = (x0 / f, y0 / f, min(w, (x0 + s) / f), min(h, (y0 + s) / f))
         # PIL resizes just the box, with proper filtering when shrinking
         rgb_c = np.stack([np.asarray(Image.fromarray(fr).resize((s, s), Image.Resampling.BILINEAR, box=box))
                           for fr in rgb])

@@ -277,3 +277,27 @@ def test_composite_holes_start_at_the_cut_outs_edge(small_cache):
     for k in range(1, 40):
         reach[..., k:] |= near[..., :-k]
     assert hole.sum() > 200 and (hole & ~reach).sum() == 0
+
+
+def test_a_crop_larger_than_the_frame_never_falls_off_its_edge(small_cache, caplog):
+    # a frame enlarged to just fit the crop: h * (s / h) can round to a hair under s in float
+    # (400 * (510 / 400) = 509.99999999999994), which once gave a negative crop offset and
+    # the source was skipped ("box offset can't be negative")
+    m = open_cache(small_cache)
+    tried = 0
+    for rec in m.samples():
+        w, h = rec["depth_size"]
+        s = next((c for c in range(min(w, h) + 1, min(w, h) + 400)
+                  if min(w, h) * (c / min(w, h)) < c), None)
+        if s is None:
+            continue
+        tried += 1
+        ds = CacheDataset(m, [rec], DataConfig(crop=s, crop_window=1.0, scale_range=(1.0, 1.0),
+                                               jitter_p=0.0))
+        for seed in range(3):
+            with caplog.at_level("WARNING"):
+                out = ds[(0, seed)]
+            assert "skipping" not in caplog.text
+            x0, y0, x1, y1 = out["box"].tolist()
+            assert 0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h and out["rgb"].shape[-1] == s
+    assert tried >= 2
