@@ -77,6 +77,9 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model: dict | None = None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{show(path)}: not an inpaint_online checkpoint "
                               f"(format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r})")
+    if isinstance(ck.get("model_config"), dict):
+        # made before model.prefill_smooth existed: their first guess smoothed 8 times
+        ck["model_config"].setdefault("prefill_smooth", 8)
     if expect_model is not None and ck["model_config"] != expect_model:
         diff = sorted(k for k in set(expect_model) | set(ck["model_config"])
                       if expect_model.get(k) != ck["model_config"].get(k))

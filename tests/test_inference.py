@@ -257,6 +257,35 @@ def test_pushpull_first_guess_keeps_known_pixels_and_fills_smoothly_from_every_s
         return -10 * torch.log10(((a - img) ** 2)[..., mask[0, 0] > 0].mean())
     assert psnr(out) > psnr(diffusion_fill(img * (1 - mask), mask)) - 0.5
     assert psnr(out) > psnr(prefill_holes(img * (1 - mask), mask, "interp"))
+    # more smoothing converges on the harmonic fill (what 300 diffusion iterations approach)
+    ref = diffusion_fill(img * (1 - mask), mask, iters=3000)
+    gaps = [(prefill_holes(img * (1 - mask), mask, "pushpull", smooth=k) - ref).abs().max()
+            for k in (0, 8, 32, 128)]
+    assert all(a > b for a, b in zip(gaps, gaps[1:])), gaps
+
+
+def test_a_model_starts_as_its_smoothed_first_guess_and_old_checkpoints_keep_8(tmp_path):
+    from inpaint_online.checkpoint import load_checkpoint
+    from inpaint_online.inference import load_model
+    from inpaint_online.models import ModelConfig, build_model, model_config_dict, prefill_holes
+    x, m = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
+    m[..., 8:24, 10:20] = 1
+    for k in (0, 8, 32):
+        model = build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,),
+                                        prefill_smooth=k)).eval()
+        assert torch.allclose(inpaint(model, x, m), prefill_holes(x * (1 - m), m, "pushpull", smooth=k),
+                              atol=1e-5)
+    assert ModelConfig().prefill_smooth == 32
+    with pytest.raises(ValueError, match="prefill_smooth must be >= 0"):
+        ModelConfig(prefill_smooth=-1).validate()
+    # a checkpoint from before the field: its model smoothed 8 times, and loads so
+    from inpaint_online.checkpoint import FORMAT, save_checkpoint
+    raw = model_config_dict(model.config)
+    del raw["prefill_smooth"]
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {"format": FORMAT, "model": model.state_dict(), "model_config": raw})
+    assert load_checkpoint(path)["model_config"]["prefill_smooth"] == 8
+    assert load_model(path).config.prefill_smooth == 8
 
 
 @pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile needs a C compiler on CPU")
@@ -302,4 +331,4 @@ def test_a_model_that_fills_from_the_background_needs_depth():
     d = torch.rand(1, 1, 32, 32)
     out = inpaint(model, x, m, d)                  # untrained: exactly its first guess
     from inpaint_online.models import background_pushpull_fill
-    assert torch.allclose(out, background_pushpull_fill(x * (1 - m), m, d * (1 - m)), atol=1e-5)
+    assert torch.allclose(out, background_pushpull_fill(x * (1 - m), m, d * (1 - m), smooth=32), atol=1e-5)
