@@ -4,7 +4,9 @@
 
 Samples: the run's fixed validation set (sources held out of training, fixed crops and warp
 parameters from ``data.val_seed``, the samples whose holes cover most texture), rebuilt from
-the config stored in the checkpoint; ``--cache-dir`` and ``--count`` may override it.
+the config stored in the checkpoint; ``--cache-dir`` and ``--count`` may override it, and
+``--level N`` draws the same held-out crops at iw3's divergence level N (1–3) instead of the
+run's own warp settings (a table per level: how a model holds up at other divergences).
 Methods: the model and the classical fills of
 :func:`~inpaint_online.inference.classical_fills` — OpenCV Telea and Navier–Stokes (with
 ``opencv-python-headless``, the ``eval`` extra), the diffusion fill (harmonic), push-pull
@@ -24,6 +26,7 @@ in that sample's holes.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 
 import torch
@@ -37,6 +40,7 @@ from .losses import batch_scores, mean_scores
 from .fsutil import check_output_file, show
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
 from .train import _device, hole_texture, validation_batches
+from .warp_params import DIVERGENCE_LEVELS
 
 def sheet_columns(methods: list[str]) -> list[str]:
     """Columns of ``--sheet``: input, every method's fill, target, the model's error, zooms
@@ -52,18 +56,27 @@ def _zoom_baseline(methods: list[str]) -> str:
 @torch.no_grad()
 def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = None,
             device: str = "auto", info: dict | None = None,
-            sheet_rows: int = 0) -> dict[str, dict[str, float]]:
+            sheet_rows: int = 0, level: int | None = None) -> dict[str, dict[str, float]]:
     """Scores per method on the run's held-out samples. ``info`` (a dict) receives the
     held-out sources, the number of samples and how many had no hole (left out of the
     hole scores); with ``sheet_rows`` > 0 also ``sheet_rows`` (label, tiles) rows for
-    :func:`~inpaint_online.pictures.sheet` with :func:`sheet_columns` of the methods."""
+    :func:`~inpaint_online.pictures.sheet` with :func:`sheet_columns` of the methods.
+    ``level``: draw the held-out samples at iw3's divergence level 1, 2 or 3 instead of the
+    run's own warp settings (the same sources and crops, other warps)."""
     ck = load_checkpoint(checkpoint)
+    base = copy.deepcopy(ck["config"])
     overrides = [f"run.device={device}"]
     if cache_dir:
         overrides.append(f"data.cache_dir={cache_dir}")
     if count:
         overrides.append(f"data.val_count={count}")
-    cfg = load_config(None, overrides, base=ck["config"])
+    if level is not None:
+        if level not in DIVERGENCE_LEVELS:
+            raise ConfigError(f"--level {level}: iw3's divergence levels are 1, 2 and 3")
+        for k in ("divergence_choices", "divergence_range"):   # the run's own level's
+            base.get("warp", {}).pop(k, None)
+        overrides.append(f"warp.level={level}")
+    cfg = load_config(None, overrides, base=base)
     dev = _device(cfg.run.device, 0)
     model = load_model(checkpoint, dev)
     manifest = open_cache(cfg.data.cache_dir)
@@ -87,7 +100,8 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     n = sum(len(r["psnr_hole"]) for r in rows["model"])
     if info is not None:
         total = sum(b.mask.shape[0] * (b.mask.shape[1] if b.mask.dim() == 5 else 1) for b in batches)
-        info.update(held_out=sorted({r["rel"] for r in val}), samples=total, without_holes=total - n)
+        info.update(held_out=sorted({r["rel"] for r in val}), samples=total, without_holes=total - n,
+                    hole_px=int(sum(b.mask.sum().item() for b in batches)))
         if sheet_rows > 0:
             info["sheet_rows"] = [_sheet_row(*row) for _, row in best]
     return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
@@ -136,6 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", help="default: the run's data.cache_dir")
     ap.add_argument("--count", type=int, help="validation samples (default: the run's val_count)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--level", type=int, choices=sorted(DIVERGENCE_LEVELS),
+                    help="draw the held-out samples at this iw3 divergence level (default: the run's warp)")
     ap.add_argument("--sheet", metavar="OUT.png",
                     help="write a labelled picture of the fills (the samples with most texture in their holes)")
     ap.add_argument("--sheet-rows", type=int, default=6, help="rows of --sheet (default 6)")
@@ -145,7 +161,7 @@ def main(argv=None) -> int:
             check_output_file(args.sheet)               # before the work, not after it
         info: dict = {}
         res = compare(args.checkpoint, args.cache_dir, args.count, args.device, info,
-                      sheet_rows=max(1, args.sheet_rows) if args.sheet else 0)
+                      sheet_rows=max(1, args.sheet_rows) if args.sheet else 0, level=args.level)
         if args.sheet:
             save_sheet(args.sheet, info["sheet_rows"], sheet_columns(list(res)))
     except (CheckpointError, ConfigError, FileNotFoundError, DataError, ValueError, OSError) as e:
@@ -160,7 +176,8 @@ def main(argv=None) -> int:
               + (f"{r['temporal_error']:>16.4f}" if tc else ""))
     unit = "frames" if tc else "samples"
     print(f"held-out sources: {', '.join(info['held_out'])}; {info['samples']} {unit}, "
-          f"{info['without_holes']} without any hole (left out of the scores in holes)")
+          f"{info['without_holes']} without any hole (left out of the scores in holes)"
+          + (f"; warp level {args.level}" if args.level else ""))
     if args.sheet:
         print(f"wrote {show(args.sheet)}")
     return 0

@@ -9,6 +9,7 @@ from PIL import Image
 
 from inpaint_online.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from inpaint_online.compare import compare
+from inpaint_online.config import ConfigError
 from inpaint_online.compare import main as compare_main
 from inpaint_online.inference import inpaint, load_model, render_stereo
 from inpaint_online.inpaint import main as inpaint_main
@@ -155,6 +156,21 @@ def test_model_against_baselines_on_held_out_samples(checkpoint, small_cache, ca
     print(out)
 
 
+def test_compare_at_each_divergence_level_draws_the_same_crops_with_wider_holes(checkpoint, small_cache, capsys):
+    holes = {}
+    for level in (1, 3):
+        info: dict = {}
+        res = compare(str(checkpoint), str(small_cache), count=8, device="cpu", info=info, level=level)
+        holes[level] = info["hole_px"]
+        assert res["model"]["samples"] > 0 and info["held_out"]
+    assert holes[3] > 1.5 * holes[1]                     # level 3: 6-11 % of the width, level 1: <= 5 %
+    assert compare_main(["--checkpoint", str(checkpoint), "--cache-dir", str(small_cache),
+                         "--count", "8", "--device", "cpu", "--level", "2"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; warp level 2")
+    with pytest.raises(ConfigError, match="levels are 1, 2 and 3"):
+        compare(str(checkpoint), str(small_cache), count=8, device="cpu", level=4)
+
+
 def test_border_band_and_interior_holes_are_told_apart():
     from inpaint_online.inference import split_border_band
     from inpaint_online.warp import forward_warp
@@ -265,8 +281,6 @@ def test_pushpull_first_guess_keeps_known_pixels_and_fills_smoothly_from_every_s
 
 
 def test_a_model_starts_as_its_smoothed_first_guess_and_old_checkpoints_keep_8(tmp_path):
-    from inpaint_online.checkpoint import load_checkpoint
-    from inpaint_online.inference import load_model
     from inpaint_online.models import ModelConfig, build_model, model_config_dict, prefill_holes
     x, m = torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)
     m[..., 8:24, 10:20] = 1
@@ -279,7 +293,6 @@ def test_a_model_starts_as_its_smoothed_first_guess_and_old_checkpoints_keep_8(t
     with pytest.raises(ValueError, match="prefill_smooth must be >= 0"):
         ModelConfig(prefill_smooth=-1).validate()
     # a checkpoint from before the field: its model smoothed 8 times, and loads so
-    from inpaint_online.checkpoint import FORMAT, save_checkpoint
     raw = model_config_dict(model.config)
     del raw["prefill_smooth"]
     path = tmp_path / "old.pt"
