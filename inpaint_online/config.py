@@ -184,7 +184,7 @@ def _section(name: str, values, source: str):
             obj = cls(**kw)
             if hasattr(obj, "validate"):
                 obj.validate()
-    except ValueError as e:
+    except (ValueError, TypeError) as e:       # a value validate() cannot even compare
         raise ConfigError(f"{source}: {e}") from None
     return obj
 

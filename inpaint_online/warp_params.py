@@ -85,11 +85,12 @@ class WarpSamplerConfig:
 
     @classmethod
     def level(cls, level: int, **overrides) -> "WarpSamplerConfig":
-        """iw3's divergence level 1, 2 or 3, with other fields overridden."""
+        """iw3's divergence level 1, 2 or 3; fields given in ``overrides`` win (a level with
+        its own ``divergence_range``, say)."""
         if level not in DIVERGENCE_LEVELS:
             raise ValueError(f"divergence level must be one of {sorted(DIVERGENCE_LEVELS)}, got {level}")
         choices, rng = DIVERGENCE_LEVELS[level]
-        return cls(divergence_choices=choices, divergence_range=rng, **overrides)
+        return cls(**{"divergence_choices": choices, "divergence_range": rng, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict) -> "WarpSamplerConfig":

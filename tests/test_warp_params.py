@@ -71,6 +71,10 @@ def test_config_rejects_unknown_keys_and_bad_values():
     cfg = WarpSamplerConfig.from_dict({"level": 2, "closing_choices": [[3, 5], [0, 0]]})
     assert cfg.divergence_range == (3.0, 8.0)
     assert cfg.closing_choices == ((3, 5), (0, 0))
+    # a level with its divergences overridden (a YAML level + a command-line range): the
+    # given fields win, the others come from the level (this raised a TypeError once)
+    cfg = WarpSamplerConfig.from_dict({"level": 2, "divergence_range": [0, 11]})
+    assert cfg.divergence_range == (0.0, 11.0) and cfg.divergence_choices == (4.0, 5.0, 6.0)
 
 
 def test_masks_from_params_are_reproducible_and_match_the_warp_core(depth_map):
