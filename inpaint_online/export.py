@@ -320,8 +320,8 @@ class _Yield:
     from the next batch on (``left_out``: source -> the position that decided it); at
     -log 20 it has proven itself and is not tested again. At Y = 0.25 (simulated): a source
     that keeps none is left out after 6 drops in a row, one that keeps 1 in 8 is kept 1 time
-    in 60, one that keeps half is left out 1 time in 16, 80 %: 1 in 1,700. The ledger lives in the split's progress
-    state, so a resumed export decides the same."""
+    in 60, one that keeps half is left out 1 time in 16, 80 %: 1 in 1,700. The ledger lives
+    in the split's progress state, so a resumed export decides the same."""
 
     BOUND = math.log(20)
 
