@@ -70,7 +70,6 @@ from .errors import DataError
 from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
 from .fsutil import atomic_write_bytes, show, sweep_temp, writable_dir
 from .train import _device
-from .warp_params import DIVERGENCE_LEVELS
 
 __all__ = ["export_dataset", "plan_export", "read_sample", "ExportSummary", "ExportPlan",
            "IW3_SIZE", "IW3_CLIP", "IW3_EVAL"]
@@ -384,12 +383,9 @@ def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, dev
                           sync_ok=True)
     min_px = cfg.collate.min_hole_px
     st.setdefault("skipped", 0)
-    sources = {_source_of(ds, i)["source"] for i in range(len(ds))}
-    w = cfg.warp
-    level = next((f"warp level {n}" for n, (ch, rg) in DIVERGENCE_LEVELS.items()
-                  if tuple(w.divergence_choices) == ch and tuple(w.divergence_range) == rg),
-                 f"divergence <= {max(w.divergence_range[1], *w.divergence_choices):g} %")
-    yld = _Yield(st, min_yield, sources, split, level, min_px)
+    # the table's source column (no record dict per sample: caches may hold millions)
+    sources = {s.decode("utf-8", "surrogateescape") for s in np.unique(ds.table.source)}
+    yld = _Yield(st, min_yield, sources, split, cfg.warp.describe_divergence(), min_px)
     for k, full in enumerate(loader, start=first_batch):
         recs = [_source_of(ds, i) for i in full["index"].tolist()]
         take = [i for i in range(len(recs)) if not yld.skip(recs[i]["source"], k * bs)]
@@ -417,8 +413,9 @@ def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, dev
                 st["skipped"] += 1                         # a left-out source: not warped
                 continue
             i = row[at]
-            yld.record(rec, holes[i] >= min_px * t, pos)
-            if holes[i] < min_px * t:
+            kept = holes[i] >= min_px * t
+            yld.record(rec, kept, pos)
+            if not kept:
                 st["dropped"] += 1
                 continue
             name = _name(plan.prefix, pos)

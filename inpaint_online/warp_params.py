@@ -92,6 +92,12 @@ class WarpSamplerConfig:
         choices, rng = DIVERGENCE_LEVELS[level]
         return cls(**{"divergence_choices": choices, "divergence_range": rng, **overrides})
 
+    def describe_divergence(self) -> str:
+        """``warp level N`` when the divergences are iw3's level N, else their upper bound."""
+        mine = (tuple(self.divergence_choices), tuple(self.divergence_range))
+        return next((f"warp level {n}" for n, lv in DIVERGENCE_LEVELS.items() if mine == lv),
+                    f"divergence <= {max(self.divergence_range[1], *self.divergence_choices):g} %")
+
     @classmethod
     def from_dict(cls, values: dict) -> "WarpSamplerConfig":
         known = {f.name for f in fields(cls)}

@@ -75,6 +75,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
     # given fields win, the others come from the level (this raised a TypeError once)
     cfg = WarpSamplerConfig.from_dict({"level": 2, "divergence_range": [0, 11]})
     assert cfg.divergence_range == (0.0, 11.0) and cfg.divergence_choices == (4.0, 5.0, 6.0)
+    assert cfg.describe_divergence() == "divergence <= 11 %"
+    assert WarpSamplerConfig.level(3).describe_divergence() == "warp level 3"
 
 
 def test_masks_from_params_are_reproducible_and_match_the_warp_core(depth_map):
