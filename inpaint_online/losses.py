@@ -77,6 +77,7 @@ def perceptual_distance(vgg: VGGFeatures, a: torch.Tensor, b: torch.Tensor,
 class LossConfig:
     """The ``loss:`` section: weights of the terms."""
     hole_l1: float = 1.0
+    hole_l2: float = 0.0                   # mean squared error in the holes (what PSNR scores)
     valid_l1: float = 0.1
     ssim: float = 0.4
     ssim_window: int = 7
@@ -85,7 +86,7 @@ class LossConfig:
     perceptual_weights: str = ""           # torchvision's vgg16-397923af.pth (local path)
 
     def validate(self) -> None:
-        if min(self.hole_l1, self.valid_l1, self.ssim, self.temporal, self.perceptual) < 0:
+        if min(self.hole_l1, self.hole_l2, self.valid_l1, self.ssim, self.temporal, self.perceptual) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.perceptual > 0 and not Path(self.perceptual_weights).is_file():
             raise ValueError(
@@ -157,6 +158,9 @@ class InpaintLoss:
         diff = (pred - y).abs()
         parts = {"hole_l1": masked_mean(diff, m), "valid_l1": masked_mean(diff, 1 - m)}
         total = c.hole_l1 * parts["hole_l1"] + c.valid_l1 * parts["valid_l1"]
+        if c.hole_l2 > 0:
+            parts["hole_l2"] = masked_mean(diff ** 2, m)
+            total = total + c.hole_l2 * parts["hole_l2"]
         if c.ssim > 0:
             out = composite(x, m, pred)
             s = ssim_map(out, y, c.ssim_window)
