@@ -117,7 +117,7 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
     mask = (mask > 0).to(x.dtype)
     x = x * (1 - mask)
     if needs_depth(model) and depth is None:
-        raise ValueError("this model reads depth (model.use_depth or model.prefill=background): "
+        raise ValueError("this model reads depth (model.use_depth or model.prefill=background/dual): "
                          "pass a depth map")
     d = depth * (1 - mask) if depth is not None else None
     if view == "left":
@@ -139,9 +139,9 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
 
 def needs_depth(model: torch.nn.Module) -> bool:
     """Whether ``model`` reads depth: as an input (``model.use_depth``) or for its first
-    guess (``model.prefill=background``)."""
+    guess (``model.prefill=background`` or ``dual``)."""
     c = getattr(model, "config", None)
-    return bool(getattr(c, "use_depth", False)) or getattr(c, "prefill", None) == "background"
+    return bool(getattr(c, "use_depth", False)) or getattr(c, "prefill", None) in ("background", "dual")
 
 
 def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tensor,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 __all__ = ["ModelConfig", "GatedConv", "GatedUNet", "TemporalGatedUNet", "build_model", "composite",
            "prefill_holes"]
 
-PREFILLS = ("interp", "pushpull", "background", "right", "none")
+PREFILLS = ("interp", "pushpull", "background", "dual", "right", "none")
 
 
 def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
@@ -33,7 +33,9 @@ def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
     ``pushpull`` (default): a smooth fill from every side (:func:`pushpull_fill`; +0.9 dB in
     the holes over ``interp`` on the demo's textured validation). ``background``: push-pull
     from the farther side only, by ``depth`` (:func:`background_pushpull_fill`; the best
-    classical fill of true disocclusions measured here). ``right``: copy the nearest known pixel to the right — the background side in the
+    classical fill of true disocclusions measured here). ``dual`` (needs depth): the mean of
+    the two — the model built with it is given both and learns, per pixel, how much of each
+    to take (:class:`GatedUNet`); its untrained output is this mean. ``right``: copy the nearest known pixel to the right — the background side in the
     training orientation. ``interp``: linear interpolation between the nearest known pixels
     left and right (falls back to whichever exists). ``none``: zeros. Without a first guess
     a small net spends most of its early training learning to copy neighbours.
@@ -42,10 +44,11 @@ def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
         return x * (1 - mask)
     if mode == "pushpull":
         return pushpull_fill(x, mask, smooth)
-    if mode == "background":
+    if mode in ("background", "dual"):
         if depth is None:
-            raise ValueError("model.prefill=background fills from the farther side by depth: pass depth")
-        return background_pushpull_fill(x, mask, depth, smooth=smooth)
+            raise ValueError(f"model.prefill={mode} fills from the farther side by depth: pass depth")
+        bg = background_pushpull_fill(x, mask, depth, smooth=smooth)
+        return bg if mode == "background" else 0.5 * (bg + pushpull_fill(x, mask, smooth))
     w = x.shape[-1]
     hole = mask > 0.5
     col = torch.arange(w, device=x.device).view(1, 1, 1, w)
@@ -135,7 +138,8 @@ class ModelConfig:
     dilations: tuple[int, ...] = (2, 4, 8)  # bottleneck
     use_depth: bool = False                # a 5th input channel: the (masked) depth
     prefill: str = "pushpull"              # holes pre-filled before the net: pushpull | background
-                                           # (needs depth) | interp | right | none
+                                           # (needs depth) | dual (both, blended per pixel by
+                                           # the net; needs depth) | interp | right | none
     prefill_smooth: int = 32               # 3x3 averagings after push-pull (pushpull, background):
                                            # 32 is level with the 300-step diffusion fill (8: -0.2 dB)
     temporal_heads: int = 4                # temporal_unet: attention heads across frames
@@ -173,7 +177,8 @@ class GatedUNet(nn.Module):
         c = self.config = config or ModelConfig()
         c.validate()
         widths = [c.channels * min(2 ** i, c.max_mult) for i in range(c.levels + 1)]
-        self.stem = GatedConv(4 + int(c.use_depth), widths[0], 5)
+        self.dual = c.prefill == "dual"
+        self.stem = GatedConv(4 + 3 * self.dual + int(c.use_depth), widths[0], 5)
         self.down = nn.ModuleList()
         for i in range(c.levels):
             layers = [GatedConv(widths[i], widths[i + 1], 3, stride=2)]
@@ -186,8 +191,9 @@ class GatedUNet(nn.Module):
             layers = [GatedConv(widths[i + 1] + widths[i], widths[i])]
             layers += [GatedConv(widths[i], widths[i]) for _ in range(c.blocks)]
             self.up.append(nn.Sequential(*layers))
-        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
-        if c.prefill != "none":    # start as the first guess: a zero residual
+        # dual: a 4th output channel, the logit of the share of the background fill
+        self.head = nn.Conv2d(widths[0], 3 + self.dual, 3, padding=1)
+        if c.prefill != "none":    # start as the first guess: a zero residual (dual: half each)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -206,8 +212,16 @@ class GatedUNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"expected x (B, 3, H, W) and mask (B, 1, H, W); got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
-        guess = prefill_holes(x, mask, self.config.prefill, depth, self.config.prefill_smooth)
-        parts = [guess * 2 - 1, mask]
+        c = self.config
+        if self.dual:
+            if depth is None:
+                raise ValueError("model.prefill=dual fills from the farther side by depth: pass depth")
+            guess = pushpull_fill(x, mask, c.prefill_smooth)
+            bg = background_pushpull_fill(x, mask, depth, smooth=c.prefill_smooth)
+            parts = [guess * 2 - 1, bg * 2 - 1, mask]
+        else:
+            guess = prefill_holes(x, mask, c.prefill, depth, c.prefill_smooth)
+            parts = [guess * 2 - 1, mask]
         if self.config.use_depth:
             if depth is None:
                 raise ValueError("this model was built with use_depth=True: pass depth")
@@ -229,6 +243,9 @@ class GatedUNet(nn.Module):
             z = F.interpolate(z, size=s.shape[-2:], mode="nearest")
             z = up(torch.cat([z, s], dim=1))
         out = self.head(z)[..., :h, :w]
+        if self.dual:              # the two fills blended per pixel, then the residual
+            guess = torch.lerp(guess, bg, torch.sigmoid(out[:, 3:]))
+            out = out[:, :3]
         # a residual on the first guess (plain output when there is none)
         out = guess + out if self.config.prefill != "none" else out * 0.5 + 0.5
         return out.unflatten(0, (-1, t)) if clip else out

@@ -345,3 +345,34 @@ def test_a_model_that_fills_from_the_background_needs_depth():
     out = inpaint(model, x, m, d)                  # untrained: exactly its first guess
     from inpaint_online.models import background_pushpull_fill
     assert torch.allclose(out, background_pushpull_fill(x * (1 - m), m, d * (1 - m), smooth=32), atol=1e-5)
+
+
+def test_a_dual_model_blends_the_two_fills_by_its_learned_share():
+    """``model.prefill=dual``: given both first guesses, the net's 4th output channel is the
+    per-pixel share of the background fill (untrained: half each); it needs depth."""
+    from inpaint_online.inference import needs_depth
+    from inpaint_online.models import (ModelConfig, background_pushpull_fill, build_model,
+                                       prefill_holes, pushpull_fill)
+    h, w = 40, 60
+    x = torch.zeros(1, 3, h, w)
+    x[:, 0] = 0.9
+    x[:, :, :, 10:30] = torch.tensor([0.1, 0.2, 0.9]).view(1, 3, 1, 1)
+    depth = torch.full((1, 1, h, w), 0.2)
+    depth[..., 10:30] = 0.8
+    m = torch.zeros(1, 1, h, w)
+    m[..., 8:32, 30:42] = 1
+    xm, dm = x * (1 - m), depth * (1 - m)
+    pp, bg = pushpull_fill(xm, m, 32), background_pushpull_fill(xm, m, dm, smooth=32)
+    assert (pp - bg).abs().max() > 0.3               # the two guesses differ in the holes
+    model = build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual")).eval()
+    assert needs_depth(model) and model.head.out_channels == 4
+    with pytest.raises(ValueError, match="this model reads depth"):
+        inpaint(model, x, m)
+    assert torch.allclose(inpaint(model, x, m, depth), 0.5 * (pp + bg), atol=1e-5)
+    assert torch.allclose(prefill_holes(xm, m, "dual", dm, 32), 0.5 * (pp + bg), atol=1e-6)
+    with torch.no_grad():                            # the share's logit pushed to either end
+        for logit, want in ((30.0, bg), (-30.0, pp)):
+            model.head.bias[3] = logit
+            assert torch.allclose(inpaint(model, x, m, depth), want, atol=1e-5)
+    with pytest.raises(ValueError, match="model.prefill=dual .* pass depth"):
+        prefill_holes(xm, m, "dual")
