@@ -145,9 +145,26 @@ def test_missing_cache_is_a_clear_error(tmp_path):
 
 
 def test_shipped_configs_load():
-    for name in ("demo.yaml", "image.yaml"):
+    for name in ("demo.yaml", "image.yaml", "cpu_quality.yaml"):
         cfg = load_config(ROOT / "configs" / name)
         GatedUNet(cfg.model)
+
+
+def test_a_dual_model_with_layered_samples_trains_and_its_checkpoint_fills_with_depth(small_cache, tmp_path):
+    """configs/cpu_quality.yaml's kind of model: both first guesses, depth in, composites."""
+    from inpaint_online.inference import inpaint, load_model
+    res = train(tiny_config(small_cache, tmp_path, "model.prefill=dual", "model.use_depth=true",
+                            "data.composite_p=0.5", "train.ema_decay=0.9"), progress=False)
+    assert res.step == 6
+    ckpts = tmp_path / "t" / "checkpoints"
+    model = load_model(ckpts / "best.pt")
+    assert model.config.prefill == "dual" and model.config.use_depth
+    assert load_model(ckpts / "best_ema.pt").config.prefill == "dual"
+    x, m = torch.rand(1, 3, 40, 56), torch.zeros(1, 1, 40, 56)
+    m[..., 10:30, 20:30] = 1
+    out = inpaint(model, x, m, torch.rand(1, 1, 40, 56))
+    assert torch.equal(out[(m == 0).expand_as(out)], x[(m == 0).expand_as(x)])
+    assert torch.isfinite(out).all()
 
 
 def test_model_takes_any_size_and_the_composite_keeps_known_pixels():
