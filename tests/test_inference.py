@@ -376,3 +376,17 @@ def test_a_dual_model_blends_the_two_fills_by_its_learned_share():
             assert torch.allclose(inpaint(model, x, m, depth), want, atol=1e-5)
     with pytest.raises(ValueError, match="model.prefill=dual .* pass depth"):
         prefill_holes(xm, m, "dual")
+
+
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile needs a C compiler on CPU")
+def test_a_dual_model_compiles_fullgraph_and_runs_on_clips():
+    from inpaint_online.models import ModelConfig, build_model
+    cfg = dict(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual")
+    model = build_model(ModelConfig(**cfg, use_depth=True)).eval()
+    x, m, d = torch.rand(2, 3, 40, 48), (torch.rand(2, 1, 40, 48) < 0.2).float(), torch.rand(2, 1, 40, 48)
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(model, fullgraph=True)(x * (1 - m), m, d),
+                              model(x * (1 - m), m, d), atol=1e-5)
+    clip_model = build_model(ModelConfig(kind="temporal_unet", **cfg))
+    xc, mc = torch.rand(1, 3, 3, 32, 32), (torch.rand(1, 3, 1, 32, 32) < 0.2).float()
+    assert clip_model(xc * (1 - mc), mc, torch.rand(1, 3, 1, 32, 32)).shape == xc.shape
