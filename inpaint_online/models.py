@@ -35,8 +35,8 @@ def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
     from the farther side only, by ``depth`` (:func:`background_pushpull_fill`; the best
     classical fill of true disocclusions measured here). ``dual`` (needs depth): the mean of
     the two — the model built with it is given both and learns, per pixel, how much of each
-    to take (:class:`GatedUNet`); its untrained output is this mean. ``right``: copy the nearest known pixel to the right — the background side in the
-    training orientation. ``interp``: linear interpolation between the nearest known pixels
+    to take (:class:`GatedUNet`); its untrained output is this mean. ``right``: copy the
+    nearest known pixel to the right — the background side in the training orientation. ``interp``: linear interpolation between the nearest known pixels
     left and right (falls back to whichever exists). ``none``: zeros. Without a first guess
     a small net spends most of its early training learning to copy neighbours.
     """
@@ -222,7 +222,7 @@ class GatedUNet(nn.Module):
         else:
             guess = prefill_holes(x, mask, c.prefill, depth, c.prefill_smooth)
             parts = [guess * 2 - 1, mask]
-        if self.config.use_depth:
+        if c.use_depth:
             if depth is None:
                 raise ValueError("this model was built with use_depth=True: pass depth")
             parts.append(depth * 2 - 1)

