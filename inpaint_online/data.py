@@ -75,6 +75,9 @@ class DataConfig:
     composite_p: float = 0.0              # share of training samples made layered: a cut-out of
                                           # another source pasted in front (exact depth edges)
     composite_size: tuple[float, float] = (0.2, 0.45)   # the cut-out's radius, of the window
+    composite_zoom: tuple[float, float] = (1.0, 1.0)    # a layered sample stands for a window of
+                                          # a frame this many times wider (log-uniform draw): its
+                                          # shift, in % of the frame width, makes wider holes
     val_composite_p: float = 0.0          # the same for validation samples (cut-outs from the
                                           # held-out sources): holes with real geometry
 
@@ -87,6 +90,9 @@ class DataConfig:
         lo, hi = self.composite_size
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(f"data.composite_size must be 0 < lo <= hi <= 0.5, got {self.composite_size}")
+        lo, hi = self.composite_zoom
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"data.composite_zoom must be 1 <= lo <= hi, got {self.composite_zoom}")
         for name in ("hard_crop_p", "flip_p", "jitter_p", "val_fraction", "composite_p",
                      "val_composite_p"):
             v = getattr(self, name)
@@ -488,6 +494,9 @@ class CacheDataset(Dataset):
             made = self._composite(img, d_c, index, g)
             if made is not None:
                 img, d_c = made
+                lo, hi = c.composite_zoom
+                if hi > 1.0:       # drawn only when asked: other configs keep their draws
+                    fw *= math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rand()))
         d16 = torch.from_numpy(np.ascontiguousarray(
             np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[:, None]
         return {"rgb": img, "depth": d16, "width": torch.tensor(fw, dtype=torch.float32),

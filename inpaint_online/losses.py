@@ -84,6 +84,9 @@ class LossConfig:
     temporal: float = 0.0                  # clips: L1 of (Δ_t output − Δ_t target) in the holes
     perceptual: float = 0.0                # VGG16 feature distance around the holes
     perceptual_weights: str = ""           # torchvision's vgg16-397923af.pth (local path)
+    per_sample: bool = False               # hole terms: mean over each sample's holes, then
+                                           # over the batch (every sample counts the same,
+                                           # however wide its holes); False: over all hole pixels
 
     def validate(self) -> None:
         if min(self.hole_l1, self.hole_l2, self.valid_l1, self.ssim, self.temporal, self.perceptual) < 0:
@@ -156,10 +159,18 @@ class InpaintLoss:
             pred = pred.flatten(0, 1)
         x, m, y = (v.flatten(0, 1) if v.dim() == 5 else v for v in (batch.x, batch.mask, batch.y))
         diff = (pred - y).abs()
-        parts = {"hole_l1": masked_mean(diff, m), "valid_l1": masked_mean(diff, 1 - m)}
+
+        def in_holes(v: torch.Tensor) -> torch.Tensor:
+            if not c.per_sample:
+                return masked_mean(v, m)
+            has = m.flatten(1).amax(1)            # samples without holes count for nothing
+            per = masked_mean(v, m, dims=(1, 2, 3))
+            return (per * has).sum() / has.sum().clamp(min=1.0)
+
+        parts = {"hole_l1": in_holes(diff), "valid_l1": masked_mean(diff, 1 - m)}
         total = c.hole_l1 * parts["hole_l1"] + c.valid_l1 * parts["valid_l1"]
         if c.hole_l2 > 0:
-            parts["hole_l2"] = masked_mean(diff ** 2, m)
+            parts["hole_l2"] = in_holes(diff ** 2)
             total = total + c.hole_l2 * parts["hole_l2"]
         if c.ssim > 0:
             out = composite(x, m, pred)

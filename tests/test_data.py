@@ -241,6 +241,41 @@ def test_composite_samples_paste_a_cut_out_in_front_with_exact_depth_edges(small
         assert 0.29 < ratio < 0.61
 
 
+def test_composite_zoom_widens_only_the_layered_samples_frame(small_cache):
+    """data.composite_zoom: a layered sample's frame width (what the shift is measured in)
+    is multiplied by a draw in the range; its pixels and depth are the unzoomed sample's,
+    plain samples are untouched, and the widened shift makes wider holes."""
+    from inpaint_online.collate import CollateConfig, WarpCollate
+    from inpaint_online.evaluate_stereo import max_run
+    from inpaint_online.warp_params import WarpSamplerConfig
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0)
+    one = CacheDataset(m, recs, DataConfig(**base))
+    zoom = CacheDataset(m, recs, DataConfig(**base, composite_zoom=(2.0, 3.0)))
+    keys = [(i % len(one), 100 + i) for i in range(8)]
+    for key in keys:
+        a, b = one[key], zoom[key]
+        assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["depth"], b["depth"])
+        assert 2.0 * a["width"] - 1e-3 <= b["width"] <= 3.0 * a["width"] + 1e-3
+    plain = DataConfig(crop=64, crop_window=1.0, jitter_p=0.0, composite_zoom=(2.0, 3.0))
+    assert all(torch.equal(CacheDataset(m, recs, plain)[k]["width"],
+                           CacheDataset(m, recs, DataConfig(crop=64, crop_window=1.0, jitter_p=0.0))[k]["width"])
+               for k in keys[:3])
+
+    def widest(ds):
+        items = [ds[k] for k in keys]
+        cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        b = WarpCollate(WarpSamplerConfig.level(2, closing_choices=((0, 0),), max_shift=64.0),
+                        CollateConfig(min_hole_px=0, widen_bg_p=0.0, widen_fg_p=0.0), seed=3)(cpu, step=0)
+        return sorted(max_run(b.mask[i] > 0) for i in range(len(keys)))
+
+    w1, w2 = widest(one), widest(zoom)
+    assert sum(w2) > 1.6 * sum(w1), (w1, w2)
+    with pytest.raises(ValueError, match=r"data.composite_zoom must be 1 <= lo <= hi"):
+        DataConfig(composite_zoom=(0.5, 2.0)).validate()
+
+
 def test_validation_composites_only_when_asked(small_cache):
     """data.val_composite_p: validation samples made layered (deterministic), with cut-outs
     from the validation sources themselves; training's composite_p never reaches them."""

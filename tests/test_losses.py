@@ -58,3 +58,27 @@ def test_hole_l2_off_by_default_and_a_perfect_fill_costs_nothing():
 def test_negative_weights_are_refused():
     with pytest.raises(ValueError, match="loss weights must be >= 0"):
         InpaintLoss(LossConfig(hole_l2=-1.0))
+
+
+def test_per_sample_hole_terms_weigh_every_sample_the_same():
+    """loss.per_sample: each sample's mean over its own holes, averaged over the samples that
+    have holes (a sample with none counts for nothing); the pooled mean otherwise."""
+    batch, pred = _batch(seed=2, b=3)
+    batch.mask[0, :, :, :] = 0
+    batch.mask[1, :, :4, :4] = 1                      # few holes ...
+    batch.mask[1, :, 4:] = 0
+    batch.mask[2, :, :, :15] = 1                      # ... and many
+    batch.x = batch.y * (1 - batch.mask)
+    per = []
+    for i in (1, 2):
+        one = SimpleNamespace(x=batch.x[i:i + 1], y=batch.y[i:i + 1], mask=batch.mask[i:i + 1])
+        per.append(_reference(pred[i:i + 1], one, 1.0, 0.0, 0.0)[0])
+    _, parts = InpaintLoss(LossConfig(ssim=0.0, hole_l2=1.0, per_sample=True))(pred, batch)
+    assert parts["hole_l1"].item() == pytest.approx(sum(per) / 2, rel=1e-5)
+    _, pooled = InpaintLoss(LossConfig(ssim=0.0, hole_l2=1.0))(pred, batch)
+    assert pooled["hole_l1"].item() == pytest.approx(_reference(pred, batch, 1.0, 0.0, 0.0)[0], rel=1e-5)
+    assert abs(pooled["hole_l1"].item() - parts["hole_l1"].item()) > 1e-3
+    # squared error too: per sample, then the mean
+    mse = [float(((pred[i] - batch.y[i]) ** 2 * batch.mask[i]).sum() / (3 * batch.mask[i].sum()))
+           for i in (1, 2)]
+    assert parts["hole_l2"].item() == pytest.approx(sum(mse) / 2, rel=1e-5)
