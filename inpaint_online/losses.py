@@ -84,9 +84,10 @@ class LossConfig:
     temporal: float = 0.0                  # clips: L1 of (Δ_t output − Δ_t target) in the holes
     perceptual: float = 0.0                # VGG16 feature distance around the holes
     perceptual_weights: str = ""           # torchvision's vgg16-397923af.pth (local path)
-    per_sample: bool = False               # hole terms: mean over each sample's holes, then
-                                           # over the batch (every sample counts the same,
-                                           # however wide its holes); False: over all hole pixels
+    per_sample: bool = False               # hole terms: mean over each sample's (clips: each
+                                           # frame's) holes, then over the batch: every sample
+                                           # counts the same, however wide its holes. False:
+                                           # the mean over all hole pixels of the batch
 
     def validate(self) -> None:
         if min(self.hole_l1, self.hole_l2, self.valid_l1, self.ssim, self.temporal, self.perceptual) < 0:
