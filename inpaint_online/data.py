@@ -461,7 +461,7 @@ class CacheDataset(Dataset):
         rand = lambda n=1: torch.rand(n, generator=g)  # noqa: E731
         h, w = depth.shape[1:]
         lo, hi = c.scale_range
-        f = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rand()))
+        f = _log_uniform(lo, hi, float(rand()))
         f = max(f, s / min(h, w))                   # small frames are scaled up to fit a crop
         fw, fh = w * f, h * f
         # max(0, .): at f = s / h, h * f may round to a hair under s (400 * (510 / 400))
@@ -496,7 +496,7 @@ class CacheDataset(Dataset):
                 img, d_c = made
                 lo, hi = c.composite_zoom
                 if hi > 1.0:       # drawn only when asked: other configs keep their draws
-                    fw *= math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(rand()))
+                    fw *= _log_uniform(lo, hi, float(rand()))
         d16 = torch.from_numpy(np.ascontiguousarray(
             np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[:, None]
         return {"rgb": img, "depth": d16, "width": torch.tensor(fw, dtype=torch.float32),
@@ -561,6 +561,11 @@ class CacheDataset(Dataset):
         img = TF.adjust_contrast(img, 1 + c * u[1])
         img = TF.adjust_saturation(img, 1 + s * u[2])
         return TF.adjust_hue(img, hue * u[3]) if hue > 0 else img
+
+
+def _log_uniform(lo: float, hi: float, u: float) -> float:
+    """``u`` in [0, 1) mapped log-uniformly onto [lo, hi] (scale and zoom draws)."""
+    return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
 
 
 def make_loader(ds: CacheDataset, sampler: StreamSampler, *, pin_memory: bool = False) -> DataLoader:

@@ -36,8 +36,9 @@ def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
     classical fill of true disocclusions measured here). ``dual`` (needs depth): the mean of
     the two — the model built with it is given both and learns, per pixel, how much of each
     to take (:class:`GatedUNet`); its untrained output is this mean. ``right``: copy the
-    nearest known pixel to the right — the background side in the training orientation. ``interp``: linear interpolation between the nearest known pixels
-    left and right (falls back to whichever exists). ``none``: zeros. Without a first guess
+    nearest known pixel to the right — the background side in the training orientation.
+    ``interp``: linear interpolation between the nearest known pixels left and right (falls
+    back to whichever exists). ``none``: zeros. Without a first guess
     a small net spends most of its early training learning to copy neighbours.
     """
     if mode == "none":
