@@ -28,7 +28,7 @@ import torch
 
 from inpaint_online.cache import Manifest, ManifestWriter, Sampling, Summary
 from inpaint_online.depth import FallbackBackend, MidasBackend
-from inpaint_online.midas_small import MidasSmall
+from inpaint_online.depth.midas_small import MidasSmall
 from inpaint_online.precompute import Task, _Job, precompute
 from inpaint_online.precompute_cli import demo_inputs, demo_video_inputs
 from inpaint_online.precompute_stream import loader

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inpaint_online.collate import Prefetcher, WarpCollate  # noqa: E402
 from inpaint_online.config import load_config  # noqa: E402
 from inpaint_online.data import CacheDataset, StreamSampler, make_loader, open_cache, split_records  # noqa: E402
-from inpaint_online.train import Trainer, _device  # noqa: E402
+from inpaint_online.devices import resolve_device
+from inpaint_online.train import Trainer
 
 
 def sync(device):
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    device = _device(cfg.run.device, 0)
+    device = resolve_device(cfg.run.device, 0)
     bs, n = cfg.data.batch_size, args.batches
     manifest = open_cache(cfg.data.cache_dir)
     recs, _ = split_records(manifest.samples(), cfg.data.val_fraction)

@@ -34,10 +34,12 @@ from torch.utils._pytree import tree_flatten
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import photo_depth  # noqa: E402
 
-from inpaint_online.occlusion import METHODS, occlusion_mask  # noqa: E402
-from inpaint_online.warp_params import WarpSampler  # noqa: E402
-from inpaint_online.warp_reference import (reference_geometric_mask,  # noqa: E402
-                                           reference_iw3_mask)
+from inpaint_online.warp import (  # noqa: E402
+    MASK_METHODS,
+    WarpSampler,  # noqa: E402
+    occlusion_mask,
+)
+from inpaint_online.warp.reference import reference_geometric_mask, reference_iw3_mask
 
 H100_BYTES_PER_S = 3.35e12
 LAUNCH_S = 5e-6
@@ -92,7 +94,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--method", choices=METHODS, action="append",
+    ap.add_argument("--method", choices=MASK_METHODS, action="append",
                     help="method(s) to measure (default: all)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -108,7 +110,7 @@ def main(argv=None):
           f"threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
     depth = photo_depth("coffee.png")
     sampler = WarpSampler()
-    for method in args.method or METHODS:
+    for method in args.method or MASK_METHODS:
         print(f"\n## method={method}")
         print(f"{'B x H x W':>16} {'batched Mpx/s':>14} {'1-by-1 Mpx/s':>13} {'ratio':>6} "
               f"{'samples/s':>10}")

@@ -18,7 +18,7 @@ sys.path.insert(0, os.environ.get("NUNIF", "/tmp/nunif"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import photo_depth  # noqa: E402
 
-from inpaint_online.occlusion import occlusion_mask  # noqa: E402
+from inpaint_online.warp import occlusion_mask  # noqa: E402
 
 
 def iou(a, b):
@@ -26,7 +26,7 @@ def iou(a, b):
 
 
 def main():
-    from iw3.forward_warp import nonwarp_mask      # nunif's code, from $NUNIF
+    from iw3.forward_warp import nonwarp_mask  # nunif's code, from $NUNIF
     for name in ["coffee.png", "astronaut.png", "chelsea.png", "rocket.jpg"]:
         d = photo_depth(name)
         h, w = d.shape[-2:]

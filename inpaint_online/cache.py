@@ -38,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import one_line
-from .fsutil import atomic_write_bytes, show  # noqa: F401  (re-exported)
-
+from .errors import one_line, show
+from .fsutil import atomic_write_bytes
 
 MANIFEST_GLOB = "manifest*.jsonl"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import one_line
-from .fsutil import atomic_write_bytes, show
+from .errors import one_line, show
+from .fsutil import atomic_write_bytes
 
 __all__ = ["save_checkpoint", "load_checkpoint", "verify_checkpoint", "CheckpointError", "FORMAT"]
 

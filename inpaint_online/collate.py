@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import DEPTH_OFFSET, mix_seed
-from .occlusion import METHODS
-from .warp_params import WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
+from .warp import MASK_METHODS, WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
 
 __all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask", "best_crops",
            "crop_at", "crop_candidates"]
@@ -43,8 +42,8 @@ class CollateConfig:
                                            # the one with the most hole pixels is kept
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"collate.method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in MASK_METHODS:
+            raise ValueError(f"collate.method must be one of {MASK_METHODS}, got {self.method!r}")
         if self.border not in ("pad", "none"):
             raise ValueError(f"collate.border must be 'pad' or 'none', got {self.border!r}")
         if self.crop_candidates < 1:

@@ -34,13 +34,15 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, load_config
 from .data import open_cache, split_records
-from .errors import DataError, user_message
+from .devices import resolve_device
+from .errors import DataError, show, user_message
+from .fsutil import check_output_file
 from .inference import classical_fills, inpaint, load_model
 from .losses import batch_scores, mean_scores
-from .fsutil import check_output_file, show
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
-from .train import _device, hole_texture, validation_batches
-from .warp_params import DIVERGENCE_LEVELS
+from .train import hole_texture, validation_batches
+from .warp import DIVERGENCE_LEVELS
+
 
 def sheet_columns(methods: list[str]) -> list[str]:
     """Columns of ``--sheet``: input, every method's fill, target, the model's error, zooms
@@ -77,7 +79,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
             base.get("warp", {}).pop(k, None)
         overrides.append(f"warp.level={level}")
     cfg = load_config(None, overrides, base=base)
-    dev = _device(cfg.run.device, 0)
+    dev = resolve_device(cfg.run.device, 0)
     model = load_model(checkpoint, dev)
     manifest = open_cache(cfg.data.cache_dir)
     _, val = split_records(manifest.samples(), cfg.data.val_fraction, cfg.data.val_sources)

@@ -8,7 +8,6 @@ allowed — a typo must not silently train with the default.
 
 from __future__ import annotations
 
-
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from .data import DataConfig
 from .errors import ConfigError
 from .losses import LossConfig
 from .models import ModelConfig
-from .warp_params import WarpSamplerConfig
+from .warp import WarpSamplerConfig
 
 __all__ = ["RunConfig", "OptimConfig", "TrainConfig", "Config", "ConfigError", "load_config"]
 

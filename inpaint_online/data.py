@@ -27,8 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .cache import Manifest, load_depth
-from .errors import DataError, one_line
-from .fsutil import show
+from .errors import DataError, one_line, show
 from .media import MediaError, VideoReader, load_image
 
 __all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",

@@ -1,4 +1,9 @@
-"""Errors that carry a message for the user (printed without a traceback by the CLIs)."""
+"""Errors that carry a message for the user (printed without a traceback by the CLIs), and
+the helpers that put one on a single line (:func:`one_line`, :func:`show` for a path)."""
+
+from __future__ import annotations
+
+import os
 
 
 class ConfigError(ValueError):
@@ -28,7 +33,13 @@ def one_line(text: str) -> str:
 def describe(e: BaseException) -> str:
     """One line for a CLI's ``error:``: an OSError as ``file: reason``, anything else as its
     message."""
-    from .fsutil import show
     if isinstance(e, OSError) and e.filename:
         return f"{show(e.filename)}: {e.strerror or type(e).__name__}"
     return one_line(user_message(e))
+
+
+def show(path: str | os.PathLike) -> str:
+    """``path`` for a one-line message: as it is, or quoted (``'a\\nb.png'``) when it holds
+    a newline, a tab or another unprintable character."""
+    s = os.fspath(path)
+    return s if s.isprintable() else repr(s)

@@ -49,11 +49,11 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError
-from .errors import describe
-from .media import MediaError, load_image
-from .fsutil import atomic_write_bytes, check_output_file, show
+from .errors import describe, show
+from .fsutil import atomic_write_bytes, check_output_file
 from .inference import classical_fills, inpaint, load_model, opencv_available, split_border_band
 from .losses import ssim_map
+from .media import MediaError, load_image
 from .pictures import hole_overlay, save_sheet, to_uint8, zoom_on_holes
 from .warp import fill_from_background, forward_warp
 
@@ -80,12 +80,12 @@ def read_disparity(path: str | Path) -> np.ndarray:
 
     ``.pfm`` (Middlebury: ``inf`` = unknown), 16-bit ``.png`` (KITTI: d = value / 256,
     0 = unknown), ``.npy`` (non-finite or negative = unknown)."""
-    from .depth import _read_pfm
+    from .depth import read_pfm
     path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".pfm":
-            d = _read_pfm(path)
+            d = read_pfm(path)
             if d.ndim == 3:
                 d = d[..., 0]
             d = np.where(np.isfinite(d), d, np.nan).astype(np.float32)

@@ -66,10 +66,10 @@ from PIL import Image
 
 from .collate import WarpCollate
 from .config import Config, ConfigError
-from .errors import DataError
 from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
-from .fsutil import atomic_write_bytes, show, sweep_temp, writable_dir
-from .train import _device
+from .devices import resolve_device
+from .errors import DataError, show
+from .fsutil import atomic_write_bytes, sweep_temp, writable_dir
 
 __all__ = ["export_dataset", "plan_export", "read_sample", "ExportSummary", "ExportPlan",
            "IW3_SIZE", "IW3_CLIP", "IW3_EVAL"]
@@ -258,7 +258,7 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
     if old is None:
         atomic_write_bytes(meta_path, json.dumps(settings, indent=1).encode())
     state = _load_json(progress_path) or {}
-    device = _device(cfg.run.device, 0)
+    device = resolve_device(cfg.run.device, 0)
     targets = {"train": (train_recs, plan.count), "eval": (val_recs, plan.eval_count)}
     written, dropped, left_out, skipped = {}, {}, {}, {}
     staging = out / ".staging"

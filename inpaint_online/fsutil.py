@@ -6,8 +6,6 @@
 * Temp files are named ``.NAME.HOST.PID.RAND.tmp``, so :func:`sweep_temp` can tell a stale
   one (its writer is dead, or it is older than ``STALE_SECONDS``) from one another process
   is writing right now (``--shard`` runs side by side) and removes only the stale ones.
-* :func:`show` quotes a path for a one-line message when its name holds a newline or another
-  unprintable character.
 * :func:`check_output_file`: an output path is checked before the work that produces it.
 """
 
@@ -20,9 +18,9 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, show
 
-__all__ = ["atomic_write_bytes", "sweep_temp", "show", "file_mode", "check_output_file",
+__all__ = ["atomic_write_bytes", "sweep_temp", "file_mode", "check_output_file",
            "image_format", "save_image", "writable_dir", "STALE_SECONDS"]
 
 STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
@@ -131,13 +129,6 @@ def writable_dir(path: str | os.PathLike, flag: str, noun: str, *, create: bool 
     return p
 
 
-def show(path: str | os.PathLike) -> str:
-    """``path`` for a one-line message: as it is, or quoted (``'a\\nb.png'``) when it holds
-    a newline, a tab or another unprintable character."""
-    s = os.fspath(path)
-    return s if s.isprintable() else repr(s)
-
-
 def image_format(path: str | os.PathLike) -> str:
     """The Pillow format an image output path asks for by its extension, or ValueError."""
     from PIL import Image
@@ -171,6 +162,7 @@ def check_output_file(path: str | os.PathLike, *, image: bool = True) -> Path:
 def save_image(path: str | os.PathLike, array) -> None:
     """Encode an ``(H, W[, 3])`` uint8 array by the path's extension and write it atomically."""
     import io
+
     from PIL import Image
     fmt = image_format(path)
     buf = io.BytesIO()

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .fsutil import show
-from .media import MediaError
 from .depth import read_map, to_inverse_depth
+from .errors import show
+from .media import MediaError
 from .models import ModelConfig, build_model, composite
 from .warp import close_mask, fill_from_background, forward_warp
 

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError
-from .errors import one_line
-from .fsutil import check_output_file, save_image, show
+from .errors import one_line, show
+from .fsutil import check_output_file, save_image
 from .inference import image_to_tensor, inpaint, load_depth, load_model, tensor_to_image
 from .media import IMAGE_EXTS, MediaError, load_image
 

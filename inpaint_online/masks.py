@@ -8,7 +8,7 @@
 The mask marks the pixels of the image (at their original position, in the image's own
 orientation) that the other eye's view cannot see: the disocclusions a 2D→3D converter must
 fill when this image becomes the ``--view`` eye — exactly the training pairs' masks
-(:func:`inpaint_online.occlusion.occlusion_mask`, closed like them). ``--divergence`` is % of
+(:func:`inpaint_online.warp.occlusion_mask`, closed like them). ``--divergence`` is % of
 the image width and ``--convergence`` 0 (far plane on the screen) to 1 (near), as in iw3.
 Beside the mask it writes ``OUT_overlay.png``: the image darkened, holes in magenta, so the
 mask can be judged by eye. The hole count is printed.
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import describe
-from .fsutil import check_output_file, save_image, show
+from .errors import describe, show
+from .fsutil import check_output_file, save_image
 from .inference import load_depth
 from .media import MediaError, load_image
-from .occlusion import METHODS, occlusion_mask
 from .pictures import hole_overlay
+from .warp import MASK_METHODS, occlusion_mask
 
 __all__ = ["make_mask", "overlay", "main"]
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--divergence", type=float, required=True, help="% of the image width")
     ap.add_argument("--convergence", type=float, required=True, help="0 = far plane on screen, 1 = near")
     ap.add_argument("--view", choices=["right", "left"], default="right")
-    ap.add_argument("--method", choices=METHODS, default="geometric")
+    ap.add_argument("--method", choices=MASK_METHODS, default="geometric")
     ap.add_argument("--closing", type=int, default=5, help="closing kernel (odd; 0 = none)")
     ap.add_argument("--out", required=True, help="mask PNG (0 / 255); OUT_overlay.png beside it")
     args = ap.parse_args(argv)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import one_line
-from .fsutil import show
+from .errors import one_line, show
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
@@ -90,6 +89,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     non-finite pixels.
     """
     import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -245,3 +245,17 @@ def sample_frames(num_frames: int, fps: float, *, every: int = 1, target_fps: fl
                 pick = np.linspace(0, len(starts) - 1, keep).round().astype(int)
                 starts = [starts[i] for i in sorted(set(pick.tolist()))]
     return [list(range(s, s + clip_len)) for s in starts]
+
+
+def failure_reason(e: BaseException, path: Path) -> str:
+    """The reason of a per-file failure, on one line, without the path in front."""
+    if isinstance(e, MediaError):
+        text = str(e)
+        for prefix in (f"{show(path)}: ", f"{path}: "):
+            text = text.removeprefix(prefix)
+        return one_line(text)
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, OSError) and e.strerror:
+        return one_line(f"{e.strerror} ({type(e).__name__})")
+    return one_line(f"{type(e).__name__}: {e}")

@@ -18,53 +18,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import precompute_stream as stream
-
-from .precompute_stream import Progress
-from .cache import (CacheIntegrityError, Manifest, ManifestWriter, Sampling, Summary,
-                    atomic_write_bytes, depth_size, encode_depth, entry_key, file_check,
-                    fingerprint, load_depth, mismatch, shard_of)
-from .depth import DepthBackend, DepthRequest, normalise
-from .errors import ConfigError, one_line
-from .fsutil import show, sweep_temp, writable_dir
+from .cache import (
+    CacheIntegrityError,
+    Manifest,
+    ManifestWriter,
+    Sampling,
+    Summary,
+    atomic_write_bytes,
+    depth_size,
+    encode_depth,
+    entry_key,
+    file_check,
+    fingerprint,
+    load_depth,
+    mismatch,
+    shard_of,
+)
+from .depth import DepthBackend, DepthRequest, clip_span, resize_normalised
+from .errors import ConfigError, one_line, show
+from .fsutil import sweep_temp, writable_dir
 from .media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
+from .precompute_stream import Progress
 
 log = logging.getLogger(__name__)
 
 
 VIDEO_NORMS = ("clip", "frame")
-CLIP_PERCENTILES = (0.5, 99.5)
-
-
-def _resize(depth: np.ndarray, w: int, h: int, span: tuple[float, float] | None = None) -> np.ndarray:
-    """``(N, h0, w0)`` → ``(N, h, w)``, bilinear (antialiased when shrinking), then into
-    [0, 1]: min-max per map (``span=None``), or by one ``(lo, hi)`` shared by the maps of a
-    clip (clamped: the percentiles leave the extreme 0.5 % outside)."""
-    t = torch.from_numpy(np.asarray(depth, np.float32))[:, None]
-    if t.shape[-2:] != (h, w):
-        t = F.interpolate(t, (h, w), mode="bilinear", align_corners=False,
-                          antialias=h < t.shape[-2] or w < t.shape[-1])
-    if span is None:
-        # normalise again at the stored size, so every cached map spans exactly [0, 65535]
-        return normalise(t[:, 0]).numpy()
-    lo, hi = span
-    return ((t[:, 0] - lo) / max(hi - lo, 1e-12)).clamp(0, 1).numpy()
-
-
-def clip_span(raw: np.ndarray) -> tuple[float, float]:
-    """The range a clip's frames share: robust percentiles (:data:`CLIP_PERCENTILES`) of all
-    their raw values (at the model's resolution). A flat clip gets a unit range."""
-    v = np.asarray(raw, np.float32).ravel()
-    if v.size > 4_000_000:                      # a strided sample is plenty for percentiles
-        v = v[:: v.size // 2_000_000]
-    lo, hi = (float(x) for x in np.percentile(v, CLIP_PERCENTILES))
-    if not hi > lo:
-        lo, hi = float(v.min()), float(v.min()) + 1.0
-    return lo, hi
 
 
 @dataclass
@@ -214,19 +196,20 @@ class _Job:
         size, kind = st["size"], st["kind"]
         common = (task.path, task.rel, kind)
         if kind == "image":
-            self.store(*common, None, None, st["src_wh"], size, _resize(raw, *size)[0], st["fp"])
+            self.store(*common, None, None, st["src_wh"], size, resize_normalised(raw, *size)[0],
+                       st["fp"])
         elif task.spans is not None:           # a repair: the ranges the clip was made with
             for (f, c), r in zip(frames, raw):
                 span = task.spans.get(f)
                 norm = {"mode": "clip", "lo": span[0], "hi": span[1]} if span else {"mode": "frame"}
-                self.store(*common, f, c, st["src_wh"], size, _resize(r[None], *size, span)[0],
-                           st["fp"], norm)
+                self.store(*common, f, c, st["src_wh"], size,
+                           resize_normalised(r[None], *size, span)[0], st["fp"], norm)
         elif self.video_norm == "frame":
-            for (f, c), d in zip(frames, _resize(raw, *size)):
+            for (f, c), d in zip(frames, resize_normalised(raw, *size)):
                 self.store(*common, f, c, st["src_wh"], size, d, st["fp"], {"mode": "frame"})
         else:
             lo, hi = clip_span(raw)
-            for (f, c), d in zip(frames, _resize(raw, *size, (lo, hi))):
+            for (f, c), d in zip(frames, resize_normalised(raw, *size, (lo, hi))):
                 self.store(*common, f, c, st["src_wh"], size, d, st["fp"],
                            {"mode": "clip", "lo": lo, "hi": hi})
 
@@ -236,20 +219,6 @@ def _rel(root: Path, path: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return path.name
-
-
-def _reason(e: BaseException, path: Path) -> str:
-    """The reason of a per-file failure, on one line, without the path in front."""
-    if isinstance(e, MediaError):
-        text = str(e)
-        for prefix in (f"{show(path)}: ", f"{path}: "):
-            text = text.removeprefix(prefix)
-        return one_line(text)
-    if isinstance(e, FileNotFoundError):
-        return "no such file"
-    if isinstance(e, OSError) and e.strerror:
-        return one_line(f"{e.strerror} ({type(e).__name__})")
-    return one_line(f"{type(e).__name__}: {e}")
 
 
 def _link_reason(e: BaseException) -> str:

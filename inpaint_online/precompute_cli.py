@@ -16,7 +16,6 @@ from .depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
 from .errors import ConfigError, describe
 from .precompute import precompute, verify
 
-
 DEMO_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png",
                "camera.png", "retina.jpg")
 DEMO_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
@@ -232,7 +231,8 @@ def backend_of(args):
 def _inspect(args) -> int:
     """``--list`` and ``--show``: look into a cache without changing it."""
     from .cache import Manifest, load_depth
-    from .fsutil import check_output_file, save_image, show
+    from .errors import show
+    from .fsutil import check_output_file, save_image
     from .pictures import depth_picture
     root = Path(args.cache_dir)
     try:

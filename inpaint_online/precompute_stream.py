@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .errors import one_line
+from .media import failure_reason
 
 
 @dataclass
@@ -53,7 +54,6 @@ class _Sources(IterableDataset):
         self.job, self.tasks, self.sampling, self.batch_size = job, tasks, sampling, batch_size
 
     def __iter__(self):
-        from .precompute import _reason
         info = get_worker_info()
         ids = range(len(self.tasks)) if info is None else range(info.id, len(self.tasks), info.num_workers)
         for i in ids:
@@ -67,7 +67,7 @@ class _Sources(IterableDataset):
                     yield {"t": "chunk", "src": i, "key": key, "x": torch.from_numpy(np.ascontiguousarray(x)),
                            "frames": frames, "group": group, "group_n": group_n, "meta": meta}
             except Exception as e:   # noqa: BLE001 - the per-file backstop: report, go on
-                st["error"] = _reason(e, task.path)
+                st["error"] = failure_reason(e, task.path)
             yield {"t": "end", "src": i, "st": st}
 
 
@@ -119,7 +119,6 @@ class _Writer(threading.Thread):
         return self.state.setdefault(i, {"handled": 0, "end": None, "failed": None, "groups": {}})
 
     def _handle(self, what: str, i: int, payload) -> None:
-        from .precompute import _reason
         s = self._src(i)
         if what == "end":
             s["end"] = payload
@@ -139,7 +138,7 @@ class _Writer(threading.Thread):
                     try:
                         self.job.finish(self.tasks[i], ch.meta, g[0], g[1])
                     except Exception as e:   # noqa: BLE001 - a map that cannot be stored
-                        s["failed"] = _reason(e, self.tasks[i].path)
+                        s["failed"] = failure_reason(e, self.tasks[i].path)
                         s["groups"].clear()
         end = s["end"]
         if end is not None and s["handled"] == end["n_chunks"]:

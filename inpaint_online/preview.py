@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from .cache import entry_label
 from .data import load_pair, open_cache
-from .errors import DataError, user_message
-from .fsutil import check_output_file, save_image, show
+from .errors import DataError, show, user_message
+from .fsutil import check_output_file, save_image
 from .media import MediaError
-from .warp_params import WarpSampler, WarpSamplerConfig, masks_from_params
+from .warp import WarpSampler, WarpSamplerConfig, masks_from_params
 
 
 def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: int = 0,

@@ -24,15 +24,28 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError
-from .depth import (FALLBACK, MIDAS_MODELS, DepthBackend, DepthRequest, DepthSetupError,
-                    ImportBackend, make_backend)
-from .errors import describe
-from .fsutil import check_output_file, save_image, show
-from .inference import (image_to_tensor, load_depth, load_model, render_stereo,
-                        split_border_band, tensor_to_image)
+from .depth import (
+    FALLBACK,
+    MIDAS_MODELS,
+    DepthBackend,
+    DepthRequest,
+    DepthSetupError,
+    ImportBackend,
+    make_backend,
+)
+from .errors import describe, show
+from .fsutil import check_output_file, save_image
+from .inference import (
+    image_to_tensor,
+    load_depth,
+    load_model,
+    render_stereo,
+    split_border_band,
+    tensor_to_image,
+)
 from .media import MediaError, VideoReader, load_image
-from .pictures import depth_picture, hole_overlay, save_sheet, to_uint8, zoom_on_holes
 from .models import TemporalGatedUNet
+from .pictures import depth_picture, hole_overlay, save_sheet, to_uint8, zoom_on_holes
 
 
 def depth_backend(args) -> DepthBackend:
@@ -71,7 +84,7 @@ class RunningSpan:
         self.momentum, self.lo, self.hi = momentum, None, None
 
     def update(self, raw: np.ndarray) -> tuple[float, float]:
-        from .precompute import clip_span
+        from .depth import clip_span
         lo, hi = clip_span(raw)
         if self.lo is None:
             self.lo, self.hi = lo, hi

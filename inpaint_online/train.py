@@ -31,11 +31,12 @@ import torch.distributed as dist
 import yaml
 
 from .cache import entry_label
-from .fsutil import atomic_write_bytes, sweep_temp
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Batch, Prefetcher, WarpCollate
 from .config import Config, ConfigError
 from .data import CacheDataset, StreamSampler, make_loader, open_cache, split_records
+from .devices import amp_dtype, resolve_device
+from .fsutil import atomic_write_bytes, sweep_temp
 from .losses import InpaintLoss, batch_scores, mean_scores
 from .models import build_model, composite, model_config_dict
 
@@ -51,23 +52,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)      # logged train rows
     val: list[dict] = field(default_factory=list)          # validation rows
     run_dir: Path | None = None
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name}: CUDA is not available on this machine")
-    return dev
-
-
-def _amp_dtype(amp: str, device: torch.device):
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def lr_lambda(cfg: Config):
@@ -96,7 +80,7 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.optim.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, betas=cfg.optim.betas)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
-        self.amp = _amp_dtype(cfg.train.amp, device)
+        self.amp = amp_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         self.loss = InpaintLoss(cfg.loss)
         net = self.model
@@ -358,7 +342,7 @@ def _train(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     ddp = world > 1
     if ddp and cfg.run.device == "auto" and os.environ.get("INPAINT_DDP_BACKEND") == "gloo":
         cfg.run.device = "cpu"
-    device = _device(cfg.run.device, local)
+    device = resolve_device(cfg.run.device, local)
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.pt"

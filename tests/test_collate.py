@@ -6,12 +6,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import photo_depth, real_image
 
 from inpaint_online.collate import CollateConfig, WarpCollate, widen_mask
 from inpaint_online.data import DEPTH_OFFSET
-from inpaint_online.warp_params import WarpSamplerConfig
-
-from conftest import photo_depth, real_image
+from inpaint_online.warp import WarpSamplerConfig
 
 
 def real_batch(n=6, size=192):
@@ -213,7 +212,7 @@ def test_a_window_gives_more_holes_at_the_same_draws_and_masks_made_on_the_windo
     assert int(b.mask.sum()) > 1.5 * int(a.mask.sum())
     # each sample's crop is the window's content at the chosen place, with the masks the
     # window's (so their context reaches past the crop's edges)
-    from inpaint_online.warp_params import masks_from_params
+    from inpaint_online.warp import masks_from_params
     whole = masks_from_params((cpu["depth"].float() + DEPTH_OFFSET) / 65535, b.params)
     flip = b.params.left.view(-1, 1, 1, 1)
     whole = torch.where(flip, whole.flip(-1), whole)

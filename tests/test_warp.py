@@ -3,13 +3,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from inpaint_online.warp import (METHODS, close_mask, disparity_shift, fill_from_background,
-                                 forward_warp, occlusion_mask)
-from inpaint_online.warp_reference import (reference_close_mask, reference_forward_warp,
-                                           reference_geometric_mask, reference_iw3_mask)
-
 from conftest import real_image, requires_cuda
+
+from inpaint_online.warp import (
+    MASK_METHODS,
+    close_mask,
+    disparity_shift,
+    fill_from_background,
+    forward_warp,
+    occlusion_mask,
+)
+from inpaint_online.warp.reference import (
+    reference_close_mask,
+    reference_forward_warp,
+    reference_geometric_mask,
+    reference_iw3_mask,
+)
 
 MODES = ["nearest", "bilinear"]
 
@@ -92,7 +101,7 @@ def cols(mask) -> list[int]:
     return torch.nonzero(mask[0, 0, 0]).flatten().tolist()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 @pytest.mark.parametrize("view", ["left", "right"])
 def test_zero_divergence_gives_no_holes(depth_map, method, view):
     border = "none" if method == "geometric" else "pad"
@@ -100,7 +109,7 @@ def test_zero_divergence_gives_no_holes(depth_map, method, view):
     assert not m.any()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 @pytest.mark.parametrize("conv", [0.0, 0.3, 1.0])
 def test_constant_depth_gives_no_holes_with_border_padding(method, conv):
     d = torch.full((2, 1, 40, 100), 0.8)
@@ -152,7 +161,7 @@ def test_iw3_band_on_a_hard_step_lies_on_the_background_side_but_is_fragmented()
                     (10.0, 1.0): [82, 83, 84]}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_hole_is_on_background_side_on_real_depth(depth_map, method):
     d = depth_map
     m = occlusion_mask(d, 10.0, 0.5, "right", closing=None, method=method)[0, 0]
@@ -169,7 +178,7 @@ def test_hole_is_on_background_side_on_real_depth(depth_map, method):
     assert fg_left / total > 0.9, (fg_left, total)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_holes_only_next_to_depth_discontinuities(depth_map, method):
     d = depth_map
     div, conv = 6.0, 0.5
@@ -184,7 +193,7 @@ def test_holes_only_next_to_depth_discontinuities(depth_map, method):
     assert not (m & ~near_edge).any()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_left_view_is_the_mirror_of_the_right_view(depth_map, method):
     d = depth_map[..., :200, :300]
     right, lay_r = occlusion_mask(d, 12.0, 0.3, "right", method=method, return_layered=True)
@@ -268,7 +277,7 @@ def test_geometric_keeps_background_seen_through_a_gap_in_a_thin_layer():
     assert torch.equal(m, reference_geometric_mask(row(d), 26.0, 0.0, "right"))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 @pytest.mark.parametrize("slope", [0.5, -0.5, -0.9])
 def test_slopes_without_jumps_give_no_holes(method, slope):
     # flat, then the shift changing by `slope` px per px over 20 px (|slope| < 1: one
@@ -326,7 +335,7 @@ def test_iw3_marks_background_seen_through_a_thin_near_stripe_as_layered_holes()
 
 
 def test_iw3_splat_always_blends_the_floor_and_ceil_winners():
-    from inpaint_online.occlusion import _iw3_splat
+    from inpaint_online.warp.occlusion import _iw3_splat
     # near pixels 2-3 (value 0.9) move 1.3 px right over a far background (0.2). Target 5:
     # floor winner = background 5 (weight 1 - 1e-5), ceil winner = near 3 (weight 0.3):
     # iw3 averages the two surfaces instead of letting one hide the other
@@ -340,7 +349,7 @@ def test_iw3_splat_always_blends_the_floor_and_ceil_winners():
     assert out[5] == pytest.approx((0.2 * wf + 0.9 * wc) / (wf + wc), abs=1e-6)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_per_sample_parameters_equal_running_each_sample_alone(depth_map, method):
     d = F.interpolate(depth_map, (96, 144), mode="bilinear", align_corners=False)
     d = torch.cat([d, d.flip(-1), 1 - d, d.pow(2)])
@@ -377,7 +386,7 @@ def test_batched_forward_warp_equals_per_pixel_reference(mode, fill):
 
 # ------------------------------------------------------------------ GPU readiness, on the CPU
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_mask_compiles_fullgraph_and_gives_identical_masks(depth_map, method):
     d = F.interpolate(depth_map, (48, 96), mode="bilinear", align_corners=False).repeat(3, 1, 1, 1)
     div = torch.tensor([6.0, 9.0, 12.0])
@@ -454,7 +463,7 @@ def test_unchecked_depth_is_normalised_instead_of_rejected():
 
 
 @requires_cuda
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_cuda_matches_cpu(depth_map, method):
     d = depth_map[..., :128, :256].repeat(2, 1, 1, 1)
     div = torch.tensor([2.0, 5.0])

@@ -2,9 +2,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inpaint_online.warp import occlusion_mask
-from inpaint_online.warp_params import (MAPPERS, WarpSampler, WarpSamplerConfig, apply_mapper,
-                                        masks_from_params)
+from inpaint_online.warp import (
+    MAPPERS,
+    WarpSampler,
+    WarpSamplerConfig,
+    apply_mapper,
+    masks_from_params,
+    occlusion_mask,
+)
 
 
 def small_depth(depth_map, b=6):

@@ -9,13 +9,22 @@ model's resolution, as iw3 does. Nothing is downloaded: weights and hub code are
 paths, and a missing one fails fast with a message that says what to fetch and where to put it.
 
 One module per backend (:mod:`.hf`, :mod:`.midas`, :mod:`.imported`, :mod:`.fallback`), what
-they share in :mod:`.base`, the names and the ``auto`` choice in :mod:`.registry`.
+they share in :mod:`.base`, resizing and clip ranges in :mod:`.clip`, the names and the ``auto`` choice in :mod:`.registry`.
 """
 
-from .base import (FALLBACK, DepthBackend, DepthRequest, DepthSetupError,
-                   _torch_home, net_size, normalise, resize_frames)
-from .fallback import FallbackBackend, _box, _guided_filter
-from .imported import ImportBackend, _read_pfm, read_map, to_inverse_depth
+from .base import (
+    FALLBACK,
+    DepthBackend,
+    DepthRequest,
+    DepthSetupError,
+    net_size,
+    normalise,
+    resize_frames,
+    torch_home,
+)
+from .clip import CLIP_PERCENTILES, clip_span, resize_normalised
+from .fallback import FallbackBackend
+from .imported import ImportBackend, read_map, read_pfm, to_inverse_depth
 from .midas import MIDAS_MODELS, MIDAS_RELEASES, MidasBackend, resolve_midas_weights
 from .registry import BACKENDS, make_backend
 
@@ -30,5 +39,5 @@ def __getattr__(name: str):
 __all__ = ["FALLBACK", "BACKENDS", "MIDAS_MODELS", "MIDAS_RELEASES", "DepthBackend",
            "DepthRequest", "DepthSetupError", "FallbackBackend", "HFBackend", "ImportBackend",
            "MidasBackend", "make_backend", "net_size", "normalise", "read_map",
-           "resolve_midas_weights", "resize_frames", "to_inverse_depth", "_box",
-           "_guided_filter", "_read_pfm", "_torch_home"]
+           "resolve_midas_weights", "resize_frames", "to_inverse_depth", "read_pfm",
+           "torch_home", "CLIP_PERCENTILES", "clip_span", "resize_normalised"]

@@ -36,7 +36,7 @@ def normalise(d: torch.Tensor) -> torch.Tensor:
     return ((d - lo) / (hi - lo).clamp(min=1e-12)).clamp(0, 1)
 
 
-def _torch_home() -> Path:
+def torch_home() -> Path:
     return Path(torch.hub.get_dir()).parent
 
 

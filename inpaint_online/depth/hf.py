@@ -34,8 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import one_line
-from ..fsutil import show
+from ..errors import one_line, show
 from .base import DepthBackend, DepthRequest, DepthSetupError
 
 DISPARITY_FAMILIES = {"dpt"}

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import one_line
-from ..fsutil import show
+from ..errors import one_line, show
 from ..media import MediaError
 from .base import DepthBackend, DepthRequest, DepthSetupError
 
@@ -93,7 +92,7 @@ def read_map(path: Path) -> np.ndarray:
         if path.suffix == ".npy":
             m = np.load(path)
         elif path.suffix == ".pfm":
-            m = _read_pfm(path)
+            m = read_pfm(path)
         else:
             from PIL import Image
             with Image.open(path) as im:
@@ -107,7 +106,7 @@ def read_map(path: Path) -> np.ndarray:
     return m
 
 
-def _read_pfm(path: Path) -> np.ndarray:
+def read_pfm(path: Path) -> np.ndarray:
     with open(path, "rb") as f:
         header = f.readline().strip()
         if header not in (b"Pf", b"PF"):

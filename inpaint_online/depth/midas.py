@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import (DepthBackend, DepthRequest, DepthSetupError, _torch_home, net_size,
-                   resize_frames)
+from .base import DepthBackend, DepthRequest, DepthSetupError, net_size, resize_frames, torch_home
 
 # torch.hub entry points of intel-isl/MiDaS: (weights file, input size, resize method,
 # mean, std). The resize rules are MiDaS's own ("upper_bound" / "minimal", multiple of 32).
@@ -42,7 +41,7 @@ class MidasBackend(DepthBackend):
         self.weights = Path(weights) if weights else resolve_midas_weights(model)
         self.hub_dir = hub_dir
         if self.weights is None or not self.weights.is_file():
-            where = self.weights or (_torch_home() / "hub" / "checkpoints" / wfile)
+            where = self.weights or (torch_home() / "hub" / "checkpoints" / wfile)
             raise DepthSetupError(
                 f"MiDaS weights for {model} not found at {where}. Download "
                 f"{MIDAS_RELEASES[wfile]} and put it there (or pass --weights PATH); "
@@ -102,5 +101,5 @@ class MidasBackend(DepthBackend):
 
 def resolve_midas_weights(model: str) -> Path | None:
     """``$TORCH_HOME/hub/checkpoints/<official file name>`` if it exists."""
-    p = _torch_home() / "hub" / "checkpoints" / MIDAS_MODELS[model][0]
+    p = torch_home() / "hub" / "checkpoints" / MIDAS_MODELS[model][0]
     return p if p.is_file() else None

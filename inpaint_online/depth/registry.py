@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .base import FALLBACK, DepthBackend, DepthSetupError, _torch_home
+from .base import FALLBACK, DepthBackend, DepthSetupError, torch_home
 from .fallback import FallbackBackend
 from .imported import ImportBackend
 from .midas import MIDAS_MODELS, MidasBackend, resolve_midas_weights
@@ -31,7 +31,7 @@ def make_backend(name: str, *, device: str = "cpu", model: str = "MiDaS_small",
         else:
             log.warning("auto: no local MiDaS weights for %s (looked in %s); using the "
                         "LOW-QUALITY '%s' backend. Put %s there or pass --weights for real "
-                        "depth.", model, _torch_home() / "hub" / "checkpoints", FALLBACK,
+                        "depth.", model, torch_home() / "hub" / "checkpoints", FALLBACK,
                         MIDAS_MODELS.get(model, ("?",))[0])
             name = FALLBACK
     if name == "hf":

@@ -24,7 +24,7 @@ class _TinyDPT(nn.Module):
 
 
 def MiDaS_small(pretrained=True, **kwargs):
-    from inpaint_online.midas_small import MidasSmall
+    from inpaint_online.depth.midas_small import MidasSmall
     return MidasSmall()
 
 

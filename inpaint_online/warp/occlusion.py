@@ -14,7 +14,7 @@ methods below are written once, for the right view.
     from the right is, so the test looks at the ``K`` pixels left of ``x`` only, where
     ``K = ceil(max s - min s) + 1`` bounds how far an occluder can be (a footprint lies
     within ``p(y) ± 1``). Background seen through a gap in a thin near layer stays visible.
-    The slow literal version is :func:`inpaint_online.warp_reference.reference_geometric_mask`.
+    The slow literal version is :func:`inpaint_online.warp.reference.reference_geometric_mask`.
 
 ``method="iw3"`` — the masks of iw3's ``nonwarp_mask`` (nunif ``iw3/forward_warp.py``),
     right view, rebuilt with scans instead of its loops: (1) bilinear splat of the depth and
@@ -42,12 +42,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .warp import (Param, View, _check_depth, _per_sample, close_mask, disparity_shift,
-                   view_sign)
+from .morph import close_mask
+from .shift import (
+    SHIFT_PER_PERCENT,
+    Param,
+    View,
+    check_depth,
+    disparity_shift,
+    iw3_shift_scale,
+    per_sample,
+    view_sign,
+)
 
-__all__ = ["METHODS", "occlusion_mask", "shift_bounds"]
+__all__ = ["MASK_METHODS", "occlusion_mask", "shift_bounds"]
 
-METHODS = ("geometric", "iw3")
+MASK_METHODS = ("geometric", "iw3")
 
 
 def shift_bounds(divergence: Param, convergence: Param, width: Param,
@@ -66,7 +75,7 @@ def shift_bounds(divergence: Param, convergence: Param, width: Param,
             else torch.tensor([float(v)], dtype=torch.float64)
 
     div, conv, wid = torch.broadcast_tensors(host(divergence), host(convergence), host(width))
-    k = (div * wid * 0.005).abs()
+    k = (div * wid * SHIFT_PER_PERCENT).abs()
     hi, lo = (1.0 - conv) * k, -conv * k          # s at d = 1 and at d = 0
     return float(torch.maximum(hi.abs(), lo.abs()).max()), float((hi - lo).abs().max())
 
@@ -120,7 +129,7 @@ def _iw3_splat(values: torch.Tensor, shift: torch.Tensor, left: bool) -> torch.T
     ``1 - f`` and ``f`` (``f`` clamped to ``[1e-5, 1 - 1e-5]``; ``floor == ceil`` on integer
     targets). Per target the nearest floor splat and the nearest ceil splat win and are
     blended by weight. Depth order is column order here (DESIGN.md §7; see
-    :func:`inpaint_online.warp._winner`): the left view keeps the smallest source column,
+    :func:`inpaint_online.warp.splat._winner`): the left view keeps the smallest source column,
     the right view the largest, so each z-buffer is one ``scatter_reduce(amax)``.
     """
     b, c, h, w = values.shape
@@ -170,10 +179,10 @@ def _iw3_right(depth: torch.Tensor, divergence: Param, convergence: Param, width
     """Right-view ``(mask, layered)`` of iw3's ``nonwarp_mask``; ``depth`` ``(B, 1, H, W)``."""
     b, _, h, w = depth.shape
     dev = depth.device
-    # iw3: shift = d * k - k * conv with k = div * 0.01 * width * 0.5 (Python floats there)
-    k = (_per_sample(divergence, b, dev, "divergence").double() * 0.01
-         * _per_sample(width, b, dev, "width").double() * 0.5)
-    kc = (k * _per_sample(convergence, b, dev, "convergence").double()).float()
+    # iw3: shift = d * k - k * conv, with k in iw3's order of operations (Python floats there)
+    k = iw3_shift_scale(per_sample(divergence, b, dev, "divergence").double(),
+                        per_sample(width, b, dev, "width").double())
+    kc = (k * per_sample(convergence, b, dev, "convergence").double()).float()
     k = k.float()
     wp = w + 2 * pad
     index = torch.arange(wp, device=dev, dtype=torch.float32).view(1, 1, 1, wp).expand(b, 1, h, wp)
@@ -234,10 +243,10 @@ def occlusion_mask(depth: torch.Tensor, divergence: Param, convergence: Param,
         >>> d = torch.rand(2, 1, 32, 48)
         >>> m = occlusion_mask(d, torch.tensor([2.0, 4.0]), 0.5, ["right", "left"])
     """
-    depth = _check_depth(depth, check)
+    depth = check_depth(depth, check)
     b, _, h, w = depth.shape
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in MASK_METHODS:
+        raise ValueError(f"method must be one of {MASK_METHODS}, got {method!r}")
     if border not in ("pad", "none"):
         raise ValueError(f"border must be 'pad' or 'none', got {border!r}")
     if method == "iw3" and border != "pad":
@@ -268,7 +277,7 @@ def _shift_capped(depth, divergence, convergence, width, max_shift):
     cap; its generator caps the divergence instead, as :class:`WarpSampler` does)."""
     b = depth.shape[0]
     dev = depth.device
-    k = (_per_sample(divergence, b, dev, "divergence") * 0.005
-         * _per_sample(width, b, dev, "width")).clamp(min=1e-12)
-    conv = _per_sample(convergence, b, dev, "convergence")
+    k = (per_sample(divergence, b, dev, "divergence") * SHIFT_PER_PERCENT
+         * per_sample(width, b, dev, "width")).clamp(min=1e-12)
+    conv = per_sample(convergence, b, dev, "convergence")
     return torch.minimum(torch.maximum(depth, conv - max_shift / k), conv + max_shift / k)

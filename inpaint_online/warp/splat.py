@@ -1,138 +1,23 @@
-"""Batched forward warping and disocclusion masks (the geometry of DESIGN.md §2).
+"""Batched forward warping (splatting) with a z-buffer, and the background-side fill
+(docs/design.md, "warp"; the conventions are in :mod:`.shift`).
 
-Conventions, stated once:
-
-* ``depth`` is ``(B, 1, H, W)`` float *relative inverse depth* in ``[0, 1]``: larger = nearer.
-* Per-eye horizontal shift in pixels (iw3's meaning of divergence / convergence)::
-
-      s(x) = (d(x) - convergence) * divergence / 100 * width / 2
-
-  where ``width`` is the width of the *full frame* (defaults to the tensor's width; pass the
-  frame width when warping a crop).
-* The **left** view sees content shifted by ``+s``, the **right** view by ``-s``.  A view is
-  given as ``"left"`` / ``"right"``, a sequence of those (one per sample), or a bool tensor
-  ``(B,)`` with ``True`` meaning left.
-* Forward warp = splatting: source pixel ``x`` moves to ``x ± s(x)``; when several land on
-  one target the nearest (largest ``d``) wins; targets nobody reaches are holes.
-
-Disocclusion masks (``occlusion_mask``, methods ``"geometric"`` and ``"iw3"``) live in
-:mod:`inpaint_online.occlusion` and are part of this module's API.
-
-Everything is vectorised over the batch with per-sample parameters; nothing in here calls
-``.item()`` or otherwise syncs with the host, except the optional value check
-(``check=True``).
+Forward warp = splatting: source pixel ``x`` moves to ``x ± s(x)``; when several land on one
+target the nearest (largest ``d``) wins; targets nobody reaches are holes. Everything is
+vectorised over the batch with per-sample parameters; nothing in here calls ``.item()`` or
+otherwise syncs with the host, except the optional value check (``check=True``).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 
-__all__ = [
-    "disparity_shift",
-    "forward_warp",
-    "occlusion_mask",
-    "close_mask",
-    "fill_from_background",
-    "view_sign",
-    "METHODS",
-]
+from .shift import Param, View, check_depth, disparity_shift, view_sign
 
-Param = float | torch.Tensor
-View = str | Sequence[str] | torch.Tensor
+__all__ = ["forward_warp", "fill_from_background", "SAME_SURFACE_PX"]
 
 # Two splats landing on one target whose shifts differ by less than this many pixels belong
 # to the same surface and are blended; otherwise the nearer one hides the other.
 SAME_SURFACE_PX = 1.0
-
-
-# ----------------------------------------------------------------------------- inputs
-
-def _check_depth(depth: torch.Tensor, check: bool, name: str = "depth") -> torch.Tensor:
-    if not isinstance(depth, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(depth).__name__}")
-    if depth.dim() != 4 or depth.shape[1] != 1:
-        raise ValueError(f"{name} must have shape (B, 1, H, W). Got {tuple(depth.shape)}")
-    if not depth.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating point tensor with values in [0, 1] (larger = nearer). "
-            f"Got dtype {depth.dtype}; convert integer maps first, e.g. depth.float() / 65535")
-    if depth.shape[2] == 0 or depth.shape[3] == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(depth.shape)}")
-    depth = depth.float()
-    if check:
-        # One fused reduction, one host sync: the price of a clear message.
-        finite = torch.isfinite(depth)
-        stats = torch.stack([(~finite).sum().float(),
-                             torch.where(finite, depth, 0.5).amin(),
-                             torch.where(finite, depth, 0.5).amax()]).tolist()
-        if stats[0] > 0:
-            raise ValueError(f"{name} contains {int(stats[0])} NaN/inf values; "
-                             "fill or drop them before warping")
-        if stats[1] < 0.0 or stats[2] > 1.0:
-            raise ValueError(f"{name} must be normalised to [0, 1]; got values in "
-                             f"[{stats[1]:.4g}, {stats[2]:.4g}]")
-        return depth
-    # check=False: documented normalisation instead of an error (no host sync).
-    return torch.nan_to_num(depth, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
-
-
-def _per_sample(value: Param, batch: int, device: torch.device, name: str) -> torch.Tensor:
-    """A scalar or ``(B,)`` parameter as a float tensor shaped ``(B, 1, 1, 1)``."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() == 0:
-            value = value.expand(batch)
-        if value.dim() != 1 or value.shape[0] != batch:
-            raise ValueError(f"{name} must be a float or a tensor of shape ({batch},); "
-                             f"got shape {tuple(value.shape)}")
-        return value.to(device=device, dtype=torch.float32).view(batch, 1, 1, 1)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a float or a (B,) tensor, got {value!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return torch.full((batch, 1, 1, 1), value, dtype=torch.float32, device=device)
-
-
-def view_sign(view: View, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Direction of the shift per sample, ``(B, 1, 1, 1)`` float: +1 left view, -1 right."""
-    if isinstance(view, str):
-        view = [view] * batch
-    if isinstance(view, torch.Tensor):
-        if view.dtype != torch.bool or view.shape != (batch,):
-            raise ValueError(f"view as a tensor must be bool of shape ({batch},) "
-                             f"(True = left); got {view.dtype} {tuple(view.shape)}")
-        left = view.to(device)
-    else:
-        view = list(view)
-        bad = [v for v in view if v not in ("left", "right")]
-        if bad or len(view) != batch:
-            raise ValueError(f"view must be 'left', 'right' or {batch} of those; got {view!r}")
-        left = torch.tensor([v == "left" for v in view], device=device)
-    return torch.where(left, 1.0, -1.0).view(batch, 1, 1, 1).float()
-
-
-def disparity_shift(depth: torch.Tensor, divergence: Param, convergence: Param,
-                    width: Param | None = None, max_shift: float | None = None) -> torch.Tensor:
-    """Per-eye shift magnitude ``s = (d - convergence) * divergence/100 * width/2`` in pixels.
-
-    ``depth`` is ``(B, 1, H, W)``; the parameters are floats or ``(B,)`` tensors. ``width``
-    is the full frame's width (default: ``W``). With ``max_shift`` the shift is clamped to
-    ``±max_shift`` pixels. Positive ``s`` (content nearer than the screen plane) moves right
-    in the left view and left in the right view.
-    """
-    batch, _, _, w = depth.shape
-    dev = depth.device
-    div = _per_sample(divergence, batch, dev, "divergence")
-    conv = _per_sample(convergence, batch, dev, "convergence")
-    wid = _per_sample(w if width is None else width, batch, dev, "width")
-    s = (depth - conv) * (div * wid * 0.005)
-    if max_shift is not None:
-        s = s.clamp(-max_shift, max_shift)
-    return s
 
 
 def _splats(shift: torch.Tensor, sign: torch.Tensor, mode: str):
@@ -290,7 +175,7 @@ def forward_warp(image: torch.Tensor, depth: torch.Tensor, divergence: Param,
     if not isinstance(image, torch.Tensor) or image.dim() != 4:
         raise ValueError(f"image must be a (B, C, H, W) tensor. Got "
                          f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)}")
-    depth = _check_depth(depth, check)
+    depth = check_depth(depth, check)
     if image.shape[0] != depth.shape[0] or image.shape[2:] != depth.shape[2:]:
         raise ValueError(f"image {tuple(image.shape)} and depth {tuple(depth.shape)} must "
                          "share batch size, height and width")
@@ -310,56 +195,3 @@ def forward_warp(image: torch.Tensor, depth: torch.Tensor, divergence: Param,
     if not src_dtype.is_floating_point:
         warped = warped.round().to(src_dtype)
     return warped, hole
-
-
-# ----------------------------------------------------------------------------- masks
-
-def close_mask(mask: torch.Tensor, kernel: int | tuple[int, int] = (5, 5)) -> torch.Tensor:
-    """Morphological closing of a bool mask: ``clamp(close(M) + M, 0, 1)`` as in iw3.
-
-    ``close`` is a dilation then an erosion with a ``(kh, kw)`` rectangle (odd sizes), both
-    max-pool based; pixels outside the image are ignored (no border effects). iw3's two
-    3×3 dilations then two 3×3 erosions equal one 5×5 closing.
-    """
-    if isinstance(kernel, int):
-        kernel = (kernel, kernel)
-    kh, kw = kernel
-    if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"closing kernel sizes must be odd and positive, got {kernel}")
-    if mask.dim() != 4:
-        raise ValueError(f"mask must have shape (B, 1, H, W). Got {tuple(mask.shape)}")
-    # uint8 rather than bool: the same bytes, and inductor's CPU codegen (torch 2.14)
-    # fails on these in-place bool OR/AND chains under torch.compile
-    m = mask.to(torch.uint8)
-    return (_erode(_dilate(m, kh // 2, kw // 2), kh // 2, kw // 2) | m).bool()
-
-
-# Rectangle dilation/erosion of a bool mask as OR/AND of shifted slices, separably: measured
-# 0.3 ms vs 38 ms for max_pool2d 5x5 on 8x384x384 (CPU, 2 threads). Pixels outside the
-# image are ignored, as with max_pool2d's implicit -inf padding.
-def _dilate(m: torch.Tensor, ry: int, rx: int) -> torch.Tensor:
-    return _shift_reduce(_shift_reduce(m, rx, 3, torch.Tensor.bitwise_or_), ry, 2,
-                         torch.Tensor.bitwise_or_)
-
-
-def _erode(m: torch.Tensor, ry: int, rx: int) -> torch.Tensor:
-    return _shift_reduce(_shift_reduce(m, rx, 3, torch.Tensor.bitwise_and_), ry, 2,
-                         torch.Tensor.bitwise_and_)
-
-
-def _shift_reduce(m: torch.Tensor, r: int, dim: int, op) -> torch.Tensor:
-    out = m.clone()
-    n = m.shape[dim]
-    for k in range(1, min(r, n - 1) + 1):
-        op(out.narrow(dim, k, n - k), m.narrow(dim, 0, n - k))
-        op(out.narrow(dim, 0, n - k), m.narrow(dim, k, n - k))
-    return out
-
-
-def __getattr__(name: str):
-    # occlusion_mask lives in .occlusion (which builds on this module); it is part of this
-    # module's public API, resolved lazily so that neither module imports the other at load
-    if name in ("occlusion_mask", "METHODS"):
-        from . import occlusion
-        return getattr(occlusion, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
+from .morph import close_mask
 from .occlusion import occlusion_mask
-from .warp import close_mask
+from .shift import SHIFT_PER_PERCENT
 
 __all__ = ["MAPPERS", "apply_mapper", "WarpSamplerConfig", "WarpParams", "WarpSampler",
            "masks_from_params", "DIVERGENCE_LEVELS"]
@@ -206,9 +207,9 @@ class WarpSampler:
         width = torch.as_tensor(width, dtype=torch.float32).expand(n).clone()
         # cap the per-eye shift: max |d - conv| is max(conv, 1 - conv) for d in [0, 1]
         span = torch.maximum(conv, 1.0 - conv).clamp(min=1e-6)
-        div = torch.minimum(div, c.max_shift / (span * width * 0.005))
+        div = torch.minimum(div, c.max_shift / (span * width * SHIFT_PER_PERCENT))
         # drawn on the host, so this reduction over B numbers reads no device memory
-        bound = float((span * width * 0.005 * div).max()) + 1e-3 if n else 0.0
+        bound = float((span * width * SHIFT_PER_PERCENT * div).max()) + 1e-3 if n else 0.0
         return WarpParams(div, conv, mapper, strength, closing, left, width,
                           tuple(tuple(k) for k in c.closing_choices), c.max_shift,
                           min(bound, c.max_shift))
@@ -218,7 +219,7 @@ def masks_from_params(depth: torch.Tensor, params: WarpParams, *, method: str = 
                       border: str = "pad", check: bool = False, return_layered: bool = False):
     """Hole masks ``(B, 1, H, W)`` for a batch of depth maps and their drawn parameters.
 
-    Applies the mapper, computes :func:`~inpaint_online.occlusion.occlusion_mask` for each
+    Applies the mapper, computes :func:`~inpaint_online.warp.occlusion_mask` for each
     sample's view (``method``: ``"geometric"`` or ``"iw3"``), then each sample's closing (a
     loop over the few configured kernel sizes, never over samples). No host sync: the
     padding and occluder window come from the host-side ``params.shift_bound``. With

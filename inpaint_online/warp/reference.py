@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .warp import SAME_SURFACE_PX, disparity_shift, view_sign
+from .shift import disparity_shift, iw3_shift_scale, view_sign
+from .splat import SAME_SURFACE_PX
 
 f32 = np.float32
 
@@ -265,7 +266,7 @@ def reference_iw3_mask(depth, divergence, convergence, view="right", closing=Non
     wid = torch.as_tensor(w if width is None else width, dtype=torch.float64).expand(b).tolist()
     masks, layers = [], []
     for i in range(b):
-        k = div[i] * 0.01 * wid[i] * 0.5
+        k = iw3_shift_scale(div[i], wid[i])
         kc = f32(k * conv[i])
         k = f32(k)
         pad = int(wid[i] * div[i] * 0.01 + 2)
