@@ -2,7 +2,7 @@
 """Estimate depth once over raw media and cache it for online training (see README)."""
 import sys
 
-from inpaint_online.precompute_cli import main
+from inpaint_online.cache.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from inpaint_online.cache import Manifest, ManifestWriter, Sampling, Summary
+from inpaint_online.cache.cli import demo_inputs, demo_video_inputs
+from inpaint_online.cache.fill import FillJob, Task, precompute
+from inpaint_online.cache.pipeline import loader
+from inpaint_online.cache.store import Manifest, ManifestWriter, Sampling, Summary
 from inpaint_online.depth import FallbackBackend, MidasBackend
 from inpaint_online.depth.midas_small import MidasSmall
-from inpaint_online.precompute import Task, _Job, precompute
-from inpaint_online.precompute_cli import demo_inputs, demo_video_inputs
-from inpaint_online.precompute_stream import loader
 
 
 def backend_of(name: str, device: str, tmp: Path):
@@ -46,7 +46,7 @@ def decode_rate(backend, tasks, sampling, batch_size, workers, tmp) -> tuple[flo
     """frames/s of the workers alone; also returns the prepared chunks (for the model)."""
     root = tmp / "plan"
     root.mkdir(exist_ok=True)
-    job = _Job(root, backend, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
+    job = FillJob(root, backend, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
                Summary())
     t = time.perf_counter()
     chunks = [c for c in loader(job, tasks, sampling, batch_size, workers) if c["t"] == "chunk"]

@@ -22,10 +22,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inpaint_online.collate import Prefetcher, WarpCollate  # noqa: E402
+from inpaint_online.cache import open_cache
 from inpaint_online.config import load_config  # noqa: E402
-from inpaint_online.data import CacheDataset, StreamSampler, make_loader, open_cache, split_records  # noqa: E402
 from inpaint_online.devices import resolve_device
+from inpaint_online.stream import (  # noqa: E402
+    CacheDataset,
+    Prefetcher,
+    StreamSampler,
+    WarpCollate,
+    make_loader,
+    split_records,
+)
 from inpaint_online.train import Trainer
 
 

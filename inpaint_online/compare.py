@@ -31,15 +31,16 @@ import sys
 
 import torch
 
+from .cache import open_cache
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, load_config
-from .data import open_cache, split_records
 from .devices import resolve_device
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file
 from .inference import classical_fills, inpaint, load_model
 from .losses import batch_scores, mean_scores
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
+from .stream import split_records
 from .train import hole_texture, validation_batches
 from .warp import DIVERGENCE_LEVELS
 

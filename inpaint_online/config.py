@@ -15,11 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from .collate import CollateConfig
-from .data import DataConfig
 from .errors import ConfigError
 from .losses import LossConfig
 from .models import ModelConfig
+from .stream import CollateConfig, DataConfig
 from .warp import WarpSamplerConfig
 
 __all__ = ["RunConfig", "OptimConfig", "TrainConfig", "Config", "ConfigError", "load_config"]

@@ -64,12 +64,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .collate import WarpCollate
+from .cache import open_cache
 from .config import Config, ConfigError
-from .data import CacheDataset, StreamSampler, make_loader, mix_seed, open_cache, split_records
 from .devices import resolve_device
 from .errors import DataError, show
 from .fsutil import atomic_write_bytes, sweep_temp, writable_dir
+from .stream import CacheDataset, mix_seed, split_records, training_stream
 
 __all__ = ["export_dataset", "plan_export", "read_sample", "ExportSummary", "ExportPlan",
            "IW3_SIZE", "IW3_CLIP", "IW3_EVAL"]
@@ -376,11 +376,9 @@ def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, dev
     bs = cfg.data.batch_size
     seed = mix_seed(cfg.run.seed, "export", split)
     first_batch = st["next_position"] // bs
-    sampler = StreamSampler(len(ds), seed=seed, start=first_batch * bs)
-    loader = make_loader(ds, sampler)
     # the export reads every batch back to the host anyway: retries may skip finished samples
-    collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, augment=False,
-                          sync_ok=True)
+    loader, collate = training_stream(ds, cfg, device, seed=seed, start_batch=first_batch,
+                                      augment=False, sync_ok=True)
     min_px = cfg.collate.min_hole_px
     st.setdefault("skipped", 0)
     # the table's source column (no record dict per sample: caches may hold millions)

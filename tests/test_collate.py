@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import photo_depth, real_image
 
-from inpaint_online.collate import CollateConfig, WarpCollate, widen_mask
-from inpaint_online.data import DEPTH_OFFSET
+from inpaint_online.stream import DEPTH_OFFSET, CollateConfig, WarpCollate
+from inpaint_online.stream.collate import widen_mask
 from inpaint_online.warp import WarpSamplerConfig
 
 
@@ -114,7 +114,7 @@ SYNC_ENTRY_POINTS = ("item", "tolist", "__bool__", "__int__", "__float__", "__in
                      "nonzero", "numpy", "cpu")
 # Justified exceptions, by (file, function): both read the B numbers the sampler drew with
 # its CPU generator — host memory by design, never a tensor on the training device.
-HOST_SIDE = {("warp_params.py", "sample"),      # bound of the drawn shifts
+HOST_SIDE = {("params.py", "sample"),           # bound of the drawn shifts
              ("collate.py", "widen_mask"),      # largest drawn widening width
              ("collate.py", "_crop_size")}      # the crop side, from the CPU batch
 
@@ -180,7 +180,7 @@ def test_the_trap_catches_a_sync():
 # ------------------------------------------------------------------ crops chosen by their holes
 
 def test_best_crops_is_the_first_best_of_the_drawn_candidates():
-    from inpaint_online.collate import best_crops, crop_at
+    from inpaint_online.stream.collate import best_crops, crop_at
     g = torch.Generator().manual_seed(5)
     n, t, h, w, size, k = 5, 2, 40, 52, 24, 7
     mask = torch.rand(n * t, 1, h, w, generator=g) < torch.rand(n * t, 1, 1, 1, generator=g) * 0.3

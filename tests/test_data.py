@@ -4,13 +4,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from inpaint_online.data import (
+from inpaint_online.cache import load_pair, open_cache
+from inpaint_online.stream import (
     DEPTH_OFFSET,
     CacheDataset,
     DataConfig,
     StreamSampler,
-    load_pair,
-    open_cache,
     split_records,
 )
 
@@ -132,7 +131,7 @@ def test_unreadable_source_is_skipped_with_a_warning(small_cache, tmp_path, capl
 
 
 def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
-    from inpaint_online.data import RecordTable
+    from inpaint_online.stream import RecordTable
     recs = open_cache(small_cache).samples()
     table = RecordTable(recs)
     keys = ("source", "rel", "depth_file", "kind", "frame", "clip", "depth_bytes", "depth_crc32",
@@ -144,7 +143,7 @@ def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
 def test_workers_never_touch_the_parents_video_decoders(small_cache):
     import pickle
 
-    from inpaint_online import data as data_mod
+    from inpaint_online.stream import dataset as data_mod
     ds = dataset(small_cache)
     video = next(i for i in range(len(ds)) if ds.item(i)[0]["kind"] == "video")
     ds[(video, 1)]                                         # the parent opens a decoder
@@ -174,7 +173,7 @@ def test_the_box_of_a_crop_chosen_in_a_window_recuts_it_from_the_cache(small_cac
     holes; the box it reports (cached-depth pixels, the dataset's flip undone) re-cuts it."""
     from PIL import Image
 
-    from inpaint_online.collate import CollateConfig, WarpCollate
+    from inpaint_online.stream import CollateConfig, WarpCollate
     from inpaint_online.warp import WarpSamplerConfig
     ds = dataset(small_cache, crop_window=1.5, scale_range=(1.2, 1.6), jitter_p=0.0,
                  flip_p=0.5)
@@ -197,8 +196,8 @@ def test_the_box_of_a_crop_chosen_in_a_window_recuts_it_from_the_cache(small_cac
 def test_cache_pairs_gives_writable_image_and_depth_tensors_at_the_cached_size(small_cache, tmp_path, caplog):
     import shutil
 
-    from inpaint_online.cache import Manifest, read_depth
-    from inpaint_online.data import cache_pairs
+    from inpaint_online.cache import cache_pairs
+    from inpaint_online.cache.store import Manifest, read_depth
     rows = list(cache_pairs(small_cache))
     m = Manifest(small_cache)
     assert [r["key"] for r, _, _ in rows] == [r["key"] for r in m.samples()]
@@ -255,8 +254,8 @@ def test_composite_zoom_widens_only_the_layered_samples_frame(small_cache):
     """data.composite_zoom: a layered sample's frame width (what the shift is measured in)
     is multiplied by a draw in the range; its pixels and depth are the unzoomed sample's,
     plain samples are untouched, and the widened shift makes wider holes."""
-    from inpaint_online.collate import CollateConfig, WarpCollate
     from inpaint_online.evaluate_stereo import max_run
+    from inpaint_online.stream import CollateConfig, WarpCollate
     from inpaint_online.warp import WarpSamplerConfig
     m = open_cache(small_cache)
     recs = [r for r in m.samples() if r["kind"] == "image"]
@@ -306,7 +305,7 @@ def test_validation_composites_only_when_asked(small_cache):
 def test_composite_holes_start_at_the_cut_outs_edge(small_cache):
     """Warped, a composite's holes lie right after the cut-out (right-view orientation):
     the background side, the content behind them known."""
-    from inpaint_online.collate import CollateConfig, WarpCollate
+    from inpaint_online.stream import CollateConfig, WarpCollate
     from inpaint_online.warp import WarpSamplerConfig
     m = open_cache(small_cache)
     recs = [r for r in m.samples() if r["kind"] == "image"]

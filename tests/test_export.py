@@ -5,17 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
+from iw3_reader import read_export
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from inpaint_online.collate import WarpCollate
-from inpaint_online.config import ConfigError
-from inpaint_online.data import CacheDataset, StreamSampler, mix_seed, open_cache, split_records
-from inpaint_online.export import export_dataset, read_sample
 import inpaint_online.export as export_mod
-
-from conftest import tiny_config
-from iw3_reader import read_export
+from inpaint_online.cache import open_cache
+from inpaint_online.config import ConfigError
+from inpaint_online.export import export_dataset, read_sample
+from inpaint_online.stream import CacheDataset, StreamSampler, WarpCollate, mix_seed, split_records
 
 
 def files(d):
@@ -172,6 +171,7 @@ def test_iw3_method_export_records_its_method_and_layered_holes(small_cache, tmp
                                            ("configs/demo_video.yaml", "clip_cache")])
 def test_the_demo_configs_export_what_iw3_reads_with_no_extra_flags(config, cache, request, tmp_path):
     from pathlib import Path
+
     from test_train import cli_main
     root = Path(__file__).resolve().parents[1]
     cache_dir = request.getfixturevalue(cache)
@@ -197,10 +197,11 @@ def test_a_cache_without_runs_long_enough_is_refused_before_any_write(small_cach
 def flat_cache(tmp_path_factory):
     """Three real photos and a flat grey picture: the picture's depth is the fallback's prior
     alone (no edges of its own), which rarely folds into holes."""
-    from inpaint_online.cache import Sampling
-    from inpaint_online.depth import FallbackBackend
-    from inpaint_online.precompute import precompute
     from conftest import skimage_data_dir
+
+    from inpaint_online.cache.fill import precompute
+    from inpaint_online.cache.store import Sampling
+    from inpaint_online.depth import FallbackBackend
     media = tmp_path_factory.mktemp("flatmedia")
     for name in ["astronaut.png", "coffee.png", "chelsea.png"]:
         Image.open(skimage_data_dir() / name).convert("RGB").save(media / name)

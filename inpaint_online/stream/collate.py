@@ -1,29 +1,31 @@
 """WarpCollate: a CPU batch of (image, depth) crops → ``(x, mask, y)`` on the training device.
 
-Per batch, vectorised over the samples (DESIGN.md §1–2):
+Per batch, vectorised over the samples (docs/design.md, "stream" and "warp"):
 fresh per-sample warp parameters → hole mask at the original position (left warp of the
 depth, right re-warp, unreached pixels, closing) → optional re-draw for samples with too few
 holes → right-view orientation (left-view samples mirrored, iw3's convention: background
 to the right of every hole) → mask augmentation → ``x = y · (1 − mask)``.
 
-It runs in the main process (CUDA cannot live in forked workers). :class:`Prefetcher`
+It runs in the main process (CUDA cannot live in forked workers). :class:`~.prefetch.Prefetcher`
 overlaps it with the training step: pinned host memory, non-blocking copies and, on CUDA,
 a side stream one batch ahead (timm's PrefetchLoader pattern).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from .data import DEPTH_OFFSET, mix_seed
-from .warp import MASK_METHODS, WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
+from ..cache import DEPTH_SCALE
+from ..warp import MASK_METHODS, WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
+from .batch import Batch
+from .dataset import DEPTH_OFFSET
+from .records import mix_seed
 
-__all__ = ["CollateConfig", "Batch", "WarpCollate", "Prefetcher", "widen_mask", "best_crops",
-           "crop_at", "crop_candidates"]
+__all__ = ["CollateConfig", "WarpCollate", "widen_mask", "best_crops", "crop_at",
+           "crop_candidates"]
 
 
 @dataclass
@@ -52,56 +54,6 @@ class CollateConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"collate.{name} must be 0 <= lo <= hi, got {(lo, hi)}")
-
-
-@dataclass
-class Batch:
-    """One training batch on the device, in right-view orientation; images in [0, 1].
-    Clip batches have a frame axis: ``(B, T, C, H, W)``; ``params`` are per clip."""
-    x: torch.Tensor            # (B, 3, H, W) masked input: y with the holes zeroed
-    mask: torch.Tensor         # (B, 1, H, W) float, 1 = hole
-    y: torch.Tensor            # (B, 3, H, W) target
-    depth: torch.Tensor        # (B, 1, H, W) depth in [0, 1] (zero in the holes)
-    params: WarpParams         # the drawn parameters (on the device)
-    meta: dict                 # index, seed, box, flip (CPU tensors from the dataset)
-    layered: torch.Tensor | None = None   # (B,) iw3 layered-hole pixels per sample (all frames)
-
-    def __len__(self) -> int:
-        return self.y.shape[0]
-
-    def take(self, idx: torch.Tensor | list[int]) -> "Batch":
-        """The samples ``idx`` (in that order) of this batch."""
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        dev = idx.to(self.y.device)
-        meta = {k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in idx.tolist()])
-                for k, v in self.meta.items()}
-        return Batch(x=self.x[dev], mask=self.mask[dev], y=self.y[dev], depth=self.depth[dev],
-                     params=self.params.map(lambda v: v[idx.to(v.device)]), meta=meta,
-                     layered=None if self.layered is None else self.layered[dev])
-
-    @staticmethod
-    def cat(parts: list["Batch"]) -> "Batch":
-        """One batch of the samples of ``parts`` (same crop size and parameter settings)."""
-        first = parts[0]
-        fp = first.params
-        tensors = {f.name: torch.cat([getattr(p.params, f.name) for p in parts])
-                   for f in fields(fp) if isinstance(getattr(fp, f.name), torch.Tensor)}
-        params = WarpParams(**{f.name: tensors.get(f.name, getattr(fp, f.name)) for f in fields(fp)})
-        meta = {k: (torch.cat([p.meta[k] for p in parts]) if isinstance(v, torch.Tensor)
-                    else [x for p in parts for x in p.meta[k]]) for k, v in first.meta.items()}
-        if any(p.params.shift_bound != fp.shift_bound for p in parts):
-            params.shift_bound = max(p.params.shift_bound for p in parts)
-        return Batch(x=torch.cat([p.x for p in parts]), mask=torch.cat([p.mask for p in parts]),
-                     y=torch.cat([p.y for p in parts]), depth=torch.cat([p.depth for p in parts]),
-                     params=params, meta=meta,
-                     layered=None if first.layered is None else torch.cat([p.layered for p in parts]))
-
-    def record_stream(self, stream) -> None:
-        """Tell the caching allocator these side-stream tensors are used on ``stream``."""
-        params = [getattr(self.params, f.name) for f in fields(self.params)]
-        for t in [self.x, self.mask, self.y, self.depth, self.layered, *params]:
-            if isinstance(t, torch.Tensor) and t.is_cuda:
-                t.record_stream(stream)
 
 
 def widen_mask(mask: torch.Tensor, right: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
@@ -202,7 +154,7 @@ def _crop_box(box: torch.Tensor, flip, oy: torch.Tensor, ox: torch.Tensor, size:
 
 
 class WarpCollate:
-    """Turns a CPU batch from :class:`~inpaint_online.data.CacheDataset` into a :class:`Batch`.
+    """Turns a CPU batch from :class:`~.dataset.CacheDataset` into a :class:`Batch`.
 
     ``collate(batch, step)``: the warp parameters come from a generator seeded by
     ``(seed, rank, step)``, so every rank draws different parameters, every step new ones,
@@ -235,7 +187,7 @@ class WarpCollate:
         t = batch["rgb"].shape[1] if clip else 1
         y = batch["rgb"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float().div_(255.0)
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
-                 + DEPTH_OFFSET).div_(65535.0)
+                 + DEPTH_OFFSET).div_(float(DEPTH_SCALE))
         win = y.shape[-1]
         size = _crop_size(batch, win)
         params = self.sampler.sample(n, batch["width"], g).to(dev)
@@ -320,48 +272,3 @@ class WarpCollate:
         on = torch.rand(n, generator=g) < p
         k = torch.randint(rng[0], rng[1] + 1, (n,), generator=g)
         return torch.where(on, k, 0)
-
-
-class Prefetcher:
-    """Iterates a DataLoader and yields ``(Batch, data_wait_seconds)`` from ``start_step`` on.
-
-    On CUDA the next batch is copied and collated on a side stream while the current step
-    trains; ``data_wait`` is the host time spent blocked on the loader. On CPU the collate
-    runs inline and is counted as data time too (it competes with the step for the cores).
-    """
-
-    def __init__(self, loader, collate: WarpCollate, start_step: int = 0):
-        self.loader, self.collate, self.step = loader, collate, start_step
-        self.cuda = collate.device.type == "cuda"
-        self.stream = torch.cuda.Stream(collate.device) if self.cuda else None
-        self._it = None
-        self._next = None
-
-    def _fetch(self):
-        t0 = time.perf_counter()
-        cpu = next(self._it)
-        if self.cuda:
-            wait = time.perf_counter() - t0
-            with torch.cuda.stream(self.stream):
-                b = self.collate(cpu, self.step)
-        else:
-            b = self.collate(cpu, self.step)
-            wait = time.perf_counter() - t0
-        self.step += 1
-        return b, wait
-
-    def __iter__(self):
-        self._it = iter(self.loader)
-        if self.cuda:
-            self._next = self._fetch()
-        return self
-
-    def __next__(self):
-        if not self.cuda:
-            return self._fetch()
-        t0 = time.perf_counter()
-        torch.cuda.current_stream().wait_stream(self.stream)
-        b, _ = self._next
-        b.record_stream(torch.cuda.current_stream())
-        self._next = self._fetch()    # host time: loader wait + launching the async collate
-        return b, time.perf_counter() - t0

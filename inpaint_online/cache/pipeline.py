@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .errors import one_line
-from .media import failure_reason
+from ..errors import one_line
+from ..media import failure_reason
 
 
 @dataclass

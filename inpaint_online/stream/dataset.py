@@ -1,18 +1,17 @@
-"""Streaming (image, depth) crops from the depth cache, for the DataLoader workers.
+"""Streaming (image, depth) crops from the depth cache, for the DataLoader workers
+(docs/design.md, "stream").
 
 Workers only decode, resize, crop and flip on the CPU and return compact integer tensors
 (``uint8`` RGB, ``int16`` depth); the warp and everything after it runs in the main process
-on the training device (:mod:`inpaint_online.collate`).
+on the training device (:mod:`.collate`).
 
 Every random choice of a sample is drawn from a generator seeded by the sample's own seed,
-which :class:`StreamSampler` hands out together with the index. A sample is therefore the
+which :class:`~.loader.StreamSampler` hands out together with the index. A sample is therefore the
 same whatever the number of workers, and a resumed run continues the exact stream.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import logging
 import math
 import os
@@ -24,22 +23,22 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .cache import Manifest, load_depth
-from .errors import DataError, one_line, show
-from .media import MediaError, VideoReader, load_image
+from ..cache import DEPTH_SCALE, Manifest, load_frames
+from ..errors import DataError, one_line, show
+from ..media import MediaError, VideoReader
+from .records import RecordTable, clip_runs, drop_small
 
-__all__ = ["DataConfig", "CacheDataset", "StreamSampler", "split_records", "mix_seed",
-           "load_pair", "load_frames", "open_cache", "clip_runs", "RecordTable", "make_loader",
-           "window_size", "cache_pairs", "DEPTH_OFFSET"]
+__all__ = ["DataConfig", "CacheDataset", "window_size", "DEPTH_OFFSET"]
 
 log = logging.getLogger(__name__)
 
 # open video readers a forked worker inherited from its parent: kept alive, never used
 _INHERITED: list = []
 
-# uint16 depth travels as int16 (half the bytes of int32, exact): value - 32768.
+# The cache's uint16 depth travels from the workers to the collate as int16 (half the bytes
+# of int32, exact): value - DEPTH_OFFSET.
 DEPTH_OFFSET = 32768
 
 
@@ -117,246 +116,6 @@ class DataConfig:
 def window_size(config: DataConfig) -> int:
     """Side of the window the dataset cuts: ``data.crop`` enlarged by ``data.crop_window``."""
     return max(config.crop, int(round(config.crop * config.crop_window)))
-
-
-def mix_seed(*parts: int | str) -> int:
-    """A 63-bit seed from several integers (stable across processes and machines)."""
-    h = hashlib.blake2b("/".join(map(str, parts)).encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
-
-
-def open_cache(cache_dir: str | Path) -> Manifest:
-    """The cache's manifest, or a clear error when there is no usable cache."""
-    root = Path(cache_dir)
-    if root.exists() and not root.is_dir():
-        raise FileNotFoundError(f"{show(root)}: data.cache_dir is a file, not a depth cache folder")
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no depth cache here (the directory does not exist). "
-                                f"Run: python precompute_depth.py INPUT... --cache-dir {root}")
-    manifest = Manifest(root)
-    if not manifest.entries:
-        extra = f" ({len(manifest.errors)} sources failed; see the manifest)" if manifest.errors else ""
-        raise FileNotFoundError(f"{root}: the depth cache has no entries{extra}. "
-                                f"Run: python precompute_depth.py INPUT... --cache-dir {root}")
-    return manifest
-
-
-def split_records(records: list[dict], val_fraction: float,
-                  val_sources: tuple[str, ...] | list[str] = ()) -> tuple[list[dict], list[dict]]:
-    """Hold out whole *sources* (all frames of a video go together) for validation.
-
-    ``val_sources`` (``data.val_sources``): exactly the sources that match one of these
-    paths or globs (against the path under the input root, the file name or the full path);
-    a pattern that matches nothing, or one that takes every source, is a ValueError.
-    Otherwise ``val_fraction`` of the sources, chosen by a hash of each source's path
-    relative to its input root, so the same on every machine. With a single source the
-    validation set is that source too (logged).
-    """
-    if val_sources:
-        def hit(r, pat):
-            return any(fnmatch.fnmatchcase(v, pat) for v in (r["rel"], Path(r["rel"]).name, r["source"]))
-        held = set()
-        for pat in val_sources:
-            got = {r["rel"] for r in records if hit(r, pat)}
-            if not got:
-                raise ValueError(f"data.val_sources: {pat!r} matches no cached source")
-            held |= got
-        if held == {r["rel"] for r in records}:
-            raise ValueError("data.val_sources holds out every cached source: nothing is left to train on")
-        return ([r for r in records if r["rel"] not in held], [r for r in records if r["rel"] in held])
-    sources = sorted({r["rel"] for r in records},
-                     key=lambda s: hashlib.sha1(s.encode("utf-8", "surrogateescape")).hexdigest())
-    if val_fraction <= 0:
-        return records, []
-    if len(sources) < 2:
-        log.warning("only one source in the cache: validation samples come from it too")
-        return records, records
-    n_val = min(len(sources) - 1, max(1, round(val_fraction * len(sources))))
-    held = set(sources[:n_val])
-    return ([r for r in records if r["rel"] not in held], [r for r in records if r["rel"] in held])
-
-
-class StreamSampler(Sampler):
-    """Endless ``(index, sample_seed)`` stream: a fresh permutation per epoch, sharded by rank.
-
-    Rank ``r`` of ``world`` takes every ``world``-th element of each epoch's permutation
-    (wrapped to equal length), so ranks see disjoint data. ``start`` skips that many samples
-    of this rank's stream (resume). ``sample_seed`` is unique per (seed, rank, position).
-    """
-
-    def __init__(self, n: int, *, seed: int, rank: int = 0, world: int = 1, start: int = 0):
-        if n < 1:
-            raise ValueError("StreamSampler needs at least one sample")
-        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
-        self.per_rank = math.ceil(n / world)
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
-        perm = torch.randperm(self.n, generator=g)
-        reps = math.ceil(self.per_rank * self.world / self.n)
-        return perm.repeat(reps)[: self.per_rank * self.world]
-
-    def __iter__(self):
-        pos, epoch, perm = self.start, None, None
-        while True:
-            e, off = divmod(pos, self.per_rank)
-            if e != epoch:
-                epoch, perm = e, self._perm(e)
-            yield int(perm[self.rank + off * self.world]), mix_seed(self.seed, self.rank, pos)
-            pos += 1
-
-
-def load_frames(cache: Manifest | Path, recs: list[dict], reader=None) -> tuple[np.ndarray, np.ndarray]:
-    """RGB ``uint8 (T, h, w, 3)`` at the cached depth's size and depth ``uint16 (T, h, w)`` of
-    one image record or of consecutive frames of one video (decoded with one ``get_batch``).
-
-    ``cache``: the cache's :class:`Manifest` or its root folder. ``reader(path)`` may return
-    an open :class:`~inpaint_online.media.VideoReader`.
-    """
-    root = cache.root if isinstance(cache, Manifest) else Path(cache)
-    depths = []
-    for rec in recs:
-        path = root / rec["depth_file"]
-        try:
-            depths.append(load_depth(root, rec))
-        except (OSError, ValueError) as e:
-            why = (e.strerror or type(e).__name__) if isinstance(e, OSError) else one_line(e)
-            raise MediaError(f"{show(path)}: cached depth of {show(rec['source'])} is unusable "
-                             f"({why}); run: python precompute_depth.py --cache-dir {show(root)} "
-                             "--verify --repair") from None
-    if recs[0]["kind"] == "video":
-        rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
-    else:
-        rgb = load_image(recs[0]["source"])[None]
-    h, w = depths[0].shape
-    if rgb.shape[1:3] != (h, w):
-        rgb = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
-                        for f in rgb])
-    return rgb, np.stack(depths)
-
-
-def load_pair(cache: Manifest | Path, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:
-    """RGB ``uint8 (h, w, 3)`` at the cached depth's size, and the depth ``uint16 (h, w)``."""
-    rgb, depth = load_frames(cache, [rec], reader)
-    return rgb[0], depth[0]
-
-
-def cache_pairs(cache_dir: str | Path, *, kind: str | None = None):
-    """Iterate a depth cache as ``(record, image, depth)``: the image ``float32 (3, h, w)``
-    and the inverse depth ``float32 (1, h, w)``, both in [0, 1] (1 = near; the cache's 65535
-    scale undone) at the cached size, writable tensors of their own.
-
-    ``kind``: only ``"image"`` or ``"video"`` entries. An entry that cannot be read is skipped
-    with one warning line (its file and why), like the training stream does::
-
-        for rec, image, depth in cache_pairs("runs/demo/cache"):
-            print(rec["rel"], rec["frame"], image.shape, float(depth.max()))
-    """
-    manifest = open_cache(cache_dir)
-    for rec in manifest.samples():
-        if kind is not None and rec["kind"] != kind:
-            continue
-        try:
-            rgb, depth = load_pair(manifest, rec)
-        except MediaError as e:
-            log.warning("skipping %s", e)
-            continue
-        image = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
-        d = torch.from_numpy(depth.astype(np.float32))[None].div_(65535.0)
-        yield rec, image.contiguous(), d
-
-
-def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
-    """Integral image of 'horizontal depth step > threshold' (the holes' birthplaces)."""
-    d = depth.astype(np.float32) * (1.0 / 65535.0)
-    edge = np.zeros(d.shape, np.int32)
-    edge[:, 1:] = np.abs(d[:, 1:] - d[:, :-1]) > threshold
-    out = np.zeros((d.shape[0] + 1, d.shape[1] + 1), np.int64)
-    out[1:, 1:] = edge.cumsum(0).cumsum(1)
-    return out
-
-
-def drop_small(records: list[dict], config: DataConfig) -> list[dict]:
-    """Records whose frame fills a ``data.crop`` crop with at most ``data.max_upscale``
-    enlargement; the others are skipped with one warning line (a 2x2000 image scaled up 128
-    times is a flat smear: no holes, no texture, a NaN score)."""
-    need = config.crop / config.max_upscale
-    keep, small = [], []
-    for r in records:
-        (small if min(r.get("depth_size") or (1 << 30,)) < need else keep).append(r)
-    if small:
-        names = sorted({f"{show(r['rel'])} ({r['depth_size'][0]}x{r['depth_size'][1]})"
-                        for r in small})
-        log.warning("skipping %d cached frame(s) smaller than data.crop / data.max_upscale = %g "
-                    "px on the short side: %s%s", len(small), need, ", ".join(names[:5]),
-                    f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return keep
-
-
-def clip_runs(records: list[dict], clip_len: int) -> list[list[dict]]:
-    """Runs of consecutive cached frames of one video, at least ``clip_len`` long.
-
-    Frames cached with ``precompute_depth.py --clip-len T`` come in clips (records share
-    ``clip`` = the clip's first frame); a sample takes a window of ``clip_len`` of a run.
-    """
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        if r["kind"] == "video":
-            groups.setdefault((r["source"], r.get("clip")), []).append(r)
-    runs = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1] if k[1] is not None else -1)):
-        frames = sorted(groups[key], key=lambda r: r["frame"])
-        cur = [frames[0]]
-        for r in frames[1:]:
-            if r["frame"] == cur[-1]["frame"] + 1:
-                cur.append(r)
-            else:
-                runs.append(cur)
-                cur = [r]
-        runs.append(cur)
-    return [r for r in runs if len(r) >= clip_len]
-
-
-class RecordTable:
-    """Records as flat numpy arrays: no Python object per record.
-
-    DataLoader workers are forked; touching millions of dicts (reference counts, the garbage
-    collector) would copy them page by page into every worker. Fixed-width byte strings and
-    integer arrays are shared and stay shared.
-    """
-
-    FIELDS = ("source", "rel", "depth_file")
-
-    def __init__(self, records: list[dict]):
-        for f in self.FIELDS:
-            # surrogateescape: file names that are not UTF-8 (old Latin-1 disks) round-trip
-            setattr(self, f, np.array([r[f].encode("utf-8", "surrogateescape") for r in records],
-                                      dtype=bytes))
-        self.video = np.array([r["kind"] == "video" for r in records], dtype=bool)
-        self.frame = np.array([-1 if r.get("frame") is None else r["frame"] for r in records], np.int64)
-        self.clip = np.array([-1 if r.get("clip") is None else r["clip"] for r in records], np.int64)
-        # what verifies the depth file (-1: a record of an older cache without it)
-        self.nbytes = np.array([r.get("depth_bytes", -1) for r in records], np.int64)
-        self.crc = np.array([int(r["depth_crc32"], 16) if "depth_crc32" in r else -1
-                             for r in records], np.int64)
-        self.size = np.array([r.get("depth_size") or (-1, -1) for r in records], np.int64).reshape(-1, 2)
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    def __getitem__(self, i: int) -> dict:
-        out = {f: getattr(self, f)[i].decode("utf-8", "surrogateescape") for f in self.FIELDS}
-        video = bool(self.video[i])
-        out["kind"] = "video" if video else "image"
-        out["frame"] = int(self.frame[i]) if video or self.frame[i] >= 0 else None
-        out["clip"] = int(self.clip[i]) if self.clip[i] >= 0 else None
-        if self.nbytes[i] >= 0:
-            out["depth_bytes"] = int(self.nbytes[i])
-        if self.crc[i] >= 0:
-            out["depth_crc32"] = f"{int(self.crc[i]):08x}"
-        if self.size[i, 0] >= 0:
-            out["depth_size"] = self.size[i].tolist()
-        return out
 
 
 class CacheDataset(Dataset):
@@ -497,7 +256,7 @@ class CacheDataset(Dataset):
                 if hi > 1.0:       # drawn only when asked: other configs keep their draws
                     fw *= _log_uniform(lo, hi, float(rand()))
         d16 = torch.from_numpy(np.ascontiguousarray(
-            np.clip(np.rint(d_c), 0, 65535).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[:, None]
+            np.clip(np.rint(d_c), 0, DEPTH_SCALE).astype(np.int32) - DEPTH_OFFSET).astype(np.int16))[:, None]
         return {"rgb": img, "depth": d16, "width": torch.tensor(fw, dtype=torch.float32),
                 "crop": torch.tensor(c.crop),
                 "index": torch.tensor(index), "seed": torch.tensor(seed),
@@ -547,7 +306,7 @@ class CacheDataset(Dataset):
         squeeze = 0.3 + 0.3 * u[11]
         bg = depth.astype(np.float32) * squeeze
         top = float(bg.max())
-        near = top + (65535 - top) * 0.5                     # in front of all the background
+        near = top + (DEPTH_SCALE - top) * 0.5                     # in front of all the background
         a = torch.from_numpy(alpha)[None, None]
         out = img.float() * (1 - a) + torch.from_numpy(np.array(fg)).permute(2, 0, 1)[None].float() * a
         d = np.where(matte[None], np.float32(near), bg)
@@ -562,15 +321,18 @@ class CacheDataset(Dataset):
         return TF.adjust_hue(img, hue * u[3]) if hue > 0 else img
 
 
+def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
+    """Integral image of 'horizontal depth step > threshold' (the holes' birthplaces)."""
+    d = depth.astype(np.float32) * (1.0 / DEPTH_SCALE)
+    edge = np.zeros(d.shape, np.int32)
+    edge[:, 1:] = np.abs(d[:, 1:] - d[:, :-1]) > threshold
+    out = np.zeros((d.shape[0] + 1, d.shape[1] + 1), np.int64)
+    out[1:, 1:] = edge.cumsum(0).cumsum(1)
+    return out
+
+
 def _log_uniform(lo: float, hi: float, u: float) -> float:
     """``u`` in [0, 1) mapped log-uniformly onto [lo, hi] (scale and zoom draws)."""
     return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
 
 
-def make_loader(ds: CacheDataset, sampler: StreamSampler, *, pin_memory: bool = False) -> DataLoader:
-    """The DataLoader of a stream: ``data.batch_size``, workers started by
-    ``data.worker_start`` with ``data.prefetch_factor`` batches each in flight."""
-    c, nw = ds.cfg, ds.cfg.num_workers
-    return DataLoader(ds, batch_size=c.batch_size, sampler=sampler, num_workers=nw,
-                      pin_memory=pin_memory, prefetch_factor=c.prefetch_factor if nw else None,
-                      multiprocessing_context=c.worker_start if nw else None)

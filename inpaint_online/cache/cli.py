@@ -1,5 +1,5 @@
 """Command line of ``precompute_depth.py`` (only argument parsing; the work is in
-:mod:`inpaint_online.precompute`)."""
+:mod:`.fill`, :mod:`.verify`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import Sampling
-from .depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
-from .errors import ConfigError, describe
-from .precompute import precompute, verify
+from ..depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
+from ..errors import ConfigError, describe
+from .fill import precompute
+from .store import Sampling
+from .verify import verify
 
 DEMO_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png",
                "camera.png", "retina.jpg")
@@ -230,10 +231,10 @@ def backend_of(args):
 
 def _inspect(args) -> int:
     """``--list`` and ``--show``: look into a cache without changing it."""
-    from .cache import Manifest, load_depth
-    from .errors import show
-    from .fsutil import check_output_file, save_image
-    from .pictures import depth_picture
+    from ..errors import show
+    from ..fsutil import check_output_file, save_image
+    from ..pictures import depth_picture
+    from .store import Manifest, load_cached_depth
     root = Path(args.cache_dir)
     try:
         if not root.is_dir():
@@ -255,7 +256,7 @@ def _inspect(args) -> int:
             raise ConfigError("--show needs --out PICTURE.png")
         check_output_file(args.out)
         rec = find_entry(m, args.show)
-        d = load_depth(root, rec)
+        d = load_cached_depth(root, rec)
         save_image(args.out, depth_picture(d.astype(np.float32) / 65535.0))
         frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
         print(f"{show(rec['source'])}{frame}: {d.shape[1]}x{d.shape[0]} depth "

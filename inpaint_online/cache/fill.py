@@ -3,45 +3,40 @@
 Resumable (skips what is cached, unchanged and intact; recomputes what changed or whose
 file is missing or of the wrong size), shardable (``shard=(i, n)``), and it never stops on
 a bad file: every file has its own error boundary, and the file and the reason go into the
-summary and the manifest's error records. :func:`verify` checks every cached map against
-its checksum; ``repair=True`` recomputes the broken ones from their sources.
+summary and the manifest's error records. The per-batch work runs in :mod:`.pipeline`;
+:mod:`.verify` checks and repairs a cache.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from . import precompute_stream as stream
-from .cache import (
-    CacheIntegrityError,
+from ..depth import DepthBackend, DepthRequest, clip_span, resize_normalised
+from ..errors import one_line, show
+from ..fsutil import atomic_write_bytes, sweep_temp, writable_dir
+from ..media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
+from . import pipeline
+from .pipeline import Progress
+from .store import (
     Manifest,
     ManifestWriter,
     Sampling,
     Summary,
-    atomic_write_bytes,
     depth_size,
     encode_depth,
     entry_key,
     file_check,
     fingerprint,
-    load_depth,
     mismatch,
     shard_of,
 )
-from .depth import DepthBackend, DepthRequest, clip_span, resize_normalised
-from .errors import ConfigError, one_line, show
-from .fsutil import sweep_temp, writable_dir
-from .media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
-from .precompute_stream import Progress
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +54,10 @@ class Task:
     spans: dict[int, tuple[float, float]] | None = None
 
 
-class _Job:
+class FillJob:
     """What a run knows and writes: the cache, its manifest, the backend's signature and the
     storage settings. The workers only read it (:meth:`plan`); the writer thread of
-    :mod:`.precompute_stream` writes through it (:meth:`store`, :meth:`error`)."""
+    :mod:`.pipeline` writes through it (:meth:`store`, :meth:`error`)."""
 
     def __init__(self, root: Path, backend: DepthBackend, writer: ManifestWriter,
                  manifest: Manifest, max_size: int | None, fmt: str, with_hash: bool,
@@ -248,7 +243,7 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                progress_every: float | None = None) -> Summary:
     """Compute and cache depth for every image and sampled video frame under ``inputs``:
     ``workers`` DataLoader processes decode and resize, the backend runs on batches of
-    ``batch_size`` frames across files (:mod:`.precompute_stream`)."""
+    ``batch_size`` frames across files (:mod:`.pipeline`)."""
     t0 = time.perf_counter()
     sampling = sampling or Sampling()
     if shard is not None and not (0 <= shard[0] < shard[1]):
@@ -260,7 +255,7 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
     found, skipped = find_media(inputs)
     manifest = Manifest(root)
     writer = ManifestWriter(root, shard)
-    job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side,
+    job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side,
                video_norm=video_norm)
     for path, why in skipped:
         job.error(path, why)
@@ -278,7 +273,7 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
         tasks = [t for t in tasks if shard_of(t.path, shard[1]) == shard[0]]
     label = "depth" if shard is None else f"depth {shard[0]}/{shard[1]}"
     bar = Progress(len(tasks), label=label, enabled=progress, every=progress_every)
-    summary.stats = stream.run(job, tasks, sampling, batch_size, workers, bar)
+    summary.stats = pipeline.run(job, tasks, sampling, batch_size, workers, bar)
 
     # sources this run is responsible for that no longer exist
     mine = lambda p: shard is None or shard_of(Path(p), shard[1]) == shard[0]  # noqa: E731
@@ -292,117 +287,15 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                 writer.append({"key": key, "source": rec["source"], "deleted": True})
                 summary.pruned += 1
         summary.vanished = []
-    _compact(root, writer)
+    compact_manifest(root, writer)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _compact(root: Path, writer: ManifestWriter) -> None:
+def compact_manifest(root: Path, writer: ManifestWriter) -> None:
     """Rewrite this run's manifest file with the newest record of each key it holds."""
     merged = Manifest(root)
     keep = {k: r for k, r in {**merged.entries, **merged.errors}.items()
             if merged.origin.get(k) == writer.path.name}
     writer.compact(keep)
     writer.close()
-
-
-@dataclass
-class VerifyReport:
-    checked: int = 0
-    legacy: int = 0                                   # records without a checksum
-    broken: list[tuple[dict, str]] = field(default_factory=list)
-    repaired: int = 0
-    unrepaired: list[tuple[dict, str]] = field(default_factory=list)
-
-    def table(self) -> str:
-        out = ["", "  precompute_depth --verify", "  " + "-" * 34,
-               f"  {'maps checked':<24}{self.checked:>10}",
-               f"  {'broken':<24}{len(self.broken):>10}",
-               f"  {'repaired':<24}{self.repaired:>10}"]
-        if self.legacy:
-            out.append(f"  {'without checksum':<24}{self.legacy:>10}  (made by an older "
-                       "version: only decoded)")
-        def where(rec):
-            return show(rec["source"]) + ("" if rec.get("frame") is None else f" frame {rec['frame']}")
-        for rec, why in self.broken:
-            out.append(f"  BROKEN {where(rec)} ({rec['depth_file']}): {why}")
-        for rec, why in self.unrepaired:
-            out.append(f"  NOT REPAIRED {where(rec)}: {why}; entry removed")
-        if self.broken and not self.repaired and not self.unrepaired:
-            out.append("  run again with --repair to recompute them from their sources")
-        return "\n".join(out)
-
-
-def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_size: int = 8,
-           progress: bool = True) -> VerifyReport:
-    """Check every cached map against its manifest record (size, CRC-32, decodable, shape).
-    With a ``backend``: recompute the broken ones from their sources (a repair); an entry
-    whose source cannot be read any more is removed and listed."""
-    root = Path(cache_dir)
-    if not root.is_dir():
-        raise ConfigError(f"{show(root)}: no depth cache here (not a folder)")
-    manifest = Manifest(root)
-    report = VerifyReport()
-    for rec in tqdm(manifest.samples(), desc="verify", unit="map", disable=not progress,
-                    dynamic_ncols=True):
-        report.checked += 1
-        report.legacy += "depth_crc32" not in rec
-        try:
-            load_depth(root, rec)
-        except CacheIntegrityError as e:
-            report.broken.append((rec, str(e)))
-        except OSError as e:
-            report.broken.append((rec, "missing" if isinstance(e, FileNotFoundError)
-                                  else one_line(f"cannot read ({e.strerror or e})")))
-    if backend is None or not report.broken:
-        return report
-    sig = {"backend": backend.name, "backend_settings": backend.settings()}
-    other = {(r["backend"], json.dumps(r["backend_settings"], sort_keys=True))
-             for r, _ in report.broken if (r["backend"], r["backend_settings"]) != tuple(sig.values())}
-    if other:
-        name, settings = sorted(other)[0]
-        raise ConfigError(f"the broken maps were made with depth backend {name!r} {settings}, "
-                          f"not {sig['backend']!r} {json.dumps(sig['backend_settings'], sort_keys=True)}: "
-                          "run --repair with the backend options of the cache")
-    prepare_cache_dir(root)
-    writer = ManifestWriter(root, None)
-    by_source: dict[str, list[dict]] = {}
-    for rec, _ in report.broken:
-        by_source.setdefault(rec["source"], []).append(rec)
-    jobs: dict[tuple, list] = {}
-    for source, recs in by_source.items():
-        r0 = recs[0]
-        sig = (_max_size_of(r0), Path(r0["depth_file"]).suffix[1:], "sha256" in r0["fingerprint"])
-        spans = None
-        if r0["kind"] == "video":
-            spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
-                     if r.get("depth_norm", {}).get("mode") == "clip"}
-        task = Task(Path(source), r0["rel"],
-                    None if r0["kind"] == "image" else [(r["frame"], r.get("clip")) for r in recs],
-                    spans)
-        jobs.setdefault(sig, []).append((task, recs))
-    for (max_size, fmt, with_hash), items in jobs.items():
-        summary = Summary()
-        job = _Job(root, backend, writer, manifest, max_size, fmt, with_hash, summary,
-                   force={r["key"] for _, recs in items for r in recs})
-        tasks = [t for t, _ in items]
-        stream.run(job, tasks, Sampling(), batch_size, 0, Progress(len(tasks), enabled=False))
-        errors = dict(summary.errors)                 # one error at most per source
-        for task, recs in items:
-            why = errors.get(str(task.path))
-            if why is None:
-                report.repaired += len(recs)
-                continue
-            for r in recs:       # report, remove the entry (its error record is written)
-                (root / r["depth_file"]).unlink(missing_ok=True)
-                writer.append({"key": r["key"], "source": r["source"], "deleted": True})
-                report.unrepaired.append((r, why))
-    _compact(root, writer)
-    return report
-
-
-def _max_size_of(rec: dict) -> int | None:
-    """The ``max_size`` that gives a record's stored size from its source size."""
-    sw, sh = rec["src_size"]
-    dw, dh = rec["depth_size"]
-    return None if (dw, dh) == (sw, sh) else max(dw, dh)

@@ -1,4 +1,4 @@
-"""The depth cache: one ``uint16`` depth map per image / sampled video frame plus a manifest.
+"""The depth cache's storage: one ``uint16`` depth map per image / sampled video frame plus a manifest.
 
 Layout of ``DIR``::
 
@@ -6,7 +6,7 @@ Layout of ``DIR``::
     manifest.shard-I-of-N.jsonl     records of shard I (shards never share a source)
     depth/ab/<sha1>.npy             uint16 normalised inverse depth (65535 = nearest),
                                     memory-mappable (the training read path; PNG decode
-                                    would cost ~20 ms per 720p frame, DESIGN.md §7)
+                                    would cost ~20 ms per 720p frame, docs/design.md)
     depth/ab/<sha1>.png             the same as a viewable 16-bit PNG (``--format png``)
 
 A record is ``{"key", "source", "rel", "kind", "frame", "clip", "src_size", "depth_file",
@@ -19,7 +19,7 @@ the manifest is compacted atomically. Depth files are written to a temp file and
 the temp files a kill leaves behind are swept when the cache is next opened for writing.
 
 Integrity: ``depth_bytes`` and ``depth_crc32`` (of the file's bytes) are checked by every
-read of the training path (:func:`load_depth`). A re-run of ``precompute_depth.py`` stats
+read of the training path (:func:`load_cached_depth`). A re-run of ``precompute_depth.py`` stats
 every cached file: one that is missing or of the wrong size is recomputed; one whose mtime
 differs from ``depth_mtime_ns`` (written to since) is read and recomputed unless its CRC
 still matches. ``--verify`` reads every file (damage that kept size and mtime: bit rot) and
@@ -38,15 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import one_line, show
-from .fsutil import atomic_write_bytes
+from ..errors import one_line, show
+from ..fsutil import atomic_write_bytes
 
 MANIFEST_GLOB = "manifest*.jsonl"
+
+# The cache stores inverse depth in [0, 1] as uint16: 0 = farthest, DEPTH_SCALE = nearest.
+# The one home of this scale: readers divide by it, the collate and composites use it.
+DEPTH_SCALE = 65535
 
 
 def encode_depth(depth: np.ndarray, fmt: str) -> bytes:
     """``[0, 1]`` float map → bytes of a uint16 ``.npy`` or 16-bit ``.png``."""
-    q = np.clip(np.round(depth * 65535.0), 0, 65535).astype(np.uint16)
+    q = np.clip(np.round(depth * float(DEPTH_SCALE)), 0, DEPTH_SCALE).astype(np.uint16)
     import io
     buf = io.BytesIO()
     if fmt == "npy":
@@ -60,7 +64,7 @@ def encode_depth(depth: np.ndarray, fmt: str) -> bytes:
 
 
 def read_depth(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """A cached depth map as ``uint16 (h, w)`` (no integrity check: see :func:`load_depth`)."""
+    """A cached depth map as ``uint16 (h, w)`` (no integrity check: see :func:`load_cached_depth`)."""
     path = Path(path)
     if path.suffix == ".npy":
         return np.load(path, mmap_mode="r" if mmap else None)
@@ -95,7 +99,7 @@ def decode_depth(data: bytes, suffix: str) -> np.ndarray:
     return m.astype(np.uint16, copy=False)
 
 
-def load_depth(root: Path, rec: dict) -> np.ndarray:
+def load_cached_depth(root: Path, rec: dict) -> np.ndarray:
     """The depth map of a record, verified against the size and CRC-32 the record holds
     (records of older caches without them are only decoded). Raises
     :class:`CacheIntegrityError` or OSError."""
@@ -270,7 +274,7 @@ class Summary:
     vanished: list[str] = field(default_factory=list)
     pruned: int = 0
     seconds: float = 0.0
-    stats: object = None                      # precompute_stream.Stats of the run
+    stats: object = None                      # pipeline.Stats of the run
 
     def table(self, title: str = "precompute_depth summary") -> str:
         fps = self.computed / self.seconds if self.seconds > 0 else 0.0

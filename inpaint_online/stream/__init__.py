@@ -1,0 +1,22 @@
+"""The stream stage: cached (image, depth) crops in DataLoader workers → masked training
+pairs on the device, fresh warp draws every step (docs/design.md, "stream").
+
+* :mod:`.records`: the records a run draws from (held-out split, clips, seeds);
+* :mod:`.dataset`: :class:`CacheDataset` (crops, flips, jitter, layered composites; CPU);
+* :mod:`.collate`: :class:`WarpCollate` (warp → masks → orientation → :class:`Batch`; device);
+* :mod:`.batch`: :class:`Batch`, the contract between the stream and training;
+* :mod:`.prefetch`: :class:`Prefetcher` (the collate one batch ahead on a side stream);
+* :mod:`.loader`: :class:`StreamSampler`, :func:`make_loader` and :func:`training_stream`,
+  the one wiring of all of the above that training and export share.
+"""
+
+from .batch import Batch
+from .collate import CollateConfig, WarpCollate
+from .dataset import DEPTH_OFFSET, CacheDataset, DataConfig, window_size
+from .loader import StreamSampler, make_loader, training_stream
+from .prefetch import Prefetcher
+from .records import RecordTable, clip_runs, drop_small, mix_seed, split_records
+
+__all__ = ["Batch", "CollateConfig", "WarpCollate", "CacheDataset", "DataConfig", "window_size",
+           "DEPTH_OFFSET", "StreamSampler", "make_loader", "training_stream", "Prefetcher",
+           "RecordTable", "clip_runs", "drop_small", "mix_seed", "split_records"]
