@@ -195,7 +195,7 @@ def temporal_error(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> to
     or t−1: how far the output's frame-to-frame change departs from the true change there
     (flicker, popping, texture swimming). Camera and object motion are in the target's
     change too, so no optical flow is needed; 0 = the holes change exactly as the truth.
-    (It differences *frames*, not colour channels — the slip DESIGN.md §5 warns about.)
+    (It differences *frames*, not colour channels — the slip of iw3 that docs/design.md notes.)
     """
     if out.dim() != 5 or out.shape[1] < 2:
         raise ValueError(f"temporal_error needs clips (B, T>=2, C, H, W), got {tuple(out.shape)}")

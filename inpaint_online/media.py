@@ -4,7 +4,8 @@ and frame sampling.
 Images: jpg/png/webp/bmp/tiff, 8- and 16-bit, grayscale, RGBA, palette, CMYK, EXIF rotation
 → ``uint8`` RGB ``(H, W, 3)`` numpy arrays. Videos are decoded with decord (the named
 dependency); PyAV stands in where decord is missing. Both sit behind :class:`VideoReader`,
-so another decoder (torchcodec) can be added without touching callers (DESIGN.md §7).
+so another decoder (torchcodec) can be added without touching callers (docs/design.md,
+"Facts the code relies on").
 """
 
 from __future__ import annotations

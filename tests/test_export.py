@@ -10,10 +10,12 @@ from iw3_reader import read_export
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import inpaint_online.export as export_mod
+import inpaint_online.export.layout as export_layout
 from inpaint_online.cache import open_cache
 from inpaint_online.config import ConfigError
+from inpaint_online.errors import DataError
 from inpaint_online.export import export_dataset, read_sample
+from inpaint_online.export.source_yield import SourceYield
 from inpaint_online.stream import CacheDataset, StreamSampler, WarpCollate, mix_seed, split_records
 
 
@@ -104,17 +106,17 @@ def test_exports_iw3_could_not_read_are_refused_before_any_work(small_cache, tmp
 def test_killed_export_resumes_without_duplicates_or_gaps(small_cache, tmp_path, monkeypatch):
     cfg = cfg_for(small_cache, tmp_path)
     export(cfg, tmp_path / "ref", 14)
-    real, calls = export_mod._png, {"n": 0}
+    real, calls = export_layout.png_bytes, {"n": 0}
 
     def dying(a):
         calls["n"] += 1
         if calls["n"] == 20:                    # mid-way through the second batch
             raise KeyboardInterrupt
         return real(a)
-    monkeypatch.setattr(export_mod, "_png", dying)
+    monkeypatch.setattr(export_layout, "png_bytes", dying)
     with pytest.raises(KeyboardInterrupt):
         export_dataset(cfg, tmp_path / "run", 14, 8, size=256, progress=False, threads=1)
-    monkeypatch.setattr(export_mod, "_png", real)
+    monkeypatch.setattr(export_layout, "png_bytes", real)
     (index,) = (tmp_path / "run" / "train").glob("*.index.jsonl")
     with open(index, "a") as f:
         f.write('{"name": "torn')                 # a torn line from the kill
@@ -263,7 +265,7 @@ def test_an_export_whose_sources_all_give_too_few_holes_stops_with_one_line(smal
 def test_the_yield_test_decides_as_documented():
     def run(seq, y=0.25):
         st = {}
-        yl = export_mod._Yield(st, y, {"a", "b"}, "train", "warp level 1", 30)
+        yl = SourceYield(st, y, {"a", "b"}, "train", "warp level 1", 30)
         for pos, kept in enumerate(seq):
             if yl.skip("a", pos):
                 return pos, st
@@ -277,7 +279,7 @@ def test_the_yield_test_decides_as_documented():
     assert run([False] * 100, y=0)[0] is None          # min_yield 0 keeps every source
     pos, _ = run([False] * 100, y=0.45)                # higher Y: bad (0.225) vs good (0.9): 2 drops
     assert pos == 2
-    with pytest.raises(export_mod.DataError, match="every source was left out"):
-        yl = export_mod._Yield({}, 0.25, {"a"}, "train", "warp level 1", 30)
+    with pytest.raises(DataError, match="every source was left out"):
+        yl = SourceYield({}, 0.25, {"a"}, "train", "warp level 1", 30)
         for pos in range(6):
             yl.record({"source": "a"}, False, pos)

@@ -1,7 +1,7 @@
 """MiDaS v2.1 small (``MiDaS_small``) built natively from timm, with the official key layout.
 
 Why our own: the torch.hub ``MiDaS_small`` entry point fetches its backbone from a second
-hub repository, which cannot work offline (DESIGN.md §6). This module builds the same
+hub repository, which cannot work offline (docs/design.md, "Stages"). This module builds the same
 network — timm's ``tf_efficientnet_lite3`` encoder split into MiDaS's four stages under
 ``pretrained.``, MiDaS's RefineNet-style decoder under ``scratch.`` — so the official
 ``midas_v21_small_256.pt`` (MIT licence) loads with ``strict=True``.

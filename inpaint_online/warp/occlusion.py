@@ -128,7 +128,7 @@ def _iw3_splat(values: torch.Tensor, shift: torch.Tensor, left: bool) -> torch.T
     Every source splats to ``floor`` and ``ceil`` of its clamped target with weights
     ``1 - f`` and ``f`` (``f`` clamped to ``[1e-5, 1 - 1e-5]``; ``floor == ceil`` on integer
     targets). Per target the nearest floor splat and the nearest ceil splat win and are
-    blended by weight. Depth order is column order here (DESIGN.md §7; see
+    blended by weight. Depth order is column order here (docs/design.md; see
     :func:`inpaint_online.warp.splat._winner`): the left view keeps the smallest source column,
     the right view the largest, so each z-buffer is one ``scatter_reduce(amax)``.
     """

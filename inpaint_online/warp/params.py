@@ -4,9 +4,10 @@ Draw parameters (:class:`WarpSampler`, seeded by a ``torch.Generator``), then ap
 (:func:`apply_mapper`, :func:`masks_from_params`), as torchvision's v2 transforms do: the
 split makes batches reproducible and lets an exporter log every sample's parameters.
 
-Defaults follow iw3's training data (DESIGN.md §5): level-1 divergence (p=0.7 one of
-{2, 2.5, 3, 4} %, else U(0, 5)), convergence (p=0.7 one of {0, 0.5, 1}, else U(0, 1)),
-identity mapper with p=0.7, per-eye shift capped at 32 px, a 5×5 closing.
+Defaults follow iw3's training data (docs/design.md, "Facts the code relies on"): level-1
+divergence (p=0.7 one of {2, 2.5, 3, 4} %, else U(0, 5)), convergence (p=0.7 one of
+{0, 0.5, 1}, else U(0, 1)), identity mapper with p=0.7, per-eye shift capped at 32 px, a 5×5
+closing.
 """
 
 from __future__ import annotations

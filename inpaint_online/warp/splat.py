@@ -51,7 +51,7 @@ def _winner(target: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     """Source column that wins each target (``-1`` = nobody reached it).
 
     Depth order without depth: in a horizontal warp whose shift grows with ``d``, two
-    sources meeting on one target are ordered by their columns (DESIGN.md §7): the right
+    sources meeting on one target are ordered by their columns (docs/design.md): the right
     view keeps the largest source column, the left view the smallest. So the z-buffer is a
     single ``scatter_reduce(amax)`` along each row over a column priority (``x`` for the
     right view, ``-x`` for the left one).

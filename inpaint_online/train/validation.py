@@ -1,0 +1,166 @@
+"""The held-out measure of a run: a fixed validation set, its scores, and the best checkpoints
+(``best.pt`` on the model's score, ``best_ema.pt`` on the EMA's) (docs/design.md, "train")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..losses import batch_scores, mean_scores
+from ..models import composite
+from ..stream import Batch, CacheDataset, WarpCollate
+from .rundir import RunDir, batch_names, image_grid
+from .trainer import Trainer
+
+__all__ = ["validation_batches", "hole_texture", "pick_in_turns", "evaluate", "Validation"]
+
+
+def validation_batches(cfg: Config, manifest, records: list[dict], device) -> list[Batch]:
+    """The fixed validation set: same crops and warp parameters in every run with this
+    config and cache (seeds from ``data.val_seed``), no jitter, no mask augmentation.
+
+    ``data.val_pool`` x ``data.val_count`` samples are drawn; the ``val_count`` kept are those
+    whose holes cover the most texture (:func:`hole_texture`: a hole on a flat wall is filled
+    by any method and measures nothing), taken from the held-out sources in turn so that every
+    source is represented. Two passes (score, then re-make the chosen batches: the collate is
+    deterministic), so only the kept samples stay in memory."""
+    if not records or cfg.data.val_count < 1:
+        return []
+    ds = CacheDataset(manifest, records, cfg.data, train=False)
+    collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=cfg.data.val_seed,
+                          augment=False)
+    bs, count = cfg.data.batch_size, cfg.data.val_count
+    pool = count * cfg.data.val_pool
+
+    def make(start: int) -> Batch:
+        items = [ds[(i % len(ds), cfg.data.val_seed * 1_000_003 + i)]
+                 for i in range(start, min(pool, start + bs))]
+        cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        return collate(cpu, step=start)
+
+    if pool == count:
+        chosen = list(range(count))
+    else:
+        scores, sources = [], []
+        for start in range(0, pool, bs):
+            b = make(start)
+            scores += hole_texture(b).tolist()
+            sources += [ds.table[int(ds.starts[i])]["rel"] for i in b.meta["index"].tolist()]
+        chosen = pick_in_turns(scores, sources, count)
+    out, pending = [], []
+    for start in range(0, pool, bs):
+        want = [i - start for i in chosen if start <= i < start + bs]
+        if want:
+            pending.append(make(start).take(want))
+        while pending and (sum(len(p) for p in pending) >= bs or start + bs >= pool):
+            b = Batch.cat(pending)
+            pending = [b.take(list(range(bs, len(b))))] if len(b) > bs else []
+            b = b.take(list(range(min(bs, len(b)))))
+            b.meta["names"] = batch_names(ds, b)
+            out.append(b)
+    return out
+
+
+def hole_texture(batch: Batch) -> torch.Tensor:
+    """``(B,)``: how much texture the holes of each sample cover — the sum over hole pixels
+    of the target's local gradient magnitude (gray, |dx| + |dy|, 3x3 mean); frames of a clip
+    add up. Large when wide holes lie on detail, small for few holes or holes on flat areas."""
+    y, m = batch.y, batch.mask
+    if y.dim() == 5:
+        y, m = y.flatten(0, 1), m.flatten(0, 1)
+    g = y.float().mean(1, keepdim=True)
+    gx = F.pad((g[..., :, 1:] - g[..., :, :-1]).abs(), (0, 1, 0, 0))
+    gy = F.pad((g[..., 1:, :] - g[..., :-1, :]).abs(), (0, 0, 0, 1))
+    tex = F.avg_pool2d(gx + gy, 3, 1, 1, count_include_pad=False)
+    return (tex * m.float()).flatten(1).sum(1).view(len(batch), -1).sum(1)
+
+
+def pick_in_turns(scores: list[float], sources: list[str], count: int) -> list[int]:
+    """``count`` indices, sorted: each source's samples by descending score, sources taking
+    turns (the source of the best remaining sample first in each round); samples with a zero
+    score (no hole) only fill what is left, first drawn first. Ties keep the drawing order."""
+    by_src: dict[str, list[int]] = {}
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        by_src.setdefault(sources[i], []).append(i)
+    queues = [q for q in by_src.values()]
+    picks, zero = [], []
+    while len(picks) < count and any(queues):
+        for q in sorted((q for q in queues if q), key=lambda q: (-scores[q[0]], q[0])):
+            if len(picks) == count:
+                break
+            i = q.pop(0)
+            (picks if scores[i] > 0 else zero).append(i)
+    return sorted(picks + sorted(zero)[:count - len(picks)])
+
+
+@torch.no_grad()
+def evaluate(trainer: Trainer, batches: list[Batch], model: torch.nn.Module | None = None) -> dict:
+    """PSNR and SSIM inside the holes, PSNR over the full image, averaged over samples
+    (frames, for clips; clips add ``temporal_error``, lower is better). ``model``: another
+    set of weights (the EMA) than the trainer's."""
+    model = model if model is not None else trainer.model
+    was = model.training
+    model.eval()
+    rows = []
+    for b in batches:
+        out = composite(b.x, b.mask, trainer.predict(b, net=model).float().clamp(0, 1))
+        rows.append(batch_scores(out, b.y, b.mask))
+    model.train(was)
+    return mean_scores(rows)
+
+
+class Validation:
+    """Scores the validation set at a step, logs the scores, and keeps the best checkpoints.
+
+    ``best`` is the record saved in every checkpoint: ``{"metric", "value", "step"}`` of the
+    model and ``ema_value`` / ``ema_step`` of the EMA weights. Ranks other than 0 get no
+    batches and do nothing."""
+
+    def __init__(self, cfg: Config, trainer: Trainer, batches: list[Batch], run: RunDir,
+                 best: dict):
+        self.cfg, self.trainer, self.batches = cfg, trainer, batches
+        self.run, self.best = run, best
+
+    def __bool__(self) -> bool:
+        return bool(self.batches)
+
+    def _scores(self, step: int, model: torch.nn.Module | None = None) -> dict:
+        """Score with the trainer's model (or ``model``: the EMA weights) and log the scores to
+        metrics.jsonl and TensorBoard."""
+        ema = model is not None
+        m = evaluate(self.trainer, self.batches, model)
+        self.run.log_row({"kind": "val_ema" if ema else "val", "step": step, **m})
+        self.run.scalars("val", {f"ema_{k}" if ema else k: v for k, v in m.items()}, step)
+        return m
+
+    def first_guess(self) -> dict:
+        """Step 0: the untrained model (= its first guess, ``model.prefill``), the reference
+        every validation curve starts from; it does not make a ``best.pt``."""
+        return {"step": 0, **self._scores(0)}
+
+    def __call__(self, step: int) -> dict:
+        """Score the model (and the EMA) at ``step``; a new best writes ``best.pt``
+        (``best_ema.pt``)."""
+        t, metric = self.trainer, self.cfg.train.best_metric
+        m = self._scores(step)
+        row = {"step": step, **m}
+        b0 = self.batches[0]
+        self.run.image("val/input_pred_target_error_zoom",
+                       lambda: image_grid(b0, t.predict(b0, net=t.model),
+                                          names=b0.meta.get("names")), step)
+        v = m[metric]
+        if self.best["value"] is None or v > self.best["value"]:
+            self.best = {**self.best, "metric": metric, "value": v, "step": step}
+            self.run.save("best.pt", t.state(step, self.best))
+        if t.ema is not None:
+            me = self._scores(step, t.ema)
+            row.update({f"ema_{k}": x for k, x in me.items()})
+            ve = me[metric]
+            if self.best.get("ema_value") is None or ve > self.best["ema_value"]:
+                self.best = {**self.best, "ema_value": ve, "ema_step": step}
+                # the EMA weights as "model": load_model / inpaint take it as they are
+                st = t.state(step, self.best)
+                st["model"] = st.pop("model_ema")
+                self.run.save("best_ema.pt", st)
+        return row
