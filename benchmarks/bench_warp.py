@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import photo_depth  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inpaint_online.bundled import photo_depth  # noqa: E402
 from inpaint_online.warp import (  # noqa: E402
     MASK_METHODS,
     WarpSampler,  # noqa: E402

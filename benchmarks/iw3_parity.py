@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.environ.get("NUNIF", "/tmp/nunif"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import photo_depth  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inpaint_online.bundled import photo_depth  # noqa: E402
 from inpaint_online.warp import occlusion_mask  # noqa: E402
 
 

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import photo_depth, real_image  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inpaint_online.bundled import photo_depth, real_image  # noqa: E402
 from inpaint_online.warp import occlusion_mask  # noqa: E402
 
 

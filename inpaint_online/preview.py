@@ -17,8 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import load_pair, open_cache
-from .cache.store import entry_label
+from .cache import DEPTH_SCALE, entry_label, load_pair, open_cache
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file, save_image
 from .media import MediaError
@@ -40,7 +39,7 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
             print(f"preview: skipping: {e}", file=sys.stderr)
             continue
         t = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float()[None] / 255
-        dd = torch.from_numpy(d.astype(np.float32))[None, None] / 65535
+        dd = torch.from_numpy(d.astype(np.float32))[None, None] / DEPTH_SCALE
         h, w = dd.shape[-2:]
         if min(h, w) < size:   # small frames: scale up so that a crop fits
             s = size / min(h, w)

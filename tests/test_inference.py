@@ -5,17 +5,15 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import photo_depth, skimage_data_dir, tiny_config
 from PIL import Image
 
 from inpaint_online.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from inpaint_online.compare import compare
+from inpaint_online.compare import compare, main as compare_main
 from inpaint_online.config import ConfigError
-from inpaint_online.compare import main as compare_main
 from inpaint_online.inference import inpaint, load_model, render_stereo
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.stereo import main as stereo_main
-
-from conftest import photo_depth, skimage_data_dir, tiny_config
 
 
 def test_inpaint_cli_fills_only_the_holes_of_a_real_image(checkpoint, tmp_path):
@@ -50,8 +48,9 @@ def test_tiled_inference_matches_whole_image(checkpoint):
 
 
 def test_inpaint_cli_folder_mode_reads_an_exported_dataset(checkpoint, small_cache, tmp_path):
-    from inpaint_online.export import export_dataset
     from iw3_reader import read_export
+
+    from inpaint_online.export import export_dataset
     export_dataset(tiny_config(small_cache, tmp_path, "collate.min_hole_px=10"), tmp_path / "ex",
                    3, 8, size=256, progress=False)
     assert read_export(tmp_path / "ex") == {"train": 3, "eval": 8}
@@ -211,8 +210,8 @@ def test_stereo_saves_depth_and_reports_interior_holes(checkpoint, tmp_path, cap
 
 
 def test_compare_sheet_is_labelled_and_shows_holes(checkpoint, small_cache, tmp_path, capsys):
+    from inpaint_online.baselines import classical_fills
     from inpaint_online.compare import sheet_columns
-    from inpaint_online.inference import classical_fills
     out = tmp_path / "cmp.png"
     assert compare_main(["--checkpoint", str(checkpoint), "--cache-dir", str(small_cache),
                          "--count", "8", "--device", "cpu", "--sheet", str(out),
@@ -253,7 +252,7 @@ def test_stereo_sheet_labels_views_and_zooms_on_interior_holes(checkpoint, tmp_p
 
 
 def test_pushpull_first_guess_keeps_known_pixels_and_fills_smoothly_from_every_side():
-    from inpaint_online.inference import diffusion_fill
+    from inpaint_online.baselines import diffusion_fill
     from inpaint_online.models import prefill_holes
     img = torch.from_numpy(np.array(Image.open(skimage_data_dir() / "coffee.png").convert("RGB")
                                     .resize((160, 107)))).permute(2, 0, 1)[None].float() / 255
@@ -351,8 +350,13 @@ def test_a_dual_model_blends_the_two_fills_by_its_learned_share():
     """``model.prefill=dual``: given both first guesses, the net's 4th output channel is the
     per-pixel share of the background fill (untrained: half each); it needs depth."""
     from inpaint_online.inference import needs_depth
-    from inpaint_online.models import (ModelConfig, background_pushpull_fill, build_model,
-                                       prefill_holes, pushpull_fill)
+    from inpaint_online.models import (
+        ModelConfig,
+        background_pushpull_fill,
+        build_model,
+        prefill_holes,
+        pushpull_fill,
+    )
     h, w = 40, 60
     x = torch.zeros(1, 3, h, w)
     x[:, 0] = 0.9

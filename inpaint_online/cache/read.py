@@ -20,7 +20,7 @@ from .store import DEPTH_SCALE, Manifest, load_cached_depth
 
 __all__ = ["open_cache", "load_frames", "load_pair", "cache_pairs"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.cache")
 
 
 def open_cache(cache_dir: str | Path) -> Manifest:

@@ -32,7 +32,7 @@ from .records import RecordTable, clip_runs, drop_small
 
 __all__ = ["DataConfig", "CacheDataset", "window_size", "DEPTH_OFFSET"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.stream")
 
 # open video readers a forked worker inherited from its parent: kept alive, never used
 _INHERITED: list = []

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["mix_seed", "split_records", "drop_small", "clip_runs", "RecordTable"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.stream")
 
 
 def mix_seed(*parts: int | str) -> int:

@@ -37,7 +37,7 @@ from .validation import Validation, validation_batches
 
 __all__ = ["train", "TrainResult"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.train")
 
 
 @dataclass

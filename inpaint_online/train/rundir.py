@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunDir", "tb_tag", "image_grid", "batch_names", "hole_stats", "describe_run"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.train")
 
 
 class RunDir:

@@ -20,7 +20,7 @@ from ..stream import Batch
 
 __all__ = ["Trainer", "lr_lambda", "restore"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inpaint_online.train")
 
 
 def lr_lambda(cfg: Config):
