@@ -83,7 +83,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     cfg = load_config(None, overrides, base=base)
     dev = resolve_device(cfg.run.device, 0)
     model = load_model(checkpoint, dev)
-    manifest = open_cache(cfg.data.cache_dir)
+    manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
     _, val = split_records(manifest.samples(), cfg.data.val_fraction, cfg.data.val_sources)
     batches = validation_batches(cfg, manifest, val, dev)
     if not batches:

@@ -81,10 +81,13 @@ def find_media(inputs: list[str | os.PathLike]) -> tuple[list[tuple[Path, Path]]
     return found, skipped
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, at_least: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image as ``uint8`` RGB ``(H, W, 3)``, EXIF rotation applied.
 
     16-bit images are scaled to 8 bits, grayscale/palette/CMYK converted, alpha dropped.
+    ``at_least=(w, h)``: the caller will shrink the image to that size, so a JPEG may be
+    decoded reduced (Pillow's ``draft``: 1/2, 1/4 or 1/8 scale in the DCT, never below the
+    size asked for) — a 12-Mpx photo wanted at 1024 px decodes ~4x faster.
     Raises :class:`MediaError` naming the file for anything unreadable: also a file that
     declares more pixels than Pillow's decompression-bomb limit, and a float image with
     non-finite pixels.
@@ -101,6 +104,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                if at_least is not None and im.format == "JPEG":
+                    w, h = at_least
+                    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):   # stored rotated by 90°
+                        w, h = h, w
+                    im.draft(im.mode, (w, h))
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 return _to_rgb8(im, name)

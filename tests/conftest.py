@@ -17,7 +17,11 @@ def depth_map():
     return photo_depth()
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def requires_cuda(test):
+    """A CUDA-only test: marked ``cuda`` (``pytest -m cuda`` selects it; benchmarks/gpu_check.sh
+    runs those) and skipped without CUDA."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(),
+                                               reason="needs CUDA")(test))
 
 
 @pytest.fixture(scope="session")

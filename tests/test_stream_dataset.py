@@ -125,7 +125,10 @@ def test_unreadable_source_is_skipped_with_a_warning(small_cache, tmp_path, capl
     m = open_cache(cache)
     recs = [r for r in m.samples() if r["kind"] == "image"][:2]
     broken = dict(recs[0], source=str(tmp_path / "gone.png"))
+    # the cache's stored RGB makes a lost original harmless; reading originals, it is skipped
     ds = CacheDataset(m, [broken, recs[1]], DataConfig(crop=32))
+    assert int(ds[(0, 1)]["index"]) == 0 and "gone.png" not in caplog.text
+    ds = CacheDataset(m, [broken, recs[1]], DataConfig(crop=32, rgb_from="source"))
     s = ds[(0, 1)]
     assert int(s["index"]) == 1 and "gone.png" in caplog.text
 
@@ -135,7 +138,7 @@ def test_record_table_round_trips_the_records_a_sample_needs(small_cache):
     recs = open_cache(small_cache).samples()
     table = RecordTable(recs)
     keys = ("source", "rel", "depth_file", "kind", "frame", "clip", "depth_bytes", "depth_crc32",
-            "depth_size")
+            "depth_size", "rgb_file", "rgb_bytes", "rgb_crc32")
     assert [table[i] for i in range(len(table))] == [{k: r.get(k) for k in keys} for r in recs]
     assert {r["kind"] for r in recs} == {"image", "video"}
 
@@ -144,7 +147,7 @@ def test_workers_never_touch_the_parents_video_decoders(small_cache):
     import pickle
 
     from inpaint_online.stream import dataset as data_mod
-    ds = dataset(small_cache)
+    ds = dataset(small_cache, rgb_from="source")           # the originals' decoders
     video = next(i for i in range(len(ds)) if ds.item(i)[0]["kind"] == "video")
     ds[(video, 1)]                                         # the parent opens a decoder
     parent_reader = next(iter(ds._readers.values()))

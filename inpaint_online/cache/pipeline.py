@@ -46,6 +46,26 @@ class Stats:
         return self.model / self.total if self.total > 0 else 0.0
 
 
+@dataclass
+class Chunk:
+    """Up to a batch of one source's frames for the depth model: ``frames`` as ``(frame,
+    clip start)``, the group (clip) they belong to and its size, the backend's request and
+    prepared input ``(bucket key, array)``, and their stored RGB (None without)."""
+    frames: list
+    group: int
+    group_n: int
+    request: object                # the backend's DepthRequest
+    prepared: tuple
+    rgb: list | None
+
+
+@dataclass
+class RgbOnly:
+    """Stored RGB for frames whose depth is cached and current (keys in order)."""
+    keys: list
+    rgb: list
+
+
 class _Sources(IterableDataset):
     """Worker ``k`` of ``n`` plans sources ``k, k+n, …``: for each, the chunks to compute,
     then one ``end`` item (what was skipped, refreshed records, the error if any)."""
@@ -60,12 +80,17 @@ class _Sources(IterableDataset):
             task = self.tasks[i]
             st = {"kind": None, "skipped": 0, "fresh": [], "error": None}
             try:
-                for frames, group, group_n, req, (key, x) in self.job.plan(
-                        task, self.sampling, self.batch_size, st):
+                for item in self.job.plan(task, self.sampling, self.batch_size, st):
+                    if isinstance(item, RgbOnly):
+                        yield {"t": "rgb", "src": i, "keys": item.keys, "rgb": item.rgb}
+                        continue
+                    key, x = item.prepared
                     # a tensor crosses to the main process through shared memory
                     meta = {k: st[k] for k in ("kind", "fp", "size", "src_wh")}
-                    yield {"t": "chunk", "src": i, "key": key, "x": torch.from_numpy(np.ascontiguousarray(x)),
-                           "frames": frames, "group": group, "group_n": group_n, "meta": meta}
+                    yield {"t": "chunk", "src": i, "key": key,
+                           "x": torch.from_numpy(np.ascontiguousarray(x)), "frames": item.frames,
+                           "group": item.group, "group_n": item.group_n, "meta": meta,
+                           "rgb": item.rgb}
             except Exception as e:   # noqa: BLE001 - the per-file backstop: report, go on
                 st["error"] = failure_reason(e, task.path)
             yield {"t": "end", "src": i, "st": st}
@@ -84,6 +109,7 @@ class _Chunk:
     group: int
     group_n: int
     meta: dict                                      # kind, fp, size, src_wh of the source
+    rgb: list | None = None                         # the frames' stored RGB (encoded)
     given: int = 0                                  # frames handed to the model so far
     raws: list = field(default_factory=list)
 
@@ -122,6 +148,13 @@ class _Writer(threading.Thread):
         s = self._src(i)
         if what == "end":
             s["end"] = payload
+        elif what == "rgb":                        # RGB for frames whose depth is current
+            if s["failed"] is None:
+                try:
+                    for key, data in zip(*payload):
+                        self.job.add_rgb(key, data)
+                except Exception as e:   # noqa: BLE001 - an RGB that cannot be stored
+                    s["failed"] = failure_reason(e, self.tasks[i].path)
         elif what == "fail":                       # the model failed on this source's chunk
             s["handled"] += 1
             s["failed"] = s["failed"] or payload
@@ -130,13 +163,14 @@ class _Writer(threading.Thread):
             ch: _Chunk = payload
             s["handled"] += 1
             if s["failed"] is None:
-                g = s["groups"].setdefault(ch.group, ([], []))
+                g = s["groups"].setdefault(ch.group, ([], [], []))
                 g[0].extend(ch.raws)
                 g[1].extend(ch.frames)
+                g[2].extend(ch.rgb or [None] * ch.n)
                 if len(g[1]) == ch.group_n:
                     del s["groups"][ch.group]
                     try:
-                        self.job.finish(self.tasks[i], ch.meta, g[0], g[1])
+                        self.job.finish(self.tasks[i], ch.meta, g[0], g[1], g[2])
                     except Exception as e:   # noqa: BLE001 - a map that cannot be stored
                         s["failed"] = failure_reason(e, self.tasks[i].path)
                         s["groups"].clear()
@@ -153,7 +187,8 @@ class _Writer(threading.Thread):
                 self.job.error(self.tasks[i].path, why)
             del self.state[i]
             self.files += 1
-        self.progress.update(self.files, self.job.summary.computed, len(self.job.summary.errors))
+        self.progress.update(self.files, self.job.summary.computed, len(self.job.summary.errors),
+                             per_frame=self.job.summary.per_frame())
 
 
 def loader(job, tasks, sampling, batch_size: int, workers: int) -> DataLoader:
@@ -244,10 +279,14 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
             if item["t"] == "end":
                 send(("end", i, {"st": item["st"], "n_chunks": received.pop(i, 0)}))
                 continue
+            if item["t"] == "rgb":
+                send(("rgb", i, (item["keys"], item["rgb"])))
+                continue
             received[i] = received.get(i, 0) + 1
             key = item["key"]
             buckets.setdefault(key, deque()).append(_Chunk(i, key, item["x"], item["frames"],
-                                                           item["group"], item["group_n"], item["meta"]))
+                                                           item["group"], item["group_n"],
+                                                           item["meta"], item["rgb"]))
             pending[key] = pending.get(key, 0) + len(item["frames"])
             while pending[key] >= batch_size:
                 batch(key)
@@ -279,21 +318,25 @@ class Progress:
         self.every = every if every is not None else (0.5 if self.tty else 30.0)
         self.t0 = self.last = clock()
         self.width = 0
+        self.per_frame = None
 
-    def line(self, files: int, frames: int, errors: int) -> str:
+    def line(self, files: int, frames: int, errors: int, per_frame: float | None = None) -> str:
         el = max(self.clock() - self.t0, 1e-9)
         pct = 100.0 * files / self.total if self.total else 100.0
         eta = _hms((self.total - files) * el / files) if files else "?"
+        size = f" | {per_frame / 1024:.0f} KiB/frame" if per_frame else ""
         return (f"{self.label}: {files:,}/{self.total:,} files ({pct:.1f}%) | {frames:,} frames, "
-                f"{frames / el:.1f} frames/s | {errors:,} error{'s' * (errors != 1)} | "
+                f"{frames / el:.1f} frames/s{size} | {errors:,} error{'s' * (errors != 1)} | "
                 f"elapsed {_hms(el)}, ETA {eta}")
 
-    def update(self, files: int, frames: int, errors: int, force: bool = False) -> None:
+    def update(self, files: int, frames: int, errors: int, force: bool = False,
+               per_frame: float | None = None) -> None:
         now = self.clock()
         if not self.enabled or (not force and now - self.last < self.every):
             return
         self.last = now
-        text = self.line(files, frames, errors)
+        self.per_frame = per_frame if per_frame is not None else self.per_frame
+        text = self.line(files, frames, errors, self.per_frame)
         if self.tty:
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)

@@ -16,15 +16,17 @@ from PIL import Image
 
 from ..errors import one_line, show
 from ..media import MediaError, VideoReader, load_image
-from .store import DEPTH_SCALE, Manifest, load_cached_depth
+from .store import DEPTH_SCALE, Manifest, load_cached_depth, load_cached_rgb
 
 __all__ = ["open_cache", "load_frames", "load_pair", "cache_pairs"]
 
 log = logging.getLogger("inpaint_online.cache")
 
 
-def open_cache(cache_dir: str | Path) -> Manifest:
-    """The cache's manifest, or a clear error when there is no usable cache."""
+def open_cache(cache_dir: str | Path, rgb_from: str = "cache") -> Manifest:
+    """The cache's manifest, or a clear error when there is no usable cache. With
+    ``rgb_from="cache"`` one line says so when some entries have no stored RGB (a cache made
+    before the cache held it): their originals are decoded, and a re-run adds it."""
     root = Path(cache_dir)
     if root.exists() and not root.is_dir():
         raise FileNotFoundError(f"{show(root)}: data.cache_dir is a file, not a depth cache folder")
@@ -36,36 +38,52 @@ def open_cache(cache_dir: str | Path) -> Manifest:
         extra = f" ({len(manifest.errors)} sources failed; see the manifest)" if manifest.errors else ""
         raise FileNotFoundError(f"{root}: the depth cache has no entries{extra}. "
                                 f"Run: python precompute_depth.py INPUT... --cache-dir {root}")
+    missing = sum("rgb_file" not in r for r in manifest.entries.values())
+    if rgb_from == "cache" and missing:
+        log.warning("%s: %d of %d cached frames have no stored RGB (a cache made before it held "
+                    "RGB): their originals are decoded for every sample, which starves the "
+                    "loader on large photos and long-GOP videos. Add it without recomputing the "
+                    "depth: run the precompute_depth.py command that made the cache again",
+                    show(root), missing, len(manifest.entries))
     return manifest
 
 
-def load_frames(cache: Manifest | Path, recs: list[dict], reader=None) -> tuple[np.ndarray, np.ndarray]:
+def load_frames(cache: Manifest | Path, recs: list[dict], reader=None,
+                rgb_from: str = "cache") -> tuple[np.ndarray, np.ndarray]:
     """RGB ``uint8 (T, h, w, 3)`` at the cached depth's size and depth ``uint16 (T, h, w)`` of
-    one image record or of consecutive frames of one video (decoded with one ``get_batch``).
+    one image record or of consecutive frames of one video.
 
-    ``cache``: the cache's :class:`Manifest` or its root folder. ``reader(path)`` may return
-    an open :class:`~inpaint_online.media.VideoReader`.
+    The RGB comes from the cache where it is stored (``rgb_from="cache"``, the default);
+    else, or with ``rgb_from="source"``, from the originals: a JPEG decoded reduced to the
+    stored size, a video's consecutive frames with one ``get_batch``. ``cache``: the cache's
+    :class:`Manifest` or its root folder. ``reader(path)`` may return an open
+    :class:`~inpaint_online.media.VideoReader`.
     """
     root = cache.root if isinstance(cache, Manifest) else Path(cache)
-    depths = []
-    for rec in recs:
-        path = root / rec["depth_file"]
-        try:
-            depths.append(load_cached_depth(root, rec))
-        except (OSError, ValueError) as e:
-            why = (e.strerror or type(e).__name__) if isinstance(e, OSError) else one_line(e)
-            raise MediaError(f"{show(path)}: cached depth of {show(rec['source'])} is unusable "
-                             f"({why}); run: python precompute_depth.py --cache-dir {show(root)} "
-                             "--verify --repair") from None
+    depths = [_checked(root, rec, "depth", load_cached_depth) for rec in recs]
+    h, w = depths[0].shape
+    if rgb_from == "cache" and all("rgb_file" in r for r in recs):
+        return np.stack([_checked(root, rec, "rgb", load_cached_rgb) for rec in recs]), \
+            np.stack(depths)
     if recs[0]["kind"] == "video":
         rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
     else:
-        rgb = load_image(recs[0]["source"])[None]
-    h, w = depths[0].shape
+        rgb = load_image(recs[0]["source"], at_least=(w, h))[None]
     if rgb.shape[1:3] != (h, w):
         rgb = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
                         for f in rgb])
     return rgb, np.stack(depths)
+
+
+def _checked(root: Path, rec: dict, kind: str, load) -> np.ndarray:
+    """A record's cached ``kind`` file, or one :class:`MediaError` line naming it and the fix."""
+    try:
+        return load(root, rec)
+    except (OSError, ValueError) as e:
+        why = (e.strerror or type(e).__name__) if isinstance(e, OSError) else one_line(e)
+        raise MediaError(f"{show(root / rec[kind + '_file'])}: cached {kind} of "
+                         f"{show(rec['source'])} is unusable ({why}); run: python "
+                         f"precompute_depth.py --cache-dir {show(root)} --verify --repair") from None
 
 
 def load_pair(cache: Manifest | Path, rec: dict, reader=None) -> tuple[np.ndarray, np.ndarray]:

@@ -74,16 +74,17 @@ def read_depth(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 
 class CacheIntegrityError(ValueError):
-    """A cached depth file that does not match its manifest record."""
+    """A cached depth or RGB file that does not match its manifest record."""
 
 
 def checksum(data: bytes) -> str:
     return f"{zlib.crc32(data):08x}"
 
 
-def file_check(data: bytes) -> dict:
-    """What a record stores to verify its depth file later: size and CRC-32 of the bytes."""
-    return {"depth_bytes": len(data), "depth_crc32": checksum(data)}
+def file_check(data: bytes, kind: str = "depth") -> dict:
+    """What a record stores to verify its ``kind`` (``depth`` or ``rgb``) file later: size and
+    CRC-32 of the bytes."""
+    return {f"{kind}_bytes": len(data), f"{kind}_crc32": checksum(data)}
 
 
 def decode_depth(data: bytes, suffix: str) -> np.ndarray:
@@ -99,32 +100,85 @@ def decode_depth(data: bytes, suffix: str) -> np.ndarray:
     return m.astype(np.uint16, copy=False)
 
 
+# The RGB beside each map, at the map's size, so the loader never decodes an original (a
+# 12-Mpx JPEG or a frame deep in a long-GOP video costs 0.1-2 s). Suffix per format.
+RGB_FORMATS = {"jpeg": "jpg", "webp": "webp", "png": "png", "npy": "npy"}
+RGB_QUALITY = 95            # jpeg / webp: docs/depth_cache.md gives its PSNR and size
+
+
+def encode_rgb(rgb: np.ndarray, fmt: str) -> bytes:
+    """``uint8 (h, w, 3)`` → bytes of ``fmt`` (:data:`RGB_FORMATS`); JPEG without chroma
+    subsampling (disocclusion edges are colour edges)."""
+    import io
+    buf = io.BytesIO()
+    if fmt == "npy":
+        np.save(buf, np.ascontiguousarray(rgb, np.uint8))
+        return buf.getvalue()
+    from PIL import Image
+    im = Image.fromarray(np.ascontiguousarray(rgb, np.uint8))
+    if fmt == "jpeg":
+        im.save(buf, format="JPEG", quality=RGB_QUALITY, subsampling=0)
+    elif fmt == "webp":
+        im.save(buf, format="WEBP", quality=RGB_QUALITY, method=4)
+    elif fmt == "png":
+        im.save(buf, format="PNG", compress_level=1)
+    else:
+        raise ValueError(f"rgb format must be one of {tuple(RGB_FORMATS)}, got {fmt!r}")
+    return buf.getvalue()
+
+
+def decode_rgb(data: bytes, suffix: str) -> np.ndarray:
+    import io
+    if suffix == ".npy":
+        m = np.load(io.BytesIO(data), allow_pickle=False)
+    else:
+        from PIL import Image
+        with Image.open(io.BytesIO(data)) as im:
+            m = np.asarray(im.convert("RGB"))
+    if m.ndim != 3 or m.shape[2] != 3 or m.dtype != np.uint8:
+        raise ValueError(f"not an 8-bit RGB image (shape {m.shape}, {m.dtype})")
+    return m
+
+
 def load_cached_depth(root: Path, rec: dict) -> np.ndarray:
     """The depth map of a record, verified against the size and CRC-32 the record holds
     (records of older caches without them are only decoded). Raises
     :class:`CacheIntegrityError` or OSError."""
-    path = Path(root) / rec["depth_file"]
+    return _load_checked(Path(root) / rec["depth_file"], rec, "depth", decode_depth)
+
+
+def load_cached_rgb(root: Path, rec: dict) -> np.ndarray:
+    """The stored RGB of a record, ``uint8 (h, w, 3)`` at the depth's size, verified like the
+    depth (:func:`load_cached_depth`). Raises :class:`CacheIntegrityError` or OSError."""
+    return _load_checked(Path(root) / rec["rgb_file"], rec, "rgb", decode_rgb)
+
+
+def _load_checked(path: Path, rec: dict, kind: str, decode) -> np.ndarray:
     data = path.read_bytes()
-    why = mismatch(rec, data)
+    why = mismatch(rec, data, kind=kind)
     if why:
         raise CacheIntegrityError(why)
     try:
-        m = decode_depth(data, path.suffix)
+        m = decode(data, path.suffix)
     except Exception as e:   # numpy/PIL raise several types for garbage
         raise CacheIntegrityError(f"undecodable ({type(e).__name__}: {e})") from None
-    want = rec.get("depth_size")
-    if want and tuple(m.shape[::-1]) != tuple(want):
-        raise CacheIntegrityError(f"map is {m.shape[1]}x{m.shape[0]}, the manifest says "
+    want = rec.get("depth_size")        # the RGB is stored at the depth's size
+    if want and tuple(m.shape[1::-1]) != tuple(want):
+        raise CacheIntegrityError(f"{'map' if kind == 'depth' else kind} is "
+                                  f"{m.shape[1]}x{m.shape[0]}, the manifest says "
                                   f"{want[0]}x{want[1]}")
     return m
 
 
-def mismatch(rec: dict, data: bytes | None = None, size: int | None = None) -> str | None:
-    """Why a depth file (its bytes, or only its size) does not match ``rec``; None if it does."""
+def mismatch(rec: dict, data: bytes | None = None, size: int | None = None,
+             kind: str = "depth") -> str | None:
+    """Why a ``kind`` (``depth`` / ``rgb``) file — its bytes, or only its size — does not
+    match ``rec``; None if it does."""
     n = len(data) if data is not None else size
-    if "depth_bytes" in rec and n is not None and n != rec["depth_bytes"]:
-        return f"size {n} bytes, the manifest says {rec['depth_bytes']} bytes (truncated or overwritten)"
-    if data is not None and "depth_crc32" in rec and checksum(data) != rec["depth_crc32"]:
+    want = rec.get(f"{kind}_bytes")
+    if want is not None and n is not None and n != want:
+        return f"size {n} bytes, the manifest says {want} bytes (truncated or overwritten)"
+    if data is not None and f"{kind}_crc32" in rec and checksum(data) != rec[f"{kind}_crc32"]:
         return "checksum mismatch (the file was changed or damaged after it was written)"
     return None
 
@@ -275,6 +329,25 @@ class Summary:
     pruned: int = 0
     seconds: float = 0.0
     stats: object = None                      # pipeline.Stats of the run
+    rgb_added: int = 0                        # RGB stored for frames whose depth was kept
+    frames_sized: int = 0                     # frames written by this run ...
+    bytes_written: int = 0                    # ... and their depth + RGB bytes
+    cache: dict = field(default_factory=dict)  # the whole cache (:meth:`measure`)
+
+    def add_bytes(self, rec: dict) -> None:
+        self.frames_sized += 1
+        self.bytes_written += rec.get("depth_bytes", 0) + rec.get("rgb_bytes", 0)
+
+    def per_frame(self) -> float | None:
+        """Bytes per frame (depth + RGB) of what this run wrote so far."""
+        return self.bytes_written / self.frames_sized if self.frames_sized else None
+
+    def measure(self, manifest: "Manifest") -> None:
+        """The size of the whole cache from its records: frames, depth and RGB bytes."""
+        recs = manifest.samples()
+        self.cache = {"frames": len(recs), "with_rgb": sum("rgb_bytes" in r for r in recs),
+                      "depth": sum(r.get("depth_bytes", 0) for r in recs),
+                      "rgb": sum(r.get("rgb_bytes", 0) for r in recs)}
 
     def table(self, title: str = "precompute_depth summary") -> str:
         fps = self.computed / self.seconds if self.seconds > 0 else 0.0
@@ -283,14 +356,28 @@ class Summary:
                 ("errors", len(self.errors)), ("vanished sources", len(self.vanished)),
                 ("pruned entries", self.pruned), ("seconds", f"{self.seconds:.1f}"),
                 ("frames/s", f"{fps:.2f}")]
+        if self.rgb_added:
+            rows.insert(3, ("RGB added (depth kept)", self.rgb_added))
         if self.stats is not None and self.computed:
             st = self.stats
             rows.append(("model busy", f"{100 * st.busy():.0f}%"))
             rows.append(("waited for decoding", f"{st.wait_decode:.1f} s"))
+        c = self.cache
+        if c.get("frames"):
+            n = c["frames"]
+            d, r = c["depth"] / n, c["rgb"] / max(c["with_rgb"], 1)
+            rows += [("cache frames", f"{n:,}"),
+                     ("cache size", f"{(c['depth'] + c['rgb']) / 2 ** 30:.2f} GiB"),
+                     ("KiB/frame depth+RGB", f"{d / 1024:.0f}+{r / 1024:.0f}"),
+                     ("1M frames on disk", f"{(d + r) * 1e6 / 2 ** 30:,.0f} GiB")]
         out = ["", f"  {title}", "  " + "-" * 34]
         out += [f"  {k:<24}{v:>10}" for k, v in rows]
         for path, why in self.errors:
             out.append(f"  ERROR {show(path)}: {one_line(why)}")
         for path in self.vanished[:20]:
             out.append(f"  VANISHED {show(path)} (run with --prune to remove its entries)")
+        if c.get("frames") and c["with_rgb"] < c["frames"]:
+            out.append(f"  {c['frames'] - c['with_rgb']:,} cached frame(s) have no stored RGB: "
+                       "training decodes their originals (slow for large photos and long-GOP "
+                       "videos); run with --rgb-format jpeg (the default) to add it")
         return "\n".join(out)

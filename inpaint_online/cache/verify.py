@@ -15,12 +15,14 @@ from . import pipeline
 from .fill import FillJob, Task, compact_manifest, prepare_cache_dir
 from .pipeline import Progress
 from .store import (
+    RGB_FORMATS,
     CacheIntegrityError,
     Manifest,
     ManifestWriter,
     Sampling,
     Summary,
     load_cached_depth,
+    load_cached_rgb,
 )
 
 __all__ = ["verify", "VerifyReport"]
@@ -67,13 +69,12 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
                     dynamic_ncols=True):
         report.checked += 1
         report.legacy += "depth_crc32" not in rec
-        try:
-            load_cached_depth(root, rec)
-        except CacheIntegrityError as e:
-            report.broken.append((rec, str(e)))
-        except OSError as e:
-            report.broken.append((rec, "missing" if isinstance(e, FileNotFoundError)
-                                  else one_line(f"cannot read ({e.strerror or e})")))
+        why = _problem(root, rec, "depth", load_cached_depth)
+        if why is None and "rgb_file" in rec:
+            why = _problem(root, rec, "rgb", load_cached_rgb)
+            why = None if why is None else f"RGB {rec['rgb_file']}: {why}"
+        if why is not None:
+            report.broken.append((rec, why))
     if backend is None or not report.broken:
         return report
     sig = {"backend": backend.name, "backend_settings": backend.settings()}
@@ -92,7 +93,10 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
     jobs: dict[tuple, list] = {}
     for source, recs in by_source.items():
         r0 = recs[0]
-        sig = (_max_size_of(r0), Path(r0["depth_file"]).suffix[1:], "sha256" in r0["fingerprint"])
+        rgb_fmt = next((f for f, suffix in RGB_FORMATS.items()
+                        if r0.get("rgb_file", "").endswith("." + suffix)), None)
+        sig = (_max_size_of(r0), Path(r0["depth_file"]).suffix[1:], "sha256" in r0["fingerprint"],
+               rgb_fmt)
         spans = None
         if r0["kind"] == "video":
             spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
@@ -101,10 +105,10 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
                     None if r0["kind"] == "image" else [(r["frame"], r.get("clip")) for r in recs],
                     spans)
         jobs.setdefault(sig, []).append((task, recs))
-    for (max_size, fmt, with_hash), items in jobs.items():
+    for (max_size, fmt, with_hash, rgb_fmt), items in jobs.items():
         summary = Summary()
         job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary,
-                   force={r["key"] for _, recs in items for r in recs})
+                   force={r["key"] for _, recs in items for r in recs}, rgb_fmt=rgb_fmt)
         tasks = [t for t, _ in items]
         pipeline.run(job, tasks, Sampling(), batch_size, 0, Progress(len(tasks), enabled=False))
         errors = dict(summary.errors)                 # one error at most per source
@@ -115,6 +119,8 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
                 continue
             for r in recs:       # report, remove the entry (its error record is written)
                 (root / r["depth_file"]).unlink(missing_ok=True)
+                if r.get("rgb_file"):
+                    (root / r["rgb_file"]).unlink(missing_ok=True)
                 writer.append({"key": r["key"], "source": r["source"], "deleted": True})
                 report.unrepaired.append((r, why))
     compact_manifest(root, writer)
@@ -126,3 +132,15 @@ def _max_size_of(rec: dict) -> int | None:
     sw, sh = rec["src_size"]
     dw, dh = rec["depth_size"]
     return None if (dw, dh) == (sw, sh) else max(dw, dh)
+
+
+def _problem(root: Path, rec: dict, kind: str, load) -> str | None:
+    """What is wrong with a record's ``kind`` file, or None."""
+    try:
+        load(root, rec)
+    except CacheIntegrityError as e:
+        return str(e)
+    except OSError as e:
+        return "missing" if isinstance(e, FileNotFoundError) else one_line(
+            f"cannot read ({e.strerror or e})")
+    return None

@@ -123,7 +123,7 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
     samples in iw3's layout. ``min_yield``: leave out sources that keep fewer than this share
     of their samples (0: none). See the module docstring and :func:`plan_export`."""
     out = writable_dir(out_dir, "--export-dir", "export", create=False)   # created after the checks
-    manifest = open_cache(cfg.data.cache_dir)
+    manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
     records = manifest.samples()
     plan = plan_export(cfg, records, count, eval_count, size=size, clip_len=clip_len,
                        prefix=prefix, masked_input=masked_input, force=force,

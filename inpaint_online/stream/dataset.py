@@ -78,6 +78,9 @@ class DataConfig:
                                           # shift, in % of the frame width, makes wider holes
     val_composite_p: float = 0.0          # the same for validation samples (cut-outs from the
                                           # held-out sources): holes with real geometry
+    rgb_from: str = "cache"               # cache: the RGB precompute stored beside each map
+                                          # (originals where a cache has none); source: always
+                                          # decode the originals
 
     def validate(self) -> None:
         if self.crop < 16:
@@ -100,6 +103,8 @@ class DataConfig:
             raise ValueError(f"data.val_sources must be a list of paths or globs, got {self.val_sources!r}")
         if self.worker_start not in ("fork", "spawn", "forkserver"):
             raise ValueError(f"data.worker_start must be fork, spawn or forkserver, got {self.worker_start!r}")
+        if self.rgb_from not in ("cache", "source"):
+            raise ValueError(f"data.rgb_from must be cache or source, got {self.rgb_from!r}")
         if self.clip_len < 1:
             raise ValueError(f"data.clip_len must be >= 1, got {self.clip_len}")
         if not 1.0 <= self.crop_window <= 4.0:
@@ -195,7 +200,7 @@ class CacheDataset(Dataset):
             first = int(self.starts[i]) + start
             recs = [self.table[j] for j in range(first, first + self.clip_len)]
             try:
-                rgb, depth = load_frames(self.root, recs, self._reader)
+                rgb, depth = load_frames(self.root, recs, self._reader, self.cfg.rgb_from)
                 out = self._sample(rgb, depth, i, seed)
             except Exception as e:  # noqa: BLE001 - one source's failure never stops a run
                 if recs[0]["source"] not in self._warned:
@@ -281,7 +286,8 @@ class CacheDataset(Dataset):
         j = (index + 1 + int(torch.randint(len(self) - 1, (1,), generator=g))) % len(self)
         u = torch.rand(12, generator=g).tolist()
         try:
-            rgb, _ = load_frames(self.root, [self.table[int(self.starts[j])]], self._reader)
+            rgb, _ = load_frames(self.root, [self.table[int(self.starts[j])]], self._reader,
+                                   self.cfg.rgb_from)
         except Exception:  # noqa: BLE001 - a composite is optional
             return None
         fr = rgb[0]

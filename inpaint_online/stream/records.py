@@ -122,10 +122,15 @@ class RecordTable:
         self.video = np.array([r["kind"] == "video" for r in records], dtype=bool)
         self.frame = np.array([-1 if r.get("frame") is None else r["frame"] for r in records], np.int64)
         self.clip = np.array([-1 if r.get("clip") is None else r["clip"] for r in records], np.int64)
-        # what verifies the depth file (-1: a record of an older cache without it)
-        self.nbytes = np.array([r.get("depth_bytes", -1) for r in records], np.int64)
-        self.crc = np.array([int(r["depth_crc32"], 16) if "depth_crc32" in r else -1
-                             for r in records], np.int64)
+        # what verifies the depth and RGB files (-1: a record of an older cache without it)
+        for kind in ("depth", "rgb"):
+            setattr(self, f"{kind}_nbytes",
+                    np.array([r.get(f"{kind}_bytes", -1) for r in records], np.int64))
+            setattr(self, f"{kind}_crc", np.array([int(r[f"{kind}_crc32"], 16)
+                                                   if f"{kind}_crc32" in r else -1
+                                                   for r in records], np.int64))
+        self.rgb_file = np.array([r.get("rgb_file", "").encode("utf-8", "surrogateescape")
+                                  for r in records], dtype=bytes)
         self.size = np.array([r.get("depth_size") or (-1, -1) for r in records], np.int64).reshape(-1, 2)
 
     def __len__(self) -> int:
@@ -137,10 +142,13 @@ class RecordTable:
         out["kind"] = "video" if video else "image"
         out["frame"] = int(self.frame[i]) if video or self.frame[i] >= 0 else None
         out["clip"] = int(self.clip[i]) if self.clip[i] >= 0 else None
-        if self.nbytes[i] >= 0:
-            out["depth_bytes"] = int(self.nbytes[i])
-        if self.crc[i] >= 0:
-            out["depth_crc32"] = f"{int(self.crc[i]):08x}"
+        for kind in ("depth", "rgb"):
+            if getattr(self, f"{kind}_nbytes")[i] >= 0:
+                out[f"{kind}_bytes"] = int(getattr(self, f"{kind}_nbytes")[i])
+            if getattr(self, f"{kind}_crc")[i] >= 0:
+                out[f"{kind}_crc32"] = f"{int(getattr(self, f'{kind}_crc')[i]):08x}"
+        if self.rgb_file[i]:
+            out["rgb_file"] = self.rgb_file[i].decode("utf-8", "surrogateescape")
         if self.size[i, 0] >= 0:
             out["depth_size"] = self.size[i].tolist()
         return out

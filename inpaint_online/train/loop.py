@@ -72,7 +72,7 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     device = resolve_device(cfg.run.device, local)
     run = RunDir(cfg, main)
     run.check(resume)
-    manifest = open_cache(cfg.data.cache_dir)
+    manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
     train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction,
                                          cfg.data.val_sources)
     trainer = Trainer(cfg, device, ddp_rank=rank if ddp else None)
