@@ -63,7 +63,7 @@ for size in $STEPS_SIZES; do
       step "training loop ${size}² batch $BS amp=$amp compile=$compile" "$PY" benchmarks/bench_train.py \
         --config configs/image.yaml --batches "$BATCHES" "data.cache_dir=$CACHE" \
         "run.device=$DEVICE" "data.crop=$size" "data.batch_size=$BS" "data.num_workers=2" \
-        "train.amp=$amp" "train.compile=$compile" "data.scale_range=[1.0,1.5]"
+        "train.amp='$amp'" "train.compile=$compile" "data.scale_range=[1.0,1.5]"
     done
   done
 done

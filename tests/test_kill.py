@@ -77,8 +77,9 @@ def media(tmp_path_factory):
 
 def cache_state(cache: Path) -> dict:
     m = Manifest(cache)
-    drop = {"time", "depth_mtime_ns"}
-    return {r["key"]: ({k: v for k, v in r.items() if k not in drop}, m.depth_path(r).read_bytes())
+    drop = {"time", "depth_mtime_ns", "rgb_mtime_ns"}
+    return {r["key"]: ({k: v for k, v in r.items() if k not in drop}, m.depth_path(r).read_bytes(),
+                       (cache / r["rgb_file"]).read_bytes())
             for r in m.samples()}
 
 
