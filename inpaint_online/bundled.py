@@ -2,8 +2,8 @@
 the demo inputs of ``precompute_depth.py --demo / --bundled``, and real pictures with a
 deterministic depth for tests and benchmarks.
 
-scikit-image's stereo pair (``stereo_motorcycle``) is never used here: it is reserved for
-independent checks.
+Only the photographs listed by the callers are used; scikit-image's stereo pair is reserved
+for independent checks and none of these functions reads it.
 """
 
 from __future__ import annotations

@@ -256,6 +256,18 @@ def sample_frames(num_frames: int, fps: float, *, every: int = 1, target_fps: fl
     return [list(range(s, s + clip_len)) for s in starts]
 
 
+def fit_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``uint8 (N, H, W, 3)`` frames at ``size = (w, h)``: bicubic (Pillow) where they differ.
+    The one resize from an original to the cache's stored size, so the RGB the cache stores
+    and the RGB read from the originals are the same pixels."""
+    w, h = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
+                     for f in frames])
+
+
 def failure_reason(e: BaseException, path: Path) -> str:
     """The reason of a per-file failure, on one line, without the path in front."""
     if isinstance(e, MediaError):

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..depth import DepthBackend, DepthRequest, clip_span, resize_normalised
 from ..errors import one_line, show
 from ..fsutil import atomic_write_bytes, sweep_temp, writable_dir
-from ..media import MediaError, VideoReader, find_media, load_image, media_kind, sample_frames
+from ..media import (MediaError, VideoReader, find_media, fit_frames, load_image, media_kind,
+                     sample_frames)
 from . import pipeline
 from .pipeline import Chunk, Progress, RgbOnly
 from .store import (
@@ -134,9 +134,11 @@ class FillJob:
                              "(too small to crop training samples from)")
 
     def plan(self, task: Task, sampling: Sampling, batch_size: int, st: dict):
-        """The work of one source, for a worker: yields ``(frames, group, group_n, request,
-        (key, x))`` chunks of at most ``batch_size`` decoded and prepared frames, and fills
-        ``st`` (``kind``, ``fp``, ``size``, ``src_wh``, ``skipped``, ``fresh``).
+        """The work of one source, for a worker: yields :class:`~.pipeline.Chunk`\ s of at most
+        ``batch_size`` decoded and prepared frames with their stored RGB, and
+        :class:`~.pipeline.RgbOnly` items for frames whose depth is current but whose RGB is
+        missing; fills ``st`` (``kind``, ``fp``, ``size``, ``src_wh``, ``skipped``,
+        ``fresh``).
 
         Video, ``video_norm="clip"``: a group is a clip (one run of consecutive sampled
         frames); its frames will share one range, robust percentiles of all their raw maps
@@ -209,13 +211,7 @@ class FillJob:
         ``rgb_fmt``. Runs in the decoding workers."""
         if self.rgb_fmt is None:
             return None
-        w, h = size
-        out = []
-        for f in frames:
-            if f.shape[:2] != (h, w):
-                f = np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
-            out.append(encode_rgb(f, self.rgb_fmt))
-        return out
+        return [encode_rgb(f, self.rgb_fmt) for f in fit_frames(frames, size)]
 
     def _write(self, key: str, kind: str, suffix: str, data: bytes) -> dict:
         """Write a record's ``kind`` file atomically; the fields its record keeps of it."""
@@ -240,8 +236,8 @@ class FillJob:
         rgb_fields = {} if rgb is None else self._write(key, "rgb", RGB_FORMATS[self.rgb_fmt], rgb)
         depth_fields = self._write(key, "depth", self.fmt, encode_depth(depth, self.fmt))
         rec = {"key": key, "source": str(source), "rel": rel, "kind": kind, "frame": frame,
-               "clip": clip, "src_size": list(src_wh), "depth_file": depth_fields["depth_file"],
-               "depth_size": list(size), **depth_fields, **rgb_fields,
+               "clip": clip, "src_size": list(src_wh), "depth_size": list(size),
+               **depth_fields, **rgb_fields,
                "fingerprint": fp, **self.signature, **({"depth_norm": norm} if norm else {})}
         self.writer.append(rec)
         self.summary.computed += 1
@@ -372,22 +368,21 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
     if prune and gone:
         for key, rec in list(manifest.entries.items()):
             if rec["source"] in gone:
-                manifest.depth_path(rec).unlink(missing_ok=True)
-                if rec.get("rgb_file"):
-                    (root / rec["rgb_file"]).unlink(missing_ok=True)
+                manifest.remove_files(rec)
                 writer.append({"key": key, "source": rec["source"], "deleted": True})
                 summary.pruned += 1
         summary.vanished = []
-    compact_manifest(root, writer)
-    summary.measure(Manifest(root))
+    summary.measure(compact_manifest(root, writer))
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def compact_manifest(root: Path, writer: ManifestWriter) -> None:
-    """Rewrite this run's manifest file with the newest record of each key it holds."""
+def compact_manifest(root: Path, writer: ManifestWriter) -> Manifest:
+    """Rewrite this run's manifest file with the newest record of each key it holds; the
+    whole cache's merged manifest (compaction leaves it as it is)."""
     merged = Manifest(root)
     keep = {k: r for k, r in {**merged.entries, **merged.errors}.items()
             if merged.origin.get(k) == writer.path.name}
     writer.compact(keep)
     writer.close()
+    return merged

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import one_line, show
-from ..media import MediaError, VideoReader, load_image
+from ..media import MediaError, VideoReader, fit_frames, load_image
 from .store import DEPTH_SCALE, Manifest, load_cached_depth, load_cached_rgb
 
 __all__ = ["open_cache", "load_frames", "load_pair", "cache_pairs"]
@@ -69,10 +68,7 @@ def load_frames(cache: Manifest | Path, recs: list[dict], reader=None,
         rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
     else:
         rgb = load_image(recs[0]["source"], at_least=(w, h))[None]
-    if rgb.shape[1:3] != (h, w):
-        rgb = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BICUBIC))
-                        for f in rgb])
-    return rgb, np.stack(depths)
+    return fit_frames(rgb, (w, h)), np.stack(depths)
 
 
 def _checked(root: Path, rec: dict, kind: str, load) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The depth cache's storage: one ``uint16`` depth map per image / sampled video frame plus a manifest.
+"""The depth cache's storage: one ``uint16`` depth map per image / sampled video frame, its RGB
+at the map's size, and a manifest.
 
 Layout of ``DIR``::
 
@@ -8,18 +9,21 @@ Layout of ``DIR``::
                                     memory-mappable (the training read path; PNG decode
                                     would cost ~20 ms per 720p frame, docs/design.md)
     depth/ab/<sha1>.png             the same as a viewable 16-bit PNG (``--format png``)
+    rgb/ab/<sha1>.jpg               the frame's RGB at the map's size (``--rgb-format``:
+                                    jpg, webp, png or npy; absent in older caches)
 
 A record is ``{"key", "source", "rel", "kind", "frame", "clip", "src_size", "depth_file",
-"depth_size", "depth_bytes", "depth_crc32", "depth_mtime_ns", "backend", "backend_settings",
-"fingerprint", "time"}`` or an error record
+"depth_size", "depth_bytes", "depth_crc32", "depth_mtime_ns", "rgb_file", "rgb_bytes",
+"rgb_crc32", "rgb_mtime_ns", "backend", "backend_settings", "fingerprint", "time"}`` or an error record
 ``{"key", "source", "error", "time"}``. Records are appended (and fsync'ed) as work
 completes; the newest record of a key wins; a torn last line is ignored; at the end of a run
 the manifest is compacted atomically. Depth files are written to a temp file and
 ``os.replace``-d, so a run killed at any point loses nothing and a re-run finishes the job;
 the temp files a kill leaves behind are swept when the cache is next opened for writing.
 
-Integrity: ``depth_bytes`` and ``depth_crc32`` (of the file's bytes) are checked by every
-read of the training path (:func:`load_cached_depth`). A re-run of ``precompute_depth.py`` stats
+Integrity: ``depth_bytes`` and ``depth_crc32`` (of the file's bytes; ``rgb_*`` the same for
+the RGB) are checked by every read of the training path (:func:`load_cached_depth`,
+:func:`load_cached_rgb`). A re-run of ``precompute_depth.py`` stats
 every cached file: one that is missing or of the wrong size is recomputed; one whose mtime
 differs from ``depth_mtime_ns`` (written to since) is read and recomputed unless its CRC
 still matches. ``--verify`` reads every file (damage that kept size and mtime: bit rot) and
@@ -258,6 +262,12 @@ class Manifest:
 
     def depth_path(self, rec: dict) -> Path:
         return self.root / rec["depth_file"]
+
+    def remove_files(self, rec: dict) -> None:
+        """Delete an entry's files (its map and its RGB, where it has one)."""
+        for kind in ("depth", "rgb"):
+            if rec.get(f"{kind}_file"):
+                (self.root / rec[f"{kind}_file"]).unlink(missing_ok=True)
 
 
 class ManifestWriter:

@@ -118,9 +118,7 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
                 report.repaired += len(recs)
                 continue
             for r in recs:       # report, remove the entry (its error record is written)
-                (root / r["depth_file"]).unlink(missing_ok=True)
-                if r.get("rgb_file"):
-                    (root / r["rgb_file"]).unlink(missing_ok=True)
+                manifest.remove_files(r)
                 writer.append({"key": r["key"], "source": r["source"], "deleted": True})
                 report.unrepaired.append((r, why))
     compact_manifest(root, writer)

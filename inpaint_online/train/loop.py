@@ -158,6 +158,9 @@ class _Meter:
     """Samples/s and the share of wall time spent waiting for data, over a logging window."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.t, self.wait, self.n = time.perf_counter(), 0.0, 0
 
     def add(self, wait: float) -> None:
@@ -168,7 +171,7 @@ class _Meter:
         dt = max(time.perf_counter() - self.t, 1e-9)
         out = {"samples_per_s": self.n * samples_per_step / dt,
                "data_wait_fraction": self.wait / dt}
-        self.__init__()
+        self.reset()
         return out
 
 
