@@ -152,3 +152,21 @@ def test_a_jpeg_original_is_decoded_reduced_to_the_size_asked_for(tmp_path):
     small = np.asarray(Image.fromarray(full).resize((500, 500), Image.Resampling.BICUBIC))
     small_r = np.asarray(Image.fromarray(reduced).resize((500, 500), Image.Resampling.BICUBIC))
     assert psnr(small, small_r) > 30
+
+
+def test_both_decoders_of_the_stored_jpeg_give_the_same_pixels(media, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from inpaint_online.cache.store import _decode_torchvision, decode_rgb
+    run(media, tmp_path / "c")
+    m = Manifest(tmp_path / "c")
+    for rec in m.samples():
+        data = (m.root / rec["rgb_file"]).read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            np.testing.assert_array_equal(decode_rgb(data, ".jpg"), np.asarray(im))
+            np.testing.assert_array_equal(_decode_torchvision(data), np.asarray(im))
+    assert _decode_torchvision(b"not a jpeg") is None
+    with pytest.raises(Exception, match="cannot identify"):
+        decode_rgb(b"not a jpeg", ".jpg")

@@ -10,8 +10,10 @@ from inpaint_online.stream import (
     CacheDataset,
     DataConfig,
     StreamSampler,
+    WarpCollate,
     split_records,
 )
+from inpaint_online.stream.color import IDENTITY
 
 
 def dataset(cache, **kw):
@@ -100,7 +102,15 @@ def test_jitter_changes_colours_only_in_training(small_cache):
     cfg = DataConfig(crop=64, jitter_p=1.0)
     train, val = CacheDataset(m, m.samples(), cfg), CacheDataset(m, m.samples(), cfg, train=False)
     a, b = train[(0, 9)], val[(0, 9)]
-    assert torch.equal(a["depth"], b["depth"]) and not torch.equal(a["rgb"], b["rgb"])
+    # the workers only draw the factors; the collate applies them on the training device
+    assert torch.equal(a["depth"], b["depth"]) and torch.equal(a["rgb"], b["rgb"])
+    assert torch.equal(b["jitter"], torch.tensor(IDENTITY))
+    assert not torch.equal(a["jitter"], b["jitter"])
+    batch = {k: torch.stack([a[k], b[k]]) for k in a}
+    out = WarpCollate(augment=True)(batch, step=0)
+    plain = WarpCollate(augment=False)(batch, step=0)
+    assert not torch.allclose(out.y[0], plain.y[0], atol=0.01)
+    assert torch.allclose(out.y[1], plain.y[1], atol=1e-6)
 
 
 def test_validation_holds_out_whole_sources(small_cache):
@@ -315,7 +325,8 @@ def test_composite_holes_start_at_the_cut_outs_edge(small_cache):
     ds = CacheDataset(m, recs, DataConfig(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0))
     items = [ds[(i % len(ds), 100 + i)] for i in range(8)]
     cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    b = WarpCollate(WarpSamplerConfig.level(3, closing_choices=((0, 0),)),
+    # no edge dilation: it grows the cut-out's depth past its matte (tested in test_warp_params)
+    b = WarpCollate(WarpSamplerConfig.level(3, closing_choices=((0, 0),), edge_dilation_choices=(0,)),
                     CollateConfig(min_hole_px=0, widen_bg_p=0.0, widen_fg_p=0.0), seed=3)(cpu, step=0)
     near = b.depth >= b.depth.flatten(1).amax(1).view(-1, 1, 1, 1) - 1e-4
     hole = b.mask > 0
@@ -348,3 +359,30 @@ def test_a_crop_larger_than_the_frame_never_falls_off_its_edge(small_cache, capl
             x0, y0, x1, y1 = out["box"].tolist()
             assert 0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h and out["rgb"].shape[-1] == s
     assert tried >= 2
+
+
+def test_window_resize_matches_pillows_filter(small_cache):
+    """The windows are resized by torch in one call per clip: Pillow's bilinear filter on the
+    same whole-pixel square cut out of the frame (antialiased when shrinking, plain when
+    enlarging; the cut's edges replicated) is the reference — within 2 levels of 255 for RGB
+    and 2e-4 of the range for depth."""
+    from PIL import Image
+
+    from inpaint_online.stream.dataset import _resize_square
+    m = open_cache(small_cache)
+    rgb, depth = load_pair(m, m.samples()[0])
+    h, w = depth.shape
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        side = int(rng.integers(20, min(h, w)))
+        x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        for size in (64, 97, side):
+            got = _resize_square([rgb[y0:y0 + side, x0:x0 + side]], size)[0].permute(1, 2, 0)
+            got_d = _resize_square([depth[y0:y0 + side, x0:x0 + side]], size)[0, 0]
+            box = (x0, y0, x0 + side, y0 + side)
+            ref = np.asarray(Image.fromarray(rgb).crop(box).resize((size, size), Image.Resampling.BILINEAR))
+            ref_d = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F").crop(box)
+                               .resize((size, size), Image.Resampling.BILINEAR))
+            assert got.dtype == torch.uint8 and got_d.dtype == torch.float32
+            assert np.abs(got.numpy().astype(int) - ref).max() <= 2, (box, size)
+            assert np.abs(got_d.numpy() - ref_d).max() < 2e-4 * 65535, (box, size)

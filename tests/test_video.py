@@ -33,14 +33,16 @@ def test_a_clip_is_consecutive_frames_cut_by_one_box(clip_cache):
     window = [r for r in ds.item(int(s["index"])) if r["frame"] in frames]
     for j, rec in enumerate(window):
         rgb, depth = load_pair(ds.root, rec)
-        crop = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR, box=box))
-        d = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F")
-                       .resize((64, 64), Image.Resampling.BILINEAR, box=box))
+        assert all(v == int(v) for v in box)          # a whole-pixel square of the frame
+        crop = np.asarray(Image.fromarray(rgb).crop(box).resize((64, 64), Image.Resampling.BILINEAR))
+        d = np.asarray(Image.fromarray(depth.astype(np.float32), mode="F").crop(box)
+                       .resize((64, 64), Image.Resampling.BILINEAR))
         if bool(s["flip"]):
             crop, d = crop[:, ::-1], d[:, ::-1]
-        assert np.array_equal(s["rgb"][j].permute(1, 2, 0).numpy(), crop)
-        assert np.array_equal(s["depth"][j, 0].numpy().astype(np.int32) + DEPTH_OFFSET,
-                              np.clip(np.rint(d), 0, 65535).astype(np.int32))
+        # torch's resize (the whole clip at once) against Pillow's filter, frame by frame
+        assert np.abs(s["rgb"][j].permute(1, 2, 0).numpy().astype(int) - crop).max() <= 2
+        assert np.abs(s["depth"][j, 0].numpy().astype(np.int32) + DEPTH_OFFSET
+                      - np.clip(np.rint(d), 0, 65535).astype(np.int32)).max() <= 14
 
 
 def test_images_and_short_runs_give_a_clear_error_in_clip_mode(small_cache):

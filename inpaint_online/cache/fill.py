@@ -134,8 +134,8 @@ class FillJob:
                              "(too small to crop training samples from)")
 
     def plan(self, task: Task, sampling: Sampling, batch_size: int, st: dict):
-        """The work of one source, for a worker: yields :class:`~.pipeline.Chunk`\ s of at most
-        ``batch_size`` decoded and prepared frames with their stored RGB, and
+        """The work of one source, for a worker: yields chunks (:class:`~.pipeline.Chunk`) of
+        at most ``batch_size`` decoded and prepared frames with their stored RGB, and
         :class:`~.pipeline.RgbOnly` items for frames whose depth is current but whose RGB is
         missing; fills ``st`` (``kind``, ``fp``, ``size``, ``src_wh``, ``skipped``,
         ``fresh``).

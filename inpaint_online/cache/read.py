@@ -48,9 +48,10 @@ def open_cache(cache_dir: str | Path, rgb_from: str = "cache") -> Manifest:
 
 
 def load_frames(cache: Manifest | Path, recs: list[dict], reader=None,
-                rgb_from: str = "cache") -> tuple[np.ndarray, np.ndarray]:
+                rgb_from: str = "cache", stack: bool = True):
     """RGB ``uint8 (T, h, w, 3)`` at the cached depth's size and depth ``uint16 (T, h, w)`` of
-    one image record or of consecutive frames of one video.
+    one image record or of consecutive frames of one video (``stack=False``: lists of the T
+    frames, without copying them into one array — the loader cuts a window out of each).
 
     The RGB comes from the cache where it is stored (``rgb_from="cache"``, the default);
     else, or with ``rgb_from="source"``, from the originals: a JPEG decoded reduced to the
@@ -62,13 +63,15 @@ def load_frames(cache: Manifest | Path, recs: list[dict], reader=None,
     depths = [_checked(root, rec, "depth", load_cached_depth) for rec in recs]
     h, w = depths[0].shape
     if rgb_from == "cache" and all("rgb_file" in r for r in recs):
-        return np.stack([_checked(root, rec, "rgb", load_cached_rgb) for rec in recs]), \
-            np.stack(depths)
-    if recs[0]["kind"] == "video":
+        rgb = [_checked(root, rec, "rgb", load_cached_rgb) for rec in recs]
+    elif recs[0]["kind"] == "video":
         rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
+        rgb = fit_frames(rgb, (w, h))
     else:
-        rgb = load_image(recs[0]["source"], at_least=(w, h))[None]
-    return fit_frames(rgb, (w, h)), np.stack(depths)
+        rgb = fit_frames(load_image(recs[0]["source"], at_least=(w, h))[None], (w, h))
+    if stack:
+        return np.stack(rgb), np.stack(depths)
+    return list(rgb), depths
 
 
 def _checked(root: Path, rec: dict, kind: str, load) -> np.ndarray:

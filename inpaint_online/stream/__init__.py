@@ -2,8 +2,10 @@
 pairs on the device, fresh warp draws every step (docs/design.md, "stream").
 
 * :mod:`.records`: the records a run draws from (held-out split, clips, seeds);
-* :mod:`.dataset`: :class:`CacheDataset` (crops, flips, jitter, layered composites; CPU);
-* :mod:`.collate`: :class:`WarpCollate` (warp → masks → orientation → :class:`Batch`; device);
+* :mod:`.dataset`: :class:`CacheDataset` (crops, flips, jitter draws, layered composites; CPU);
+* :mod:`.color`: the colour jitter, applied per sample on the device;
+* :mod:`.collate`: :class:`WarpCollate` (jitter → warp → masks → orientation →
+  :class:`Batch`; device);
 * :mod:`.batch`: :class:`Batch`, the contract between the stream and training;
 * :mod:`.prefetch`: :class:`Prefetcher` (the collate one batch ahead on a side stream);
 * :mod:`.loader`: :class:`StreamSampler`, :func:`make_loader` and :func:`training_stream`,

@@ -1,10 +1,11 @@
 """WarpCollate: a CPU batch of (image, depth) crops → ``(x, mask, y)`` on the training device.
 
 Per batch, vectorised over the samples (docs/design.md, "stream" and "warp"):
-fresh per-sample warp parameters → hole mask at the original position (left warp of the
-depth, right re-warp, unreached pixels, closing) → optional re-draw for samples with too few
-holes → right-view orientation (left-view samples mirrored, iw3's convention: background
-to the right of every hole) → mask augmentation → ``x = y · (1 − mask)``.
+the colour jitter the workers drew (:mod:`.color`) → fresh per-sample warp parameters → hole
+mask at the original position (left warp of the depth, right re-warp, unreached pixels,
+closing) → optional re-draw for samples with too few holes → right-view orientation
+(left-view samples mirrored, iw3's convention: background to the right of every hole) →
+mask augmentation → ``x = y · (1 − mask)``.
 
 It runs in the main process (CUDA cannot live in forked workers). :class:`~.prefetch.Prefetcher`
 overlaps it with the training step: pinned host memory, non-blocking copies and, on CUDA,
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from ..cache import DEPTH_SCALE
 from ..warp import MASK_METHODS, WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
 from .batch import Batch
+from .color import IDENTITY, apply_jitter
 from .dataset import DEPTH_OFFSET
 from .records import mix_seed
 
@@ -128,7 +130,7 @@ def _merge(a: WarpParams, b: WarpParams, take_b: torch.Tensor) -> WarpParams:
     kw = {}
     for f in fields(a):
         va, vb = getattr(a, f.name), getattr(b, f.name)
-        if f.name == "shift_bound":
+        if f.name in ("shift_bound", "dilation_bound"):
             kw[f.name] = max(va, vb)
         else:
             kw[f.name] = torch.where(take_b, vb, va) if isinstance(va, torch.Tensor) else va
@@ -188,6 +190,8 @@ class WarpCollate:
         y = batch["rgb"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float().div_(255.0)
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(float(DEPTH_SCALE))
+        if self.augment and "jitter" in batch:
+            y = self._jitter(y, batch["jitter"], t)
         win = y.shape[-1]
         size = _crop_size(batch, win)
         params = self.sampler.sample(n, batch["width"], g).to(dev)
@@ -246,6 +250,18 @@ class WarpCollate:
             x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
         return Batch(x=x, mask=m, y=y, depth=depth, params=params, meta=meta,
                      layered=layered.reshape(n, -1).sum(1))
+
+    def _jitter(self, y: torch.Tensor, factors: torch.Tensor, t: int) -> torch.Tensor:
+        """The workers' colour jitter draws applied to the frames ``y`` (``(n·t, 3, H, W)``).
+        Where a sync is free (CPU) only the samples that drew one are computed."""
+        f = factors.float().repeat_interleave(t, 0)
+        if not self.sync_ok:
+            return apply_jitter(y, f.to(y.device, non_blocking=True))
+        on = (f != torch.tensor(IDENTITY)).any(1).nonzero()[:, 0]
+        if on.numel():
+            y = y.clone()
+            y[on] = apply_jitter(y[on], f[on])
+        return y
 
     def _candidates(self, n: int, size: int, hw, g: torch.Generator):
         if size >= hw[-1]:
