@@ -21,7 +21,8 @@ import torch
 from .errors import one_line, show
 from .fsutil import atomic_write_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "verify_checkpoint", "CheckpointError", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "verify_checkpoint",
+           "CheckpointError", "FORMAT"]
 
 FORMAT = "inpaint_online.checkpoint/1"
 
@@ -65,15 +66,26 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
                               "(the file changed after it was written); use another copy")
 
 
-def load_checkpoint(path: str | os.PathLike, *, expect_model: dict | None = None,
-                    map_location="cpu") -> dict:
+def read_checkpoint(path: str | os.PathLike, map_location="cpu"):
+    """A verified checkpoint file's contents (``weights_only``), whatever its format: an
+    inpaint_online checkpoint or a nunif model file (:mod:`inpaint_online.iw3net`)."""
     path = Path(path)
     verify_checkpoint(path)
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign files
         raise CheckpointError(f"{show(path)}: not a readable checkpoint ({type(e).__name__}: "
                               f"{one_line(e)[:200]})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, *, expect_model: dict | None = None,
+                    map_location="cpu") -> dict:
+    path = Path(path)
+    ck = read_checkpoint(path, map_location)
+    if isinstance(ck, dict) and "nunif_model" in ck:
+        raise CheckpointError(f"{show(path)}: a nunif model file ({ck.get('name')}), not a "
+                              "training checkpoint: stereo/inpaint/compare take it as it is, "
+                              "training starts from it with train.init_from, --resume needs last.pt")
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{show(path)}: not an inpaint_online checkpoint "
                               f"(format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r})")

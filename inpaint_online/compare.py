@@ -33,13 +33,15 @@ import torch
 
 from .baselines import classical_fills
 from .cache import open_cache
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .config import ConfigError, load_config
 from .devices import resolve_device
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file
 from .inference import inpaint, load_model
+from .iw3net import NUNIF_MODELS, inner, is_nunif_model_file
 from .losses import batch_scores, mean_scores
+from .models import model_offset
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
 from .stream import split_records
 from .train import hole_texture, validation_batches
@@ -67,8 +69,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     :func:`~inpaint_online.pictures.sheet` with :func:`sheet_columns` of the methods.
     ``level``: draw the held-out samples at iw3's divergence level 1, 2 or 3 instead of the
     run's own warp settings (the same sources and crops, other warps)."""
-    ck = load_checkpoint(checkpoint)
-    base = copy.deepcopy(ck["config"])
+    base = _run_config(checkpoint, cache_dir)
     overrides = [f"run.device={device}"]
     if cache_dir:
         overrides.append(f"data.cache_dir={cache_dir}")
@@ -97,8 +98,10 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
         outs = {"model": inpaint(model, b.x, b.mask, b.depth)}
         outs |= {name: fn(x, m, d) for name, fn in fills.items()}
+        off = model_offset(model)       # iw3's networks: every method scored inside 16 px
         for name, out in outs.items():
-            rows[name].append(batch_scores(out.view(b.y.shape), b.y, b.mask))
+            rows[name].append(batch_scores(inner(out.view(b.y.shape), off), inner(b.y, off),
+                                           inner(b.mask, off)))
         if sheet_rows > 0:
             best = _keep_best(best, b, outs, sheet_rows)
     n = sum(len(r["psnr_hole"]) for r in rows["model"])
@@ -109,6 +112,25 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         if sheet_rows > 0:
             info["sheet_rows"] = [_sheet_row(*row) for _, row in best]
     return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
+
+
+def _run_config(checkpoint: str, cache_dir: str | None) -> dict:
+    """The config of the run that made ``checkpoint``; for a nunif model file the one it
+    carries (files written by export_model), else the defaults for its architecture."""
+    raw = read_checkpoint(checkpoint)
+    if not is_nunif_model_file(raw):
+        return copy.deepcopy(load_checkpoint(checkpoint)["config"])
+    tk = raw.get("train_kwargs") if isinstance(raw.get("train_kwargs"), dict) else {}
+    base = copy.deepcopy(tk["config"]) if isinstance(tk.get("config"), dict) else {}
+    if not base and not cache_dir:
+        raise ConfigError(f"{show(checkpoint)}: a model file without its run's config: "
+                          "pass --cache-dir (the held-out sources are drawn from it)")
+    kind = NUNIF_MODELS.get(raw.get("name"), (None, None))[1]
+    if kind:
+        base.setdefault("model", {})["kind"] = kind
+        if "video" in kind:
+            base.setdefault("data", {}).setdefault("clip_len", 12)
+    return base
 
 
 def _keep_best(best: list, b, outs: dict, n: int) -> list:

@@ -149,7 +149,7 @@ def _coerce(where: str, default, value):
 
 # tuple fields whose length is free (choices, dilations); the others are fixed-size pairs
 _VARIABLE_LENGTH = {"divergence_choices", "convergence_choices", "mapper_kinds",
-                    "closing_choices", "dilations", "val_sources"}
+                    "closing_choices", "dilations", "val_sources", "edge_dilation_choices"}
 
 
 def _section(name: str, values, source: str):
@@ -231,4 +231,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         s, k, v = parse_override(text)
         merge({s: {k: v}}, f"override {text!r}")
         source = f"{source} + overrides" if "overrides" not in source else source
-    return Config(**{s: _section(s, tree.get(s), source) for s in SECTIONS})
+    cfg = Config(**{s: _section(s, tree.get(s), source) for s in SECTIONS})
+    _check_across(cfg, source)
+    return cfg
+
+
+def _check_across(cfg: Config, source: str) -> None:
+    """Settings of one section that another section's must fit."""
+    if cfg.model.kind == "iw3_light_video_inpaint_v1" and cfg.data.clip_len % 12:
+        raise ConfigError(f"{source}: model.kind iw3_light_video_inpaint_v1 mixes frames in runs "
+                          f"of 12: data.clip_len must be 12 (or a multiple), got {cfg.data.clip_len}")
+    if cfg.model.kind == "iw3_light_inpaint_v1" and cfg.data.clip_len > 1:
+        raise ConfigError(f"{source}: model.kind iw3_light_inpaint_v1 is iw3's image model: "
+                          "data.clip_len must be 1 (iw3_light_video_inpaint_v1 takes clips)")

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .depth import read_map, to_inverse_depth
 from .errors import show
+from .iw3net import NunifFileError, is_nunif_model_file, load_nunif_model
 from .media import MediaError
 from .models import ModelConfig, build_model, composite
 from .warp import close_mask, forward_warp
@@ -28,7 +29,15 @@ __all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "needs
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The model of a training checkpoint (``weights_only`` load), in eval mode."""
+    """The model of a training checkpoint or of a nunif model file (iw3's format, written by
+    ``python -m inpaint_online.export_model``), ``weights_only`` load, in eval mode."""
+    data = read_checkpoint(checkpoint, map_location="cpu")
+    if is_nunif_model_file(data):
+        try:
+            model, _ = load_nunif_model(checkpoint, data)
+        except NunifFileError as e:
+            raise CheckpointError(str(e)) from None
+        return model.to(device).eval()
     ck = load_checkpoint(checkpoint, map_location="cpu")
     raw = ck.get("model_config")
     if not isinstance(raw, dict):

@@ -330,12 +330,32 @@ class TemporalGatedUNet(GatedUNet):
         return self.skip_mix[level](s, t)
 
 
-MODELS = {"gated_unet": GatedUNet, "temporal_unet": TemporalGatedUNet}
+def _iw3_image(config: ModelConfig) -> nn.Module:
+    from .iw3net import LightInpaintV1
+    return LightInpaintV1()
+
+
+def _iw3_video(config: ModelConfig) -> nn.Module:
+    from .iw3net import LightVideoInpaintV1
+    return LightVideoInpaintV1()
+
+
+# kind -> builder. The iw3_* kinds are iw3's own networks (docs/iw3.md): saved as nunif model
+# files iw3 loads; they take no other model.* setting (their first guess is theirs)
+MODELS = {"gated_unet": GatedUNet, "temporal_unet": TemporalGatedUNet,
+          "iw3_light_inpaint_v1": _iw3_image, "iw3_light_video_inpaint_v1": _iw3_video}
+IW3_KINDS = ("iw3_light_inpaint_v1", "iw3_light_video_inpaint_v1")
 
 
 def build_model(config: ModelConfig) -> nn.Module:
     config.validate()
     return MODELS[config.kind](config)
+
+
+def model_offset(model: nn.Module) -> int:
+    """Pixels on each side of a model's output that are not scored (iw3's ``i2i_offset``:
+    16 for its light networks, whose borders lack context; 0 for this project's)."""
+    return int(getattr(model, "i2i_offset", 0))
 
 
 def model_config_dict(config: ModelConfig) -> dict:

@@ -99,7 +99,7 @@ def test_augmentation_only_grows_the_masks():
 
 def test_retry_redraws_samples_with_too_few_holes():
     cpu = real_batch(n=16)
-    warp = WarpSamplerConfig.level(1, closing_choices=((0, 0),))
+    warp = WarpSamplerConfig.level(1, closing_choices=((0, 0),), edge_dilation_choices=(0,))
     counts = {}
     for retries in (0, 2):
         b = WarpCollate(warp, CollateConfig(min_hole_px=1500, retries=retries), seed=3)(cpu, step=0)

@@ -108,3 +108,33 @@ def test_records_name_every_parameter():
     assert set(r) == {"divergence", "convergence", "mapper", "mapper_strength", "closing",
                       "view", "width"}
     assert r["view"] in ("left", "right") and r["mapper"] in MAPPERS
+
+
+def test_edge_dilation_grows_the_near_side_per_sample_without_a_sync():
+    from inpaint_online.warp.edges import dilate_edges
+    d = torch.full((5, 1, 24, 48), 0.2)
+    d[..., :20] = 1.0                              # near on the left, a step at x = 20
+    n = torch.tensor([0, 1, 2, 4, 2])
+    out = dilate_edges(d, n, int(n.max()))
+    assert torch.equal(out[0], d[0])                              # 0 iterations: unchanged
+    reach = [(out[i, 0, 12] > 0.6).sum().item() for i in range(5)]   # near pixels on a row
+    assert reach[0] == 20 and reach[1] > 20 and reach[3] > reach[2] > reach[1]
+    for i in range(5):                         # each sample as if dilated alone
+        alone = dilate_edges(d[i:i + 1], n[i:i + 1], int(n[i]))
+        assert torch.allclose(out[i], alone[0], atol=1e-6)
+
+
+def test_level_presets_draw_iw3s_edge_dilation_and_plain_configs_none():
+    from inpaint_online.warp.params import IW3_EDGE_DILATION
+    g = torch.Generator().manual_seed(0)
+    p = WarpSampler(WarpSamplerConfig.level(2)).sample(12000, 512.0, g)
+    freq = torch.bincount(p.edge_dilation, minlength=5).float() / 12000
+    want = torch.bincount(torch.tensor(IW3_EDGE_DILATION), minlength=5).float() / len(IW3_EDGE_DILATION)
+    assert torch.allclose(freq, want, atol=0.015) and p.dilation_bound == 4
+    # without it no draw is made: the other parameters are the same stream as before
+    plain = WarpSampler(WarpSamplerConfig()).sample(8, 512.0, torch.Generator().manual_seed(1))
+    off = WarpSampler(WarpSamplerConfig(edge_dilation_choices=(0,))).sample(
+        8, 512.0, torch.Generator().manual_seed(1))
+    assert plain.edge_dilation is None and torch.equal(plain.divergence, off.divergence)
+    with pytest.raises(ValueError, match="edge_dilation_choices"):
+        WarpSamplerConfig(edge_dilation_choices=(-1,)).validate()

@@ -11,11 +11,13 @@ from contextlib import nullcontext
 
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Config
 from ..devices import amp_dtype
+from ..errors import one_line, show
+from ..iw3net import NUNIF_MODELS, inner, is_nunif_model_file
 from ..losses import InpaintLoss
-from ..models import build_model, model_config_dict
+from ..models import build_model, model_config_dict, model_offset
 from ..stream import Batch
 
 __all__ = ["Trainer", "lr_lambda", "restore"]
@@ -43,6 +45,7 @@ class Trainer:
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.run.seed)
         self.model = build_model(cfg.model).to(device)            # the raw module (saved)
+        self.offset = model_offset(self.model)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW(
@@ -97,6 +100,8 @@ class Trainer:
             sync = i == k - 1 or not hasattr(self.net, "no_sync")
             with (nullcontext() if sync else self.net.no_sync()):                    # DDP
                 pred = self.predict(b)
+                if self.offset:          # iw3's networks: scored inside their 16-px border
+                    pred, b = inner(pred, self.offset), b.inner(self.offset)
                 loss, p = self.loss(pred, b)
                 self.scaler.scale(loss / k).backward()
             total = total + loss.detach() / k
@@ -148,9 +153,23 @@ def restore(trainer: Trainer, cfg: Config, last, resume: bool, main: bool) -> tu
         trainer.load_state(ck)
         return ck["step"], ck["best"]
     if cfg.train.init_from:
-        init = load_checkpoint(cfg.train.init_from, expect_model=expect,
-                               map_location=trainer.device)
-        trainer.model.load_state_dict(init["model"])
+        src = cfg.train.init_from
+        init = read_checkpoint(src, map_location=trainer.device)
+        if is_nunif_model_file(init):           # iw3's own weights (or ours saved for iw3)
+            want = next((n for n, (_, k) in NUNIF_MODELS.items() if k == cfg.model.kind), None)
+            if NUNIF_MODELS.get(init.get("name"), (None, None))[1] != cfg.model.kind:
+                raise CheckpointError(f"{show(src)}: nunif model {init.get('name')!r} does not fit "
+                                      f"model.kind {cfg.model.kind!r}"
+                                      + (f" (that takes {want})" if want else
+                                         " (only the iw3_* kinds take nunif model files)"))
+            state = init["state_dict"]
+        else:
+            state = load_checkpoint(src, expect_model=expect, map_location=trainer.device)["model"]
+        try:
+            trainer.model.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{show(src)}: the weights do not fit the model "
+                                  f"({one_line(e)[:300]})") from None
         if trainer.ema is not None:
             trainer.reset_ema()
         if main:

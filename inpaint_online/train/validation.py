@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from ..iw3net import inner
 from ..losses import batch_scores, mean_scores
-from ..models import composite
+from ..models import composite, model_offset
 from ..stream import Batch, CacheDataset, WarpCollate
 from .rundir import RunDir, batch_names, image_grid
 from .trainer import Trainer
@@ -103,8 +104,12 @@ def evaluate(trainer: Trainer, batches: list[Batch], model: torch.nn.Module | No
     was = model.training
     model.eval()
     rows = []
+    off = model_offset(model)
     for b in batches:
-        out = composite(b.x, b.mask, trainer.predict(b, net=model).float().clamp(0, 1))
+        pred = trainer.predict(b, net=model).float().clamp(0, 1)
+        if off:                  # iw3's networks are scored inside their 16-px border
+            pred, b = inner(pred, off), b.inner(off)
+        out = composite(b.x, b.mask, pred)
         rows.append(batch_scores(out, b.y, b.mask))
     model.train(was)
     return mean_scores(rows)

@@ -18,16 +18,21 @@ from dataclasses import dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
+from .edges import dilate_edges
 from .morph import close_mask
 from .occlusion import occlusion_mask
 from .shift import SHIFT_PER_PERCENT
 
 __all__ = ["MAPPERS", "apply_mapper", "WarpSamplerConfig", "WarpParams", "WarpSampler",
-           "masks_from_params", "DIVERGENCE_LEVELS"]
+           "masks_from_params", "DIVERGENCE_LEVELS", "IW3_EDGE_DILATION"]
 
 # Monotone curves [0, 1] -> [0, 1] applied to normalised inverse depth before the shift,
 # so the model sees varied depth distributions. "strength" is the curve's parameter.
 MAPPERS = ("identity", "pow", "softplus", "inv_softplus")
+
+# iw3's generator's draw of its edge_dilation option (depth at >= 512 px): 0 with p = 1/2,
+# 1 with 1/4, 2, 3, 4 with 1/12 each (nunif iw3/training/inpaint/create_training_data.py)
+IW3_EDGE_DILATION = (0,) * 6 + (1, 1, 1, 2, 3, 4)
 
 # iw3's divergence levels: (choices, range) in % of the frame width.
 DIVERGENCE_LEVELS = {
@@ -84,6 +89,10 @@ class WarpSamplerConfig:
     closing_choices: tuple[tuple[int, int], ...] = ((5, 5),)  # (0, 0) = no closing
     left_p: float = 0.5                                 # probability of the left-view case
     max_shift: float = 32.0                             # per-eye shift cap in pixels
+    # iterations of iw3's foreground edge dilation of the depth, one drawn uniformly from
+    # the list per sample (repeats weight it); the level presets draw as iw3's generator
+    # does (IW3_EDGE_DILATION): holes sit where iw3's inference puts them (docs/iw3.md)
+    edge_dilation_choices: tuple[int, ...] = (0,)
 
     @classmethod
     def level(cls, level: int, **overrides) -> "WarpSamplerConfig":
@@ -92,7 +101,8 @@ class WarpSamplerConfig:
         if level not in DIVERGENCE_LEVELS:
             raise ValueError(f"divergence level must be one of {sorted(DIVERGENCE_LEVELS)}, got {level}")
         choices, rng = DIVERGENCE_LEVELS[level]
-        return cls(**{"divergence_choices": choices, "divergence_range": rng, **overrides})
+        return cls(**{"divergence_choices": choices, "divergence_range": rng,
+                      "edge_dilation_choices": IW3_EDGE_DILATION, **overrides})
 
     def describe_divergence(self) -> str:
         """``warp level N`` when the divergences are iw3's level N, else their upper bound."""
@@ -129,6 +139,10 @@ class WarpSamplerConfig:
             raise ValueError(f"divergence_range must be 0 <= lo <= hi, got {self.divergence_range}")
         if self.max_shift <= 0:
             raise ValueError(f"max_shift must be positive, got {self.max_shift}")
+        if not self.edge_dilation_choices or any(
+                not isinstance(k, int) or not 0 <= k <= 16 for k in self.edge_dilation_choices):
+            raise ValueError("edge_dilation_choices must be a list of iteration counts in "
+                             f"0..16, got {self.edge_dilation_choices}")
 
 
 @dataclass
@@ -147,6 +161,10 @@ class WarpParams:
     # lets the mask code size its padding and occluder window without reading the tensors
     # (no device sync); never above max_shift
     shift_bound: float = 32.0
+    # iw3's edge dilation iterations per sample (long; None: none drawn) and their host-side
+    # maximum (the loop count, read without a device sync)
+    edge_dilation: torch.Tensor | None = None
+    dilation_bound: int = 0
 
     def map(self, fn) -> "WarpParams":
         """The same parameters with ``fn`` applied to every ``(B,)`` tensor."""
@@ -211,23 +229,32 @@ class WarpSampler:
         div = torch.minimum(div, c.max_shift / (span * width * SHIFT_PER_PERCENT))
         # drawn on the host, so this reduction over B numbers reads no device memory
         bound = float((span * width * SHIFT_PER_PERCENT * div).max()) + 1e-3 if n else 0.0
+        dil, dil_bound = None, 0
+        if any(c.edge_dilation_choices):   # drawn only when asked: other configs keep their draws
+            table = torch.tensor(c.edge_dilation_choices, dtype=torch.long)
+            dil = table[torch.randint(len(table), (n,), generator=g)]
+            dil_bound = int(dil.max()) if n else 0
         return WarpParams(div, conv, mapper, strength, closing, left, width,
                           tuple(tuple(k) for k in c.closing_choices), c.max_shift,
-                          min(bound, c.max_shift))
+                          min(bound, c.max_shift), dil, dil_bound)
 
 
 def masks_from_params(depth: torch.Tensor, params: WarpParams, *, method: str = "geometric",
                       border: str = "pad", check: bool = False, return_layered: bool = False):
     """Hole masks ``(B, 1, H, W)`` for a batch of depth maps and their drawn parameters.
 
-    Applies the mapper, computes :func:`~inpaint_online.warp.occlusion_mask` for each
+    Grows each sample's near side by its drawn edge dilation (:mod:`.edges`, iw3's
+    ``edge_dilation``), applies the mapper, computes :func:`~inpaint_online.warp.occlusion_mask` for each
     sample's view (``method``: ``"geometric"`` or ``"iw3"``), then each sample's closing (a
     loop over the few configured kernel sizes, never over samples). No host sync: the
     padding and occluder window come from the host-side ``params.shift_bound``. With
     ``return_layered`` also iw3's layered-hole class (before closing).
     """
     params = params.to(depth.device)
-    mapped = apply_mapper(depth.float(), params.mapper, params.mapper_strength)
+    depth = depth.float()
+    if params.edge_dilation is not None:
+        depth = dilate_edges(depth, params.edge_dilation, params.dilation_bound)
+    mapped = apply_mapper(depth, params.mapper, params.mapper_strength)
     raw, layered = occlusion_mask(mapped, params.divergence, params.convergence, params.left,
                                   closing=None, width=params.width, method=method, border=border,
                                   max_shift=params.shift_bound, check=check, return_layered=True)
