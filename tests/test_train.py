@@ -71,10 +71,11 @@ def test_run_writes_logs_checkpoints_and_best(small_cache, tmp_path):
     assert len(train_rows) == 6 and {"loss", "lr", "samples_per_s", "data_wait_fraction"} <= set(train_rows[0])
     assert 0 <= train_rows[-1]["data_wait_fraction"] <= 1
     val = [r for r in rows if r["kind"] == "val"]
-    # step 0 = the untrained model, the curve's reference; it never becomes best.pt
+    # step 0 = the untrained model, the curve's reference and a best.pt candidate like any step
     assert [r["step"] for r in val] == [0, 3, 6] and all(r["psnr_hole"] > 5 for r in val)
     best = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert best["best"]["value"] == max(r["psnr_hole"] for r in val[1:])
+    assert best["best"]["value"] == max(r["psnr_hole"] for r in val)
+    assert best["best"]["first_guess"] == val[0]["psnr_hole"]
     assert res.val[0]["step"] == 0
     assert res.step == 6
     # TensorBoard holds the scalars and the image grids
@@ -507,3 +508,31 @@ def test_hole_texture_is_zero_on_flat_holes_and_grows_with_detail():
     b = Batch(x=y * (1 - mask), mask=mask, y=y, depth=torch.zeros_like(mask), params=None, meta={})
     t = hole_texture(b)
     assert t[0] == 0 and t[1] == pytest.approx(128 * 0.4)   # 128 hole px, |dx| = 0.4
+
+
+def test_step_0_is_a_best_candidate_and_the_summary_says_when_training_did_not_help(
+        small_cache, tmp_path, capsys):
+    """A run whose steps never beat the untrained model hands back the untrained model as
+    best.pt and says so loudly, next to the best classical fill on the same samples."""
+    from inpaint_online.train.cli import main
+    base = [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.device=cpu",
+            "data.crop=48", "data.num_workers=0", "data.batch_size=4", "data.val_count=4",
+            "data.val_fraction=0.25", "model.channels=8", "model.levels=2", "model.blocks=0",
+            "model.dilations=[2]", "train.steps=2", "train.val_every=1", "train.ckpt_every=1"]
+    assert main(["--quiet", "run.name=z", "optim.lr=1e-30", *base]) == 0
+    out, err = capsys.readouterr()
+    best = load_checkpoint(tmp_path / "z" / "checkpoints" / "best.pt")
+    b = best["best"]
+    assert best["step"] == 0 and b["step"] == 0
+    assert b["first_guess"] == b["value"] and b["classical_name"] in (
+        "diffusion", "push-pull", "background push-pull", "background copy", "row interpolation",
+        "opencv telea", "opencv navier-stokes")
+    assert f"best.pt: step 0, psnr_hole {b['value']:.3f} dB (untrained first guess" in out
+    assert "WARNING: no step scored above the untrained model: best.pt is the untrained model" in err
+    # the references are in TensorBoard next to every validation score
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ev = EventAccumulator(str(tmp_path / "z" / "tb"))
+    ev.Reload()
+    tags = ev.Tags()["scalars"]
+    assert "score/first_guess_psnr_hole" in tags and "score/best_classical_psnr_hole" in tags
+    assert [e.step for e in ev.Scalars("score/best_classical_psnr_hole")] == [0, 1, 2]

@@ -95,6 +95,7 @@ def main(argv=None) -> int:
             print(s.describe(args.export_dir))
             return 0
         from .loop import train
+        from .validation import verdict
         if args.dry_run:
             import tempfile
             real = cfg.run_dir
@@ -116,7 +117,22 @@ def main(argv=None) -> int:
         last = res.val[-1] if res.val else {}
         extra = (f"; validation PSNR in holes {last['psnr_hole']:.2f} dB, "
                  f"SSIM {last['ssim_hole']:.3f}" if last else "")
-        print(f"stopped at step {res.step}{extra}\n"
-              f"checkpoints: {res.run_dir / 'checkpoints'}\n"
+        line, warn = verdict(res.best)
+        print(f"stopped at step {res.step}{extra}" + (f"\n{line}" if line else ""))
+        if warn:
+            print(_warning(res.best), file=sys.stderr)
+        print(f"checkpoints: {res.run_dir / 'checkpoints'}\n"
               f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
     return 0
+
+
+def _warning(best: dict) -> str:
+    """The loud line when training did not beat what a user gets without it."""
+    if best.get("step") == 0:
+        what = "no step scored above the untrained model: best.pt is the untrained model"
+    else:
+        what = "the best model is not better than the best classical fill"
+    return (f"WARNING: {what} (validation {best['metric']} {best['value']:.3f}, first guess "
+            f"{best['first_guess']:.3f}, '{best['classical_name']}' {best['classical']:.3f}); "
+            "a classical fill serves you better than this model — train longer, on more "
+            "data, or from other weights (train.init_from)")

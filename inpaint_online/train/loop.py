@@ -47,6 +47,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)      # logged train rows
     val: list[dict] = field(default_factory=list)          # validation rows
     run_dir: Path | None = None
+    best: dict = field(default_factory=dict)              # Validation.best at the end
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -150,7 +151,7 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     run.close()
     if ddp:
         dist.barrier()                                                              # DDP
-    result.step = step
+    result.step, result.best = step, dict(val.best)
     return result
 
 

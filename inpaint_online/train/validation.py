@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 
+from ..baselines import classical_fills
 from ..config import Config
 from ..iw3net import inner
 from ..losses import batch_scores, mean_scores
@@ -14,7 +17,10 @@ from ..stream import Batch, CacheDataset, WarpCollate
 from .rundir import RunDir, batch_names, image_grid
 from .trainer import Trainer
 
-__all__ = ["validation_batches", "hole_texture", "pick_in_turns", "evaluate", "Validation"]
+__all__ = ["validation_batches", "hole_texture", "pick_in_turns", "evaluate", "classical_scores",
+           "Validation", "verdict"]
+
+log = logging.getLogger("inpaint_online.train")
 
 
 def validation_batches(cfg: Config, manifest, records: list[dict], device) -> list[Batch]:
@@ -115,6 +121,39 @@ def evaluate(trainer: Trainer, batches: list[Batch], model: torch.nn.Module | No
     return mean_scores(rows)
 
 
+@torch.no_grad()
+def classical_scores(batches: list[Batch], offset: int = 0) -> dict[str, dict]:
+    """The classical fills' scores (:func:`~inpaint_online.baselines.classical_fills`) on the
+    validation batches, scored like a model with output ``offset``."""
+    fills = classical_fills()
+    rows: dict[str, list] = {name: [] for name in fills}
+    for b in batches:
+        flat = (lambda v: v.flatten(0, 1)) if b.y.dim() == 5 else (lambda v: v)   # noqa: E731
+        x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
+        for name, fn in fills.items():
+            out = fn(x, m, d).view(b.y.shape)
+            rows[name].append(batch_scores(inner(out, offset), inner(b.y, offset),
+                                           inner(b.mask, offset)))
+    return {name: mean_scores(r) for name, r in rows.items()}
+
+
+def verdict(best: dict) -> tuple[str, bool]:
+    """One line on the best checkpoint against the untrained model (its first guess) and the
+    best classical fill, and whether it needs a warning (not better than both)."""
+    metric, v, step = best.get("metric"), best.get("value"), best.get("step")
+    if v is None:
+        return "", False
+    unit = " dB" if metric.startswith("psnr") else ""
+    line = f"best.pt: step {step}, {metric} {v:.3f}{unit}"
+    fg, cl = best.get("first_guess"), best.get("classical")
+    if fg is None or cl is None:          # a run resumed from a checkpoint made before
+        return line, False
+    ref = max(fg, cl)
+    line += (f" (untrained first guess {fg:.3f}{unit}, best classical fill "
+             f"'{best.get('classical_name')}' {cl:.3f}{unit}: margin {v - ref:+.3f}{unit})")
+    return line, v <= ref or step == 0
+
+
 class Validation:
     """Scores the validation set at a step, logs the scores, and keeps the best checkpoints.
 
@@ -141,8 +180,14 @@ class Validation:
 
     def first_guess(self) -> dict:
         """Step 0: the untrained model (= its first guess, ``model.prefill``), the reference
-        every validation curve starts from; it does not make a ``best.pt``."""
-        return {"step": 0, **self._scores(0)}
+        every validation curve starts from, and a best-checkpoint candidate like any step (a
+        run never hands back a model worse than no training unawares); the best classical
+        fill on the same samples is the other reference (kept in ``best``)."""
+        metric = self.cfg.train.best_metric
+        cl = classical_scores(self.batches, model_offset(self.trainer.model))
+        name = max(cl, key=lambda k: cl[k][metric])
+        self.best = {**self.best, "classical": cl[name][metric], "classical_name": name}
+        return self(0)
 
     def __call__(self, step: int) -> dict:
         """Score the model (and the EMA) at ``step``; a new best writes ``best.pt``
@@ -155,6 +200,18 @@ class Validation:
                        lambda: image_grid(b0, t.predict(b0, net=t.model),
                                           names=b0.meta.get("names")), step)
         v = m[metric]
+        if step == 0:
+            self.best = {**self.best, "first_guess": v}
+        fg = self.best.get("first_guess")
+        cl = self.best.get("classical")
+        if fg is not None and cl is not None:
+            self.run.scalars("val", {f"first_guess_{metric}": fg,
+                                     f"best_classical_{metric}": cl}, step)
+        unit = " dB" if metric.startswith("psnr") else ""
+        log.info("step %d validation: %s %.3f%s%s", step, metric, v, unit,
+                 "" if fg is None or cl is None else
+                 f" (first guess {fg:.3f}, best classical fill '{self.best['classical_name']}' "
+                 f"{cl:.3f})")
         if self.best["value"] is None or v > self.best["value"]:
             self.best = {**self.best, "metric": metric, "value": v, "step": step}
             self.run.save("best.pt", t.state(step, self.best))
