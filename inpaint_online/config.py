@@ -53,6 +53,8 @@ class OptimConfig:
 class TrainConfig:
     steps: int = 200_000                   # total optimiser steps (the schedule's length)
     stop_at: int = 0                       # stop this invocation at this step (0 = steps)
+    max_minutes: float = 0.0               # > 0: stop this invocation after this much wall
+                                           # time (validated and saved; --resume continues)
     amp: str = "auto"                      # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
     compile: bool = False                  # torch.compile the model
     log_every: int = 50
@@ -71,6 +73,8 @@ class TrainConfig:
         if self.best_metric not in ("psnr_hole", "ssim_hole", "psnr_full"):
             raise ValueError(f"train.best_metric must be psnr_hole, ssim_hole or psnr_full, "
                              f"got {self.best_metric!r}")
+        if self.max_minutes < 0:
+            raise ValueError(f"train.max_minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.accum_steps < 1:

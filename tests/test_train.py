@@ -536,3 +536,21 @@ def test_step_0_is_a_best_candidate_and_the_summary_says_when_training_did_not_h
     tags = ev.Tags()["scalars"]
     assert "score/first_guess_psnr_hole" in tags and "score/best_classical_psnr_hole" in tags
     assert [e.step for e in ev.Scalars("score/best_classical_psnr_hole")] == [0, 1, 2]
+
+
+def test_max_minutes_stops_validates_and_resumes(small_cache, tmp_path, caplog):
+    cfg = tiny_config(small_cache, tmp_path, "train.steps=500", "train.val_every=1000",
+                      "train.ckpt_every=1000", "train.max_minutes=0.001")   # 60 ms
+    with caplog.at_level("WARNING", logger="inpaint_online.train"):
+        res = train(cfg, progress=False)
+    assert 0 < res.step < 500
+    assert [r["step"] for r in res.val] == [0, res.step]          # scored where it stopped
+    assert load_checkpoint(tmp_path / "t" / "checkpoints" / "last.pt")["step"] == res.step
+    assert any(f"stopped after train.max_minutes=0.001 at step {res.step} of 500" in r.message
+               for r in caplog.records)
+    more = train(tiny_config(small_cache, tmp_path, "train.steps=500", "train.val_every=1000",
+                             "train.ckpt_every=1000", "train.max_minutes=0.001"),
+                 resume=True, progress=False)
+    assert more.step > res.step
+    with pytest.raises(ConfigError, match="train.max_minutes must be >= 0"):
+        tiny_config(small_cache, tmp_path, "train.max_minutes=-1")

@@ -110,8 +110,13 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                disable=not (main and progress), dynamic_ncols=True)
     batches = iter(Prefetcher(loader, collate, start_step=start * accum))
     step, meter, sigterm, warned = start, _Meter(), _StopFlag(), False
+    deadline = time.monotonic() + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
+    timed_out = validated = False
     try:
         while step < stop and not sigterm.agreed(ddp, step, cfg, device):
+            if deadline is not None and time.monotonic() > deadline:
+                # stops at the next check (under DDP the next log step, on every rank)
+                timed_out = sigterm.flag = True
             got = [next(batches) for _ in range(accum)]
             batch = got[-1][0]
             loss, parts = trainer.step([b for b, _ in got] if accum > 1 else batch)
@@ -133,7 +138,8 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                 run.image("train/input_pred_target_error_zoom",
                           lambda: image_grid(batch, trainer.predict(batch, net=trainer.model),
                                              names=batch_names(ds, batch)), step)
-            if step % cfg.train.val_every == 0 or step == stop:
+            validated = step % cfg.train.val_every == 0 or step == stop
+            if validated:
                 if main and val:
                     result.val.append(val(step))
                 if ddp:
@@ -145,8 +151,17 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     finally:
         bar.close()
         sigterm.restore()
+    if timed_out and step > start and not validated:
+        if main and val:                 # a time-limited run ends with a scored best.pt
+            result.val.append(val(step))
+        if ddp:
+            dist.barrier()                                                          # DDP
     run.save("last.pt", trainer.state(step, val.best))
-    if step < stop and main:
+    if timed_out and main:
+        log.warning("stopped after train.max_minutes=%g at step %d of %d: saved %s (continue "
+                    "with --resume, with a new time budget)", cfg.train.max_minutes, step, stop,
+                    run.last)
+    elif step < stop and main:
         log.warning("interrupted at step %d: saved %s (continue with --resume)", step, run.last)
     run.close()
     if ddp:

@@ -181,7 +181,7 @@ def restore(trainer: Trainer, cfg: Config, last, resume: bool, main: bool) -> tu
 def _warn_config_changes(old: dict, new: dict) -> None:
     changed = [f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {v!r}" for s, vals in new.items()
                for k, v in vals.items() if old.get(s, {}).get(k) != v
-               and (s, k) not in {("train", "stop_at")}]
+               and (s, k) not in {("train", "stop_at"), ("train", "max_minutes")}]
     if changed:
         log.warning("resuming with a changed config (the run will not repeat an uninterrupted "
                     "one exactly): %s", "; ".join(changed))
