@@ -571,3 +571,44 @@ def test_preview_writes_a_labelled_sheet(small_cache, tmp_path, capsys, caplog):
     tint = (pic[..., 0] > 180) & (pic[..., 1] < 90) & (pic[..., 2] > 180)
     assert tint[:, 2 * 96 + 3 * 2:3 * 96 + 3 * 2].any()          # in the holes column only
     assert not tint[:, :96].any()
+
+
+def test_a_manifest_line_missing_fields_is_skipped_like_a_torn_one(media, tmp_path, capsys, caplog):
+    """Valid JSON that lacks what readers use (a hand edit, another tool) must not crash
+    --list, --show, --verify or training (issue 27: KeyError 'frame')."""
+    cache = tmp_path / "c"
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 0
+    good = Manifest(cache).samples()[0]
+    partial = {k: v for k, v in good.items() if k != "frame"} | {"key": "x#0", "time": 9e18}
+    with open(cache / "manifest.jsonl", "a") as f:
+        f.write(json.dumps(partial) + "\n" + json.dumps({"key": "y#0"}) + "\n")
+    m = Manifest(cache)
+    assert m.bad_lines == 2 and "x#0" not in m.entries and len(m.entries) == 2
+    for args in (["--list"], ["--show", good["rel"], "--out", tmp_path / "s.png"], ["--verify"]):
+        rc, lines = run(precompute_main, ["--cache-dir", cache, *args], capsys, caplog)
+        assert rc == 0, lines
+    from inpaint_online.train import train
+    res = train(tiny_config(cache, tmp_path, "data.val_fraction=0", "train.steps=1",
+                            "data.scale_range=[1.0,1.0]"), progress=False)
+    assert res.step == 1
+
+
+def test_init_from_a_checkpoint_missing_a_tensor_is_one_line(small_cache, tmp_path, capsys, caplog):
+    import torch
+
+    from inpaint_online.checkpoint import save_checkpoint
+    from inpaint_online.train import train
+    train(tiny_config(small_cache, tmp_path, "run.name=a", "train.steps=1"), progress=False)
+    ck = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    ck.pop("format")
+    ck["model"].pop(next(iter(ck["model"])))
+    save_checkpoint(tmp_path / "short.pt", ck)
+    rc, lines = run(train_main, [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}",
+                                 "run.name=b", "data.crop=48", "model.channels=8", "model.levels=2",
+                                 "model.blocks=0", "model.dilations=[2]", "warp.level=3",
+                                 "data.scale_range=[1.5,2.5]", f"train.init_from={tmp_path / 'short.pt'}",
+                                 "train.steps=1"], capsys, caplog)
+    assert rc == 2 and torch.is_tensor(next(iter(ck["model"].values())))
+    has_line(lines, rf"train_online.py: error: {q(tmp_path / 'short.pt')}: the weights do not fit "
+                    r"the model \(.*Missing key.*")

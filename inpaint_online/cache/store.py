@@ -249,8 +249,29 @@ def depth_size(w: int, h: int, max_size: int | None) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
+# what every reader of an entry uses (--list, --show, --verify, training, export)
+_ENTRY_FIELDS = {"key": str, "source": str, "rel": str, "kind": str, "depth_file": str,
+                 "depth_size": list}
+
+
+def _complete(rec) -> bool:
+    """Whether a manifest line is a record the readers can use: a deletion, an error record
+    (key, source, error), or an entry with every field they read, of the right types."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+        return False
+    if rec.get("deleted"):
+        return True
+    if "error" in rec:
+        return isinstance(rec.get("source"), str)
+    if not all(isinstance(rec.get(k), t) for k, t in _ENTRY_FIELDS.items()):
+        return False
+    return "frame" in rec and (rec["frame"] is None or isinstance(rec["frame"], int))
+
+
 class Manifest:
-    """All records of a cache directory, merged (newest per key wins)."""
+    """All records of a cache directory, merged (newest per key wins). Lines that are not
+    usable records (torn by a kill, or valid JSON missing fields) are skipped and counted
+    in ``bad_lines``."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -268,6 +289,9 @@ class Manifest:
                         key = rec["key"]
                     except (json.JSONDecodeError, KeyError, TypeError):
                         self.bad_lines += 1   # a torn line from a killed run
+                        continue
+                    if not _complete(rec):    # valid JSON, yet not a record every reader
+                        self.bad_lines += 1   # can use (hand-edited, another tool): as torn
                         continue
                     self._add(key, rec, f.name)
 
