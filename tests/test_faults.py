@@ -612,3 +612,26 @@ def test_init_from_a_checkpoint_missing_a_tensor_is_one_line(small_cache, tmp_pa
     assert rc == 2 and torch.is_tensor(next(iter(ck["model"].values())))
     has_line(lines, rf"train_online.py: error: {q(tmp_path / 'short.pt')}: the weights do not fit "
                     r"the model \(.*Missing key.*")
+
+
+def test_prune_refuses_a_missing_input_and_keeps_other_inputs_entries(media, tmp_path, capsys, caplog):
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(media / "coffee.png", other / "x.png")
+    cache = tmp_path / "c"
+    for src in (media, other):
+        rc, _ = run(precompute_main, [src, "--cache-dir", cache, *FB], capsys, caplog)
+        assert rc == 0
+    n = len(Manifest(cache).entries)
+    gone = tmp_path / "unmounted"
+    rc, lines = run(precompute_main, [gone, "--cache-dir", cache, "--prune", *FB], capsys, caplog)
+    assert rc == 2 and len(Manifest(cache).entries) == n
+    has_line(lines, rf"precompute_depth.py: error: {q(gone)}: the input is missing \(a drive not "
+                    r"mounted\?\); --prune would remove every entry cached from it: nothing was "
+                    r"done\. Make it available, or run without --prune")
+    # --prune with one input removes only that input's vanished sources, not the other's
+    shutil.move(other, tmp_path / "moved")
+    (media / "coffee.png").unlink()
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, "--prune", *FB], capsys, caplog)
+    left = {Path(r["source"]).name for r in Manifest(cache).entries.values()}
+    assert rc == 0 and "coffee.png" not in left and "x.png" in left

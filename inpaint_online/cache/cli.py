@@ -187,7 +187,7 @@ def main(argv=None) -> int:
                              min_side=args.min_side, video_norm=args.video_norm,
                              rgb_fmt=None if args.rgb_format == "none" else args.rgb_format,
                              workers=default_workers(args.device) if args.workers is None else args.workers)
-    except (ConfigError, OSError) as e:
+    except (ConfigError, OSError, ValueError) as e:
         print(f"precompute_depth.py: error: {describe(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -335,6 +335,12 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
+    if prune:
+        absent = [i for i in inputs if not Path(i).exists()]
+        if absent:
+            raise ValueError(f"{show(absent[0])}: the input is missing (a drive not mounted?); "
+                             "--prune would remove every entry cached from it: nothing was done. "
+                             "Make it available, or run without --prune")
     root = prepare_cache_dir(cache_dir)
     summary = Summary()
     found, skipped = find_media(inputs)
@@ -360,8 +366,15 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
     bar = Progress(len(tasks), label=label, enabled=progress, every=progress_every)
     summary.stats = pipeline.run(job, tasks, sampling, batch_size, workers, bar)
 
-    # sources this run is responsible for that no longer exist
-    mine = lambda p: shard is None or shard_of(Path(p), shard[1]) == shard[0]  # noqa: E731
+    # sources this run is responsible for that no longer exist: in its shard, and (for
+    # --prune) under one of its inputs — another input's entries are not its to judge
+    roots = [Path(i).resolve() for i in inputs]
+
+    def mine(p: str) -> bool:
+        if shard is not None and shard_of(Path(p), shard[1]) != shard[0]:
+            return False
+        return not prune or any(Path(p) == r or r in Path(p).parents for r in roots)
+
     gone = sorted({r["source"] for r in manifest.entries.values()
                    if mine(r["source"]) and not Path(r["source"]).exists()})
     summary.vanished = gone
