@@ -46,11 +46,14 @@ def decode_rate(backend, tasks, sampling, batch_size, workers, tmp) -> tuple[flo
     """frames/s of the workers alone; also returns the prepared chunks (for the model)."""
     root = tmp / "plan"
     root.mkdir(exist_ok=True)
-    job = FillJob(root, backend, ManifestWriter(root, None), Manifest(root), 1024, "npy", False,
-               Summary())
-    t = time.perf_counter()
-    chunks = [c for c in loader(job, tasks, sampling, batch_size, workers) if c["t"] == "chunk"]
-    dt = time.perf_counter() - t
+    writer = ManifestWriter(root, None)          # one live writer per cache: finished below
+    try:
+        job = FillJob(root, backend, writer, Manifest(root), 1024, "npy", False, Summary())
+        t = time.perf_counter()
+        chunks = [c for c in loader(job, tasks, sampling, batch_size, workers) if c["t"] == "chunk"]
+        dt = time.perf_counter() - t
+    finally:
+        writer.finish()
     return sum(len(c["frames"]) for c in chunks) / dt, chunks
 
 

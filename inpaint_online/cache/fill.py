@@ -35,6 +35,7 @@ from .store import (
     encode_depth,
     encode_rgb,
     entry_key,
+    error_key,
     file_check,
     fingerprint,
     mismatch,
@@ -239,6 +240,7 @@ class FillJob:
                "clip": clip, "src_size": list(src_wh), "depth_size": list(size),
                **depth_fields, **rgb_fields,
                "fingerprint": fp, **self.signature, **({"depth_norm": norm} if norm else {})}
+        self._clear_error(rec["source"])
         self.writer.append(rec)
         self.summary.computed += 1
         self.summary.add_bytes(rec)
@@ -252,16 +254,27 @@ class FillJob:
         self.summary.rgb_added += 1
         self.summary.add_bytes(rec)
 
+    def _clear_error(self, source: str) -> None:
+        """A video's earlier failure is over once one of its frames is stored again."""
+        err = error_key(Path(source))
+        if err in self.manifest.errors:
+            self.writer.append({"key": err, "source": source, "deleted": True})
+            del self.manifest.errors[err]
+
     def refresh(self, rec: dict) -> None:
+        self._clear_error(rec["source"])
         cur = self.manifest.entries.get(rec["key"], {})
         if "rgb_file" in cur and "rgb_file" not in rec:    # an RGB added earlier in this run
             rec = {**rec, **{k: v for k, v in cur.items() if k.startswith("rgb_")}}
         self.writer.append(rec)
         self.manifest.entries[rec["key"]] = rec
 
-    def error(self, source: Path, why: str) -> None:
+    def error(self, source: Path, why: str, kind: str | None = None) -> None:
+        """Record a source's failure. A video's goes under its own key: under frame 0's it
+        replaced that frame's entry (lost, recomputed and dropped again by every re-run)."""
         self.summary.errors.append((str(source), why))
-        self.writer.append({"key": entry_key(source, None), "source": str(source), "error": why})
+        key = error_key(source) if kind == "video" else entry_key(source, None)
+        self.writer.append({"key": key, "source": str(source), "error": why})
 
     def finish(self, task: Task, st: dict, raws: list, frames: list,
                rgbs: list | None = None) -> None:
@@ -346,46 +359,49 @@ def precompute(inputs: list[str], cache_dir: str, backend: DepthBackend, *,
     found, skipped = find_media(inputs)
     manifest = Manifest(root)
     writer = ManifestWriter(root, shard)
-    job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side,
-                  video_norm=video_norm, rgb_fmt=rgb_fmt)
-    for path, why in skipped:
-        job.error(path, why)
-    tasks, seen = [], set()
-    for r, p in found:
-        try:
-            rp = p.resolve(strict=True)
-        except (OSError, RuntimeError) as e:
-            job.error(p, _link_reason(e))
-            continue
-        if rp not in seen:                 # reached twice (a linked folder): done once
-            seen.add(rp)
-            tasks.append(Task(rp, _rel(r, p)))
-    if shard is not None:
-        tasks = [t for t in tasks if shard_of(t.path, shard[1]) == shard[0]]
-    label = "depth" if shard is None else f"depth {shard[0]}/{shard[1]}"
-    bar = Progress(len(tasks), label=label, enabled=progress, every=progress_every)
-    summary.stats = pipeline.run(job, tasks, sampling, batch_size, workers, bar)
+    try:
+        job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary, min_side,
+                      video_norm=video_norm, rgb_fmt=rgb_fmt)
+        for path, why in skipped:
+            job.error(path, why)
+        tasks, seen = [], set()
+        for r, p in found:
+            try:
+                rp = p.resolve(strict=True)
+            except (OSError, RuntimeError) as e:
+                job.error(p, _link_reason(e))
+                continue
+            if rp not in seen:                 # reached twice (a linked folder): done once
+                seen.add(rp)
+                tasks.append(Task(rp, _rel(r, p)))
+        if shard is not None:
+            tasks = [t for t in tasks if shard_of(t.path, shard[1]) == shard[0]]
+        label = "depth" if shard is None else f"depth {shard[0]}/{shard[1]}"
+        bar = Progress(len(tasks), label=label, enabled=progress, every=progress_every)
+        summary.stats = pipeline.run(job, tasks, sampling, batch_size, workers, bar)
 
-    # sources this run is responsible for that no longer exist: in its shard, and (for
-    # --prune) under one of its inputs — another input's entries are not its to judge
-    roots = [Path(i).resolve() for i in inputs]
+        # sources this run is responsible for that no longer exist: in its shard, and (for
+        # --prune) under one of its inputs — another input's entries are not its to judge
+        roots = [Path(i).resolve() for i in inputs]
 
-    def mine(p: str) -> bool:
-        if shard is not None and shard_of(Path(p), shard[1]) != shard[0]:
-            return False
-        return not prune or any(Path(p) == r or r in Path(p).parents for r in roots)
+        def mine(p: str) -> bool:
+            if shard is not None and shard_of(Path(p), shard[1]) != shard[0]:
+                return False
+            return not prune or any(Path(p) == r or r in Path(p).parents for r in roots)
 
-    gone = sorted({r["source"] for r in manifest.entries.values()
-                   if mine(r["source"]) and not Path(r["source"]).exists()})
-    summary.vanished = gone
-    if prune and gone:
-        for key, rec in list(manifest.entries.items()):
-            if rec["source"] in gone:
-                manifest.remove_files(rec)
-                writer.append({"key": key, "source": rec["source"], "deleted": True})
-                summary.pruned += 1
-        summary.vanished = []
-    summary.measure(compact_manifest(root, writer))
+        gone = sorted({r["source"] for r in manifest.entries.values()
+                       if mine(r["source"]) and not Path(r["source"]).exists()})
+        summary.vanished = gone
+        if prune and gone:
+            for key, rec in list(manifest.entries.items()):
+                if rec["source"] in gone:
+                    manifest.remove_files(rec)
+                    writer.append({"key": key, "source": rec["source"], "deleted": True})
+                    summary.pruned += 1
+            summary.vanished = []
+        summary.measure(compact_manifest(root, writer))
+    finally:
+        writer.finish()    # also when the run fails: the next one may write
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -397,5 +413,5 @@ def compact_manifest(root: Path, writer: ManifestWriter) -> Manifest:
     keep = {k: r for k, r in {**merged.entries, **merged.errors}.items()
             if merged.origin.get(k) == writer.path.name}
     writer.compact(keep)
-    writer.close()
+    writer.finish()
     return merged

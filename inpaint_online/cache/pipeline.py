@@ -184,7 +184,7 @@ class _Writer(threading.Thread):
                 self.job.refresh(rec)
             why = st["error"] or s["failed"]
             if why:
-                self.job.error(self.tasks[i].path, why)
+                self.job.error(self.tasks[i].path, why, st.get("kind"))
             del self.state[i]
             self.files += 1
         self.progress.update(self.files, self.job.summary.computed, len(self.job.summary.errors),

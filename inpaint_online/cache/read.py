@@ -8,6 +8,7 @@ Readers never write: the cache is filled by :mod:`.fill` and checked by :mod:`.v
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,11 @@ def load_frames(cache: Manifest | Path, recs: list[dict], reader=None,
     h, w = depths[0].shape
     if rgb_from == "cache" and all("rgb_file" in r for r in recs):
         rgb = [_checked(root, rec, "rgb", load_cached_rgb) for rec in recs]
-    elif recs[0]["kind"] == "video":
+        if stack:
+            return np.stack(rgb), np.stack(depths)
+        return rgb, depths
+    _same_source(root, recs[0])
+    if recs[0]["kind"] == "video":
         rgb = (reader or VideoReader)(recs[0]["source"]).get_batch([r["frame"] for r in recs])
         rgb = fit_frames(rgb, (w, h))
     else:
@@ -72,6 +77,25 @@ def load_frames(cache: Manifest | Path, recs: list[dict], reader=None,
     if stack:
         return np.stack(rgb), np.stack(depths)
     return list(rgb), depths
+
+
+def _same_source(root: Path, rec: dict) -> None:
+    """The original is the file that was cached (its size and mtime as recorded), or one
+    :class:`MediaError` line: a picture replaced after caching would be paired with the old
+    depth, squeezed to its size. (The stored RGB needs no such check: it is the cached frame.)"""
+    fp = rec.get("fingerprint")
+    if not isinstance(fp, dict):
+        return
+    try:
+        st = os.stat(rec["source"])
+    except OSError as e:
+        raise MediaError(f"{show(rec['source'])}: {e.strerror or type(e).__name__}, and the "
+                         "cache holds no RGB of it: restore the file, or drop its entries with "
+                         f"precompute_depth.py INPUTS --cache-dir {show(root)} --prune") from None
+    if (st.st_size, st.st_mtime_ns) != (fp.get("size"), fp.get("mtime_ns")):
+        raise MediaError(f"{show(rec['source'])}: changed since it was cached (size or "
+                         "modification time differ), so its cached depth no longer fits it; run "
+                         f"precompute_depth.py on it again (--cache-dir {show(root)}) to refresh")
 
 
 def _checked(root: Path, rec: dict, kind: str, load) -> np.ndarray:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import one_line, show
-from ..fsutil import atomic_write_bytes
+from ..fsutil import LockHeld, ProcessLock, atomic_write_bytes
 
 MANIFEST_GLOB = "manifest*.jsonl"
 
@@ -237,6 +237,11 @@ def entry_key(source: Path, frame: int | None) -> str:
     return f"{source}#{frame if frame is not None else 0}"
 
 
+def error_key(source: Path) -> str:
+    """The key of a video's error record (apart from its frames' entries)."""
+    return f"{source}#error"
+
+
 def shard_of(source: Path, n: int) -> int:
     """Deterministic shard of a source file (all frames of a video go together)."""
     return zlib.crc32(str(source).encode("utf-8", "surrogateescape")) % n
@@ -323,11 +328,25 @@ class Manifest:
                 (self.root / rec[f"{kind}_file"]).unlink(missing_ok=True)
 
 
+class CacheBusyError(OSError):
+    """Another live process writes the same manifest file (the message names it)."""
+
+
 class ManifestWriter:
+    """Appends records to one manifest file of a cache: ``manifest.jsonl``, or a shard's own
+    file. One live writer per file (a :class:`~inpaint_online.fsutil.ProcessLock`); a second gets
+    :class:`CacheBusyError`."""
+
     def __init__(self, root: Path, shard: tuple[int, int] | None):
         name = "manifest.jsonl" if shard is None else f"manifest.shard-{shard[0]}-of-{shard[1]}.jsonl"
         self.path = root / name
         root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock = ProcessLock(root / f".{name}.lock", "precompute")
+        except LockHeld as e:
+            raise CacheBusyError(
+                f"{show(root)}: {e.holder} is writing {name} of this cache; wait for it to end, "
+                "or give each run its own part of the inputs with --shard i/n") from None
         torn = False
         if self.path.exists() and self.path.stat().st_size:
             with open(self.path, "rb") as f:
@@ -366,6 +385,11 @@ class ManifestWriter:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
+
+    def finish(self) -> None:
+        """Close the file and let another writer have it."""
+        self.close()
+        self._lock.release()
 
 
 @dataclass

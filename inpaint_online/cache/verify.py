@@ -87,41 +87,44 @@ def verify(cache_dir: str | Path, *, backend: DepthBackend | None = None, batch_
                           "run --repair with the backend options of the cache")
     prepare_cache_dir(root)
     writer = ManifestWriter(root, None)
-    by_source: dict[str, list[dict]] = {}
-    for rec, _ in report.broken:
-        by_source.setdefault(rec["source"], []).append(rec)
-    jobs: dict[tuple, list] = {}
-    for source, recs in by_source.items():
-        r0 = recs[0]
-        rgb_fmt = next((f for f, suffix in RGB_FORMATS.items()
-                        if r0.get("rgb_file", "").endswith("." + suffix)), None)
-        sig = (_max_size_of(r0), Path(r0["depth_file"]).suffix[1:], "sha256" in r0["fingerprint"],
-               rgb_fmt)
-        spans = None
-        if r0["kind"] == "video":
-            spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
-                     if r.get("depth_norm", {}).get("mode") == "clip"}
-        task = Task(Path(source), r0["rel"],
-                    None if r0["kind"] == "image" else [(r["frame"], r.get("clip")) for r in recs],
-                    spans)
-        jobs.setdefault(sig, []).append((task, recs))
-    for (max_size, fmt, with_hash, rgb_fmt), items in jobs.items():
-        summary = Summary()
-        job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary,
-                   force={r["key"] for _, recs in items for r in recs}, rgb_fmt=rgb_fmt)
-        tasks = [t for t, _ in items]
-        pipeline.run(job, tasks, Sampling(), batch_size, 0, Progress(len(tasks), enabled=False))
-        errors = dict(summary.errors)                 # one error at most per source
-        for task, recs in items:
-            why = errors.get(str(task.path))
-            if why is None:
-                report.repaired += len(recs)
-                continue
-            for r in recs:       # report, remove the entry (its error record is written)
-                manifest.remove_files(r)
-                writer.append({"key": r["key"], "source": r["source"], "deleted": True})
-                report.unrepaired.append((r, why))
-    compact_manifest(root, writer)
+    try:
+        by_source: dict[str, list[dict]] = {}
+        for rec, _ in report.broken:
+            by_source.setdefault(rec["source"], []).append(rec)
+        jobs: dict[tuple, list] = {}
+        for source, recs in by_source.items():
+            r0 = recs[0]
+            rgb_fmt = next((f for f, suffix in RGB_FORMATS.items()
+                            if r0.get("rgb_file", "").endswith("." + suffix)), None)
+            sig = (_max_size_of(r0), Path(r0["depth_file"]).suffix[1:], "sha256" in r0["fingerprint"],
+                   rgb_fmt)
+            spans = None
+            if r0["kind"] == "video":
+                spans = {r["frame"]: (r["depth_norm"]["lo"], r["depth_norm"]["hi"]) for r in recs
+                         if r.get("depth_norm", {}).get("mode") == "clip"}
+            task = Task(Path(source), r0["rel"],
+                        None if r0["kind"] == "image" else [(r["frame"], r.get("clip")) for r in recs],
+                        spans)
+            jobs.setdefault(sig, []).append((task, recs))
+        for (max_size, fmt, with_hash, rgb_fmt), items in jobs.items():
+            summary = Summary()
+            job = FillJob(root, backend, writer, manifest, max_size, fmt, with_hash, summary,
+                          force={r["key"] for _, recs in items for r in recs}, rgb_fmt=rgb_fmt)
+            tasks = [t for t, _ in items]
+            pipeline.run(job, tasks, Sampling(), batch_size, 0, Progress(len(tasks), enabled=False))
+            errors = dict(summary.errors)                 # one error at most per source
+            for task, recs in items:
+                why = errors.get(str(task.path))
+                if why is None:
+                    report.repaired += len(recs)
+                    continue
+                for r in recs:       # report, remove the entry (its error record is written)
+                    manifest.remove_files(r)
+                    writer.append({"key": r["key"], "source": r["source"], "deleted": True})
+                    report.unrepaired.append((r, why))
+        compact_manifest(root, writer)
+    finally:
+        writer.finish()    # also when the repair fails: the next run may write
     return report
 
 

@@ -123,6 +123,13 @@ def main(argv=None) -> int:
             print(_warning(res.best), file=sys.stderr)
         print(f"checkpoints: {res.run_dir / 'checkpoints'}\n"
               f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+    # a stop before train.steps is not a finished run: a scheduler must not read it as one
+    if res.stopped == "sigterm":
+        print(f"train_online.py: stopped by SIGTERM at step {res.step}; exit code 143 (the run "
+              "is not finished: requeue it with --resume)", file=sys.stderr)
+        return 143
+    if res.stopped == "interrupt":
+        return 130
     return 0
 
 

@@ -31,7 +31,15 @@ from ..cache import open_cache
 from ..config import Config
 from ..devices import resolve_device
 from ..stream import CacheDataset, Prefetcher, split_records, training_stream
-from .rundir import RunDir, batch_names, describe_run, hole_stats, image_grid
+from .rundir import (
+    RunDir,
+    batch_names,
+    describe_run,
+    drop_empty_run_folder,
+    hold_run_folder,
+    hole_stats,
+    image_grid,
+)
 from .trainer import Trainer, restore
 from .validation import Validation, validation_batches
 
@@ -48,6 +56,8 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)          # validation rows
     run_dir: Path | None = None
     best: dict = field(default_factory=dict)              # Validation.best at the end
+    stopped: str | None = None             # before the last step: "sigterm", "interrupt" or
+                                           # "time" (train.max_minutes)
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -55,9 +65,18 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainR
     ``train.steps`` (or ``train.stop_at``), SIGTERM or Ctrl-C; the state is saved on the way
     out."""
     rank, world, local, owned = _setup_distributed()
+    lock, created, ok = None, False, False
     try:
-        return _run(cfg, resume, progress, rank, world, local)
+        if rank == 0:                          # the only writer of the run folder
+            lock, created = hold_run_folder(cfg)
+        out = _run(cfg, resume, progress, rank, world, local)
+        ok = True
+        return out
     finally:
+        if lock is not None:
+            lock.release()
+            if created and not ok:
+                drop_empty_run_folder(cfg)
         if owned:
             # a process group left to the interpreter's exit tears down its threads in
             # arbitrary order: seen as "terminate called without an active exception"
@@ -147,7 +166,7 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
             if step % cfg.train.ckpt_every == 0 and step != stop:
                 run.save("last.pt", trainer.state(step, val.best))
     except KeyboardInterrupt:
-        sigterm.flag = True
+        sigterm.flag, sigterm.reason = True, "interrupt"
     finally:
         bar.close()
         sigterm.restore()
@@ -167,6 +186,8 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     if ddp:
         dist.barrier()                                                              # DDP
     result.step, result.best = step, dict(val.best)
+    if step < stop:
+        result.stopped = "time" if timed_out else sigterm.reason
     return result
 
 
@@ -195,7 +216,7 @@ class _StopFlag:
     """SIGTERM (and Ctrl-C) request a stop at the next step; the state is saved on the way out."""
 
     def __init__(self):
-        self.flag = False
+        self.flag, self.reason = False, "sigterm"
         self.old = None
         if hasattr(signal, "SIGTERM"):
             self.old = signal.signal(signal.SIGTERM, self._set)

@@ -17,7 +17,7 @@ import yaml
 from ..cache import entry_label
 from ..checkpoint import save_checkpoint
 from ..config import Config, ConfigError
-from ..fsutil import atomic_write_bytes, sweep_temp
+from ..fsutil import LockHeld, ProcessLock, atomic_write_bytes, sweep_temp
 from ..models import composite
 from ..pictures import error_tile, hole_overlay, sample_label, sheet, to_uint8, zoom_on_holes
 from ..stream import Batch, CacheDataset
@@ -25,9 +25,35 @@ from ..stream import Batch, CacheDataset
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["RunDir", "tb_tag", "image_grid", "batch_names", "hole_stats", "describe_run"]
+__all__ = ["hold_run_folder", "drop_empty_run_folder", "RunDir", "tb_tag", "image_grid",
+           "batch_names", "hole_stats", "describe_run"]
 
 log = logging.getLogger("inpaint_online.train")
+
+
+def hold_run_folder(cfg: Config) -> tuple[ProcessLock, bool]:
+    """One live writer per run folder: the same command started twice once wrote every
+    metrics row twice. Returns the lock (release it when the run ends) and whether the folder
+    was made here (an empty folder is removed again by the caller when the run fails)."""
+    path = cfg.run_dir
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return ProcessLock(path / ".run.lock", "train_online.py"), created
+    except LockHeld as e:
+        raise ConfigError(f"{path}: {e.holder} is writing this run; wait for it to end (or "
+                          "stop it), or give this one another run.name") from None
+
+
+def drop_empty_run_folder(cfg: Config) -> None:
+    """Remove a run folder that holds nothing but its lock file (a run that failed at once)."""
+    path = cfg.run_dir
+    try:
+        if {p.name for p in path.iterdir()} <= {".run.lock"}:
+            (path / ".run.lock").unlink(missing_ok=True)
+            path.rmdir()
+    except OSError:
+        pass
 
 
 class RunDir:
