@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu"):
     verify_checkpoint(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"{show(path)}: not a readable checkpoint ({one_line(e)[:200]})") from None
+        # torch's own text goes on to suggest weights_only=False: that would run the code
+        raise CheckpointError(f"{show(path)}: refused as unsafe: it holds pickled Python objects "
+                              "that would run code when loaded, not only weights and plain "
+                              "values") from None
     except Exception as e:  # torch raises several types for truncated / foreign files
         raise CheckpointError(f"{show(path)}: not a readable checkpoint ({type(e).__name__}: "
                               f"{one_line(e)[:200]})") from None

@@ -34,7 +34,7 @@ import torch
 from .baselines import classical_fills
 from .cache import open_cache
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from .config import ConfigError, load_config
+from .config import ConfigError, at_least_one, load_config
 from .devices import resolve_device
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file
@@ -174,7 +174,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--cache-dir", help="default: the run's data.cache_dir")
-    ap.add_argument("--count", type=int, help="validation samples (default: the run's val_count)")
+    ap.add_argument("--count", type=at_least_one,
+                    help="validation samples (default: the run's val_count)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--level", type=int, choices=sorted(DIVERGENCE_LEVELS),
                     help="draw the held-out samples at this iw3 divergence level (default: the run's warp)")

@@ -191,6 +191,18 @@ def _section(name: str, values, source: str):
     return obj
 
 
+def at_least_one(text: str) -> int:
+    """argparse type of counts: an integer >= 1 (0 used to be ignored or misreported)."""
+    import argparse
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def parse_override(text: str) -> tuple[str, str, object]:
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError(f"override {text!r}: expected section.key=value, e.g. data.batch_size=8")

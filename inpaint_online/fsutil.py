@@ -60,11 +60,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not e.filename:
+            # a failed write names no file ("[Errno 28] No space left on device"): name it
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import DEPTH_SCALE, entry_label, load_pair, open_cache
+from .config import at_least_one
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file, save_image
 from .media import MediaError
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--out", required=True, help="PNG contact sheet to write")
-    ap.add_argument("--count", type=int, default=6)
+    ap.add_argument("--count", type=at_least_one, default=6, help="samples (rows)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--level", type=int, default=1, choices=[1, 2, 3], help="iw3 divergence level")

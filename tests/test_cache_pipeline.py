@@ -258,3 +258,13 @@ def test_a_video_failing_part_way_keeps_its_good_frames_and_the_error_apart(tmp_
     assert not s.errors and not m.errors
     assert len(m.samples()) == 4
     assert s.computed == 2                                            # only the missing ones
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_torchrun_rank_asks_to_stop_with_its_launcher():
+    """Killing the torchrun launcher once left the precompute ranks running as orphans."""
+    code = ("import ctypes, signal; from inpaint_online.cache.cli import stop_with_parent; "
+            "assert stop_with_parent(); libc = ctypes.CDLL(None); v = ctypes.c_int(); "
+            "libc.prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value == signal.SIGTERM)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "True", r.stderr

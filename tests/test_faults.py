@@ -701,3 +701,74 @@ def test_a_source_replaced_after_caching_is_not_paired_with_its_old_depth(media,
     after = {r["rel"]: load_pair(open_cache(tmp_path / "c2"), r)[0] for r in
              open_cache(tmp_path / "c2").samples()}
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_as_unsafe(tmp_path, capsys, caplog):
+    import torch
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "inpaint_online.checkpoint/1", "x": _RunsCode()}, bad)
+    rc, lines = run(stereo_main, ["--checkpoint", bad, "--image", tmp_path / "none.png",
+                                  "--depth", tmp_path / "none.npy", "--output", tmp_path / "o.png"],
+                    capsys, caplog)
+    assert rc == 2
+    line = has_line(lines, rf".*{q(bad)}: refused as unsafe: it holds pickled Python objects that "
+                           r"would run code when loaded, not only weights and plain values")
+    assert "weights_only" not in line
+
+
+def test_counts_of_zero_are_refused(small_cache, checkpoint, tmp_path, capsys, caplog):
+    from inpaint_online.compare import main as compare_main
+    for main, args in ((compare_main, ["--checkpoint", checkpoint, "--count", "0"]),
+                       (preview_main, ["--cache-dir", small_cache, "--out", tmp_path / "p.png",
+                                       "--count", "0"])):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        assert e.value.code == 2
+        assert "--count: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_full_disk_stops_precompute_at_the_first_failed_write(media, tmp_path, capsys, caplog,
+                                                                monkeypatch):
+    from inpaint_online.cache.fill import FillJob
+    for i in range(4):
+        shutil.copy(media / "coffee.png", media / f"more{i}.png")
+    real, calls = FillJob.store, []
+
+    def full(self, *a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(FillJob, "store", full)
+    cache = tmp_path / "c"
+    rc, lines = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 2 and len(calls) == 2
+    has_line(lines, rf"precompute_depth.py: error: {q(cache)}: no space left on its device: "
+                    r"stopped at the first failed write; free some space and run the same "
+                    r"command again \(what was written is kept\)")
+    assert sum("space" in x for x in lines) == 1
+    monkeypatch.setattr(FillJob, "store", real)
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    assert rc == 0 and len(Manifest(cache).entries) == 6
+
+
+def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
+    from inpaint_online.checkpoint import save_checkpoint
+    real = os.fsync
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        save_checkpoint(tmp_path / "ck" / "last.pt", {"step": 1})
+    monkeypatch.setattr(os, "fsync", real)
+    from inpaint_online.errors import describe
+    assert describe(e.value) == f"{tmp_path / 'ck' / 'last.pt'}: No space left on device"
+    assert not [p for p in (tmp_path / "ck").iterdir()]          # no temp file left behind

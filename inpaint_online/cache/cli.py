@@ -167,6 +167,7 @@ def main(argv=None) -> int:
     try:
         rank = torchrun_rank(os.environ)
         if rank is not None:
+            stop_with_parent()
             if args.shard is not None:
                 raise ConfigError("--shard and torchrun both split the work: give one of them")
             args.shard = (rank[0], rank[1]) if rank[1] > 1 else None
@@ -197,6 +198,20 @@ def main(argv=None) -> int:
     print(summary.table("precompute_depth summary" + where))
     return 1 if (args.strict and summary.errors) else 0
 
+
+
+def stop_with_parent() -> bool:
+    """Have the kernel send this process SIGTERM when its parent (the torchrun launcher) dies,
+    so a killed launcher leaves no orphan ranks computing on (Linux ``PR_SET_PDEATHSIG``; the
+    cache's writes are kill-safe: a re-run finishes the work). False where unsupported."""
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+    return ok
 
 
 def torchrun_rank(env) -> tuple[int, int, int] | None:

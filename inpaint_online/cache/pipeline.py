@@ -16,6 +16,7 @@ gives that file one error record, and the run goes on.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import sys
@@ -118,6 +119,18 @@ class _Chunk:
         return len(self.frames)
 
 
+class DiskFull(OSError):
+    """The cache's disk is full: the run stops at the first failed write (every later file
+    would fail the same way), naming the folder."""
+
+
+def _stop_if_disk_full(e: BaseException, root) -> None:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFull(e.errno, "no space left on its device: stopped at the first failed "
+                       "write; free some space and run the same command again (what was "
+                       "written is kept)", str(root)) from None
+
+
 class _Writer(threading.Thread):
     """Normalises and stores finished groups, appends the manifest and reports progress, in
     the order each source's items came; a source ends after its last chunk."""
@@ -154,6 +167,7 @@ class _Writer(threading.Thread):
                     for key, data in zip(*payload):
                         self.job.add_rgb(key, data)
                 except Exception as e:   # noqa: BLE001 - an RGB that cannot be stored
+                    _stop_if_disk_full(e, self.job.root)
                     s["failed"] = failure_reason(e, self.tasks[i].path)
         elif what == "fail":                       # the model failed on this source's chunk
             s["handled"] += 1
@@ -172,6 +186,7 @@ class _Writer(threading.Thread):
                     try:
                         self.job.finish(self.tasks[i], ch.meta, g[0], g[1], g[2])
                     except Exception as e:   # noqa: BLE001 - a map that cannot be stored
+                        _stop_if_disk_full(e, self.job.root)
                         s["failed"] = failure_reason(e, self.tasks[i].path)
                         s["groups"].clear()
         end = s["end"]
