@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from .baselines import classical_fills
+from .baselines import classical_fills, opencv_available
 from .cache import open_cache
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .config import ConfigError, at_least_one, load_config
@@ -201,6 +201,9 @@ def main(argv=None) -> int:
     for m, r in res.items():
         print(f"{m:<22}{r['psnr_hole']:>12.2f} dB{r['ssim_hole']:>15.3f}"
               + (f"{r['temporal_error']:>16.4f}" if tc else ""))
+    if not opencv_available():
+        print("(OpenCV is not installed: its Telea and Navier-Stokes fills are left out; "
+              "pip install opencv-python-headless, or the project's [eval] extra)")
     unit = "frames" if tc else "samples"
     print(f"held-out sources: {', '.join(info['held_out'])}; {info['samples']} {unit}, "
           f"{info['without_holes']} without any hole (left out of the scores in holes)"

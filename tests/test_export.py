@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 import inpaint_online.export.layout as export_layout
 from inpaint_online.cache import open_cache
-from inpaint_online.config import ConfigError
+from inpaint_online.config import ConfigError, load_config
 from inpaint_online.errors import DataError
 from inpaint_online.export import export_dataset, read_sample
 from inpaint_online.export.source_yield import SourceYield
@@ -283,3 +283,17 @@ def test_the_yield_test_decides_as_documented():
         yl = SourceYield({}, 0.25, {"a"}, "train", "warp level 1", 30)
         for pos in range(6):
             yl.record({"source": "a"}, False, pos)
+
+
+def test_a_chosen_prefix_draws_its_own_samples(small_cache, tmp_path):
+    """Two exports of the same settings under two prefixes once wrote byte-identical copies."""
+    cfg = load_config(None, [f"data.cache_dir={small_cache}", "data.num_workers=0",
+                             "collate.min_hole_px=10", "data.val_fraction=0.25", "warp.level=3"])
+    out = tmp_path / "ex"
+    for prefix in ("a", "b"):
+        export_dataset(cfg, out, 2, 8, prefix=prefix, progress=False)
+    a = {p.read_bytes() for p in (out / "train").glob("a_*_C.png")}
+    b = {p.read_bytes() for p in (out / "train").glob("b_*_C.png")}
+    assert len(a) == len(b) == 2 and not a & b
+    export_dataset(cfg, tmp_path / "again", 2, 8, prefix="a", progress=False)
+    assert {p.read_bytes() for p in (tmp_path / "again" / "train").glob("a_*_C.png")} == a

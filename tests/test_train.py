@@ -144,10 +144,12 @@ def test_missing_cache_is_a_clear_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_shipped_configs_load():
-    for name in ("demo.yaml", "image.yaml", "cpu_quality.yaml"):
-        cfg = load_config(ROOT / "configs" / name)
-        GatedUNet(cfg.model)
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads_and_builds_its_model(name):
+    from inpaint_online.models import build_model
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.train.steps >= 1
+    build_model(cfg.model)
 
 
 def test_a_dual_model_with_layered_samples_trains_and_its_checkpoint_fills_with_depth(small_cache, tmp_path):
@@ -555,3 +557,4 @@ def test_max_minutes_stops_validates_and_resumes(small_cache, tmp_path, caplog):
     assert more.step > res.step
     with pytest.raises(ConfigError, match="train.max_minutes must be >= 0"):
         tiny_config(small_cache, tmp_path, "train.max_minutes=-1")
+

@@ -68,7 +68,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="precompute_depth.py",
+        prog="precompute_depth.py", formatter_class=_ShowDefaults,
         description="Estimate monocular depth once over images and videos and cache it "
                     "(uint16 maps + a JSON-lines manifest) for online inpainting training.")
     ap.add_argument("inputs", nargs="*", help="image/video files and folders (walked recursively)")
@@ -212,6 +212,17 @@ def stop_with_parent() -> bool:
     except (OSError, AttributeError):
         return False
     return ok
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """--help names each option's default where it has one worth naming."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in h \
+                and action.option_strings:
+            h += " (default: %(default)s)"
+        return h
 
 
 def torchrun_rank(env) -> tuple[int, int, int] | None:

@@ -30,6 +30,8 @@ class ExportPlan:
     count: int
     eval_count: int
     settings: dict = field(default_factory=dict)   # what decides the bytes (P.export.json)
+    stream: str = ""       # a chosen --export-prefix: mixed into the sample seeds, so two
+                           # exports of the same settings under two names are not copies
 
 
 def default_size(records: list[dict], cfg: Config) -> int:
@@ -81,6 +83,8 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
     if prefix is None:
         digest = hashlib.blake2b(json.dumps(plan.settings, sort_keys=True).encode(), digest_size=4)
         prefix = "io" + digest.hexdigest()
+    else:
+        plan.stream = prefix
     if not PREFIX_RE.match(prefix):
         raise ConfigError(f"--export-prefix {prefix!r}: use 1-32 letters, digits and '-' "
                           "(no '_': it separates the prefix from the number)")

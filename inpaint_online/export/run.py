@@ -203,7 +203,10 @@ def _subset(batch: dict, idx: list[int]) -> dict:
 def _export_split(cfg, plan, ds, split, split_dir, index, staging, want, st, device,
                   pool, masked_input, bar, commit, state, min_yield) -> None:
     bs = cfg.data.batch_size
-    seed = mix_seed(cfg.run.seed, "export", split)
+    # the default prefix names the settings (one export of them); a chosen one draws its own
+    # samples: the same settings under a second name once wrote byte-identical copies
+    seed = (mix_seed(cfg.run.seed, "export", split) if not plan.stream
+            else mix_seed(cfg.run.seed, "export", split, plan.stream))
     first_batch = st["next_position"] // bs
     # the export reads every batch back to the host anyway: retries may skip finished samples
     loader, collate = training_stream(ds, cfg, device, seed=seed, start_batch=first_batch,

@@ -103,8 +103,11 @@ def main(argv=None) -> int:
                 cfg.run.out_dir, cfg.train.stop_at = tmp, 1
                 res = train(cfg, resume=False, progress=False)
             loss = res.history[-1]["loss"] if res.history else float("nan")
+            val = res.val[-1] if res.val else {}
+            score = (f" (validation PSNR in holes {val['psnr_hole']:.2f} dB, SSIM "
+                     f"{val['ssim_hole']:.3f})" if val else "")
             print(f"dry run: built the data stream, the model and the optimiser, trained one "
-                  f"batch (loss {loss:.4f}) and validated; nothing was written to {real}")
+                  f"batch (loss {loss:.4f}) and validated{score}; nothing was written to {real}")
             return 0
         res = train(cfg, resume=args.resume, progress=not args.quiet)
     except (ConfigError, CheckpointError, FileNotFoundError, DataError, ValueError, OSError) as e:

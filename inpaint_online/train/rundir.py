@@ -200,6 +200,10 @@ def describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs
              len(train_recs), n_src(train_recs), len(val_recs), n_src(val_recs),
              cfg.data.val_count if val_recs else 0, cfg.data.crop, cfg.data.crop_window,
              cfg.data.batch_size)
+    if val_recs:
+        held = sorted({r["rel"] for r in val_recs})
+        log.info("held out for validation: %s%s", ", ".join(held[:8]),
+                 f" and {len(held) - 8} more" if len(held) > 8 else "")
     params = sum(p.numel() for p in trainer.model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.kind, params / 1e6)
     backends = sorted({r.get("backend", "?") for r in (*train_recs, *val_recs)})
