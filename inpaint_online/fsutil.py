@@ -52,7 +52,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / _temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:           # name the file asked for, not the hidden temp file
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -65,7 +68,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError) and not e.filename:
+        if isinstance(e, OSError) and (not e.filename or e.filename == str(tmp)):
             # a failed write names no file ("[Errno 28] No space left on device"): name it
             raise type(e)(e.errno, e.strerror, str(path)) from None
         raise

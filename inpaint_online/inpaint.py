@@ -22,7 +22,7 @@ from PIL import Image
 
 from .checkpoint import CheckpointError
 from .errors import one_line, show
-from .fsutil import check_output_file, save_image
+from .fsutil import check_output_file, save_image, writable_dir
 from .inference import image_to_tensor, inpaint, load_depth_file, load_model, tensor_to_image
 from .media import IMAGE_EXTS, MediaError, load_image
 
@@ -90,6 +90,7 @@ def main(argv=None) -> int:
             if out.exists() and not out.is_dir():
                 raise MediaError(f"{show(out)}: --image is a folder, so --output must be a "
                                  "folder too (it is a file)")
+            writable_dir(out, "--output", "output")     # before the work, not per file
         else:
             check_output_file(args.output)
         model = load_model(args.checkpoint, args.device)

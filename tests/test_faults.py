@@ -772,3 +772,33 @@ def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
     from inpaint_online.errors import describe
     assert describe(e.value) == f"{tmp_path / 'ck' / 'last.pt'}: No space left on device"
     assert not [p for p in (tmp_path / "ck").iterdir()]          # no temp file left behind
+
+
+def test_inpaint_into_a_read_only_folder_is_refused_before_the_work(checkpoint, tmp_path, capsys,
+                                                                     caplog, monkeypatch):
+    ro, imgs, masks = tmp_path / "ro", tmp_path / "imgs", tmp_path / "masks"
+    for d in (ro, imgs, masks):
+        d.mkdir()
+    Image.open(skimage_data_dir() / "coffee.png").convert("RGB").resize((64, 48)).save(imgs / "a.png")
+    Image.new("L", (64, 48), 0).save(masks / "a.png")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(ro) and real(p, mode))
+    rc, lines = run(inpaint_main, ["--checkpoint", checkpoint, "--image", imgs,
+                                   "--mask", masks, "--output", ro], capsys, caplog)
+    assert rc == 2 and not list(ro.iterdir())
+    has_line(lines, rf"inpaint: error: {q(ro)}: the output folder is not writable")
+
+
+def test_a_write_refused_by_the_folder_names_the_file_not_its_temp(tmp_path, monkeypatch):
+    from inpaint_online.fsutil import atomic_write_bytes
+    real = os.open
+
+    def denied(p, *a, **k):
+        if ".tmp" in str(p):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError) as e:
+        atomic_write_bytes(tmp_path / "out.png", b"x")
+    assert e.value.filename == str(tmp_path / "out.png")
