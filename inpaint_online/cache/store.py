@@ -432,9 +432,15 @@ class Summary:
     def measure(self, manifest: "Manifest") -> None:
         """The size of the whole cache from its records: frames, depth and RGB bytes."""
         recs = manifest.samples()
+        per: dict[str, int] = {}
+        for r in recs:
+            if r.get("kind") == "video":
+                per[r.get("rel", r["source"])] = per.get(r.get("rel", r["source"]), 0) + 1
         self.cache = {"frames": len(recs), "with_rgb": sum("rgb_bytes" in r for r in recs),
                       "depth": sum(r.get("depth_bytes", 0) for r in recs),
-                      "rgb": sum(r.get("rgb_bytes", 0) for r in recs)}
+                      "rgb": sum(r.get("rgb_bytes", 0) for r in recs),
+                      "images": sum(r.get("kind") == "image" for r in recs),
+                      "video_frames": per}
 
     def table(self, title: str = "precompute_depth summary") -> str:
         fps = self.computed / self.seconds if self.seconds > 0 else 0.0
@@ -459,6 +465,12 @@ class Summary:
                      ("1M frames on disk", f"{(d + r) * 1e6 / 2 ** 30:,.0f} GiB")]
         out = ["", f"  {title}", "  " + "-" * 34]
         out += [f"  {k:<24}{v:>10}" for k, v in rows]
+        vids = c.get("video_frames") or {}
+        if vids:       # videos give many frames each, photos one: training draws per frame
+            shown = sorted(vids.items(), key=lambda kv: -kv[1])[:6]
+            out.append(f"  cached frames per source: {c.get('images', 0)} photos x 1; videos "
+                       + ", ".join(f"{show(k)} {v}" for k, v in shown)
+                       + (f" and {len(vids) - 6} more" if len(vids) > 6 else ""))
         for path, why in self.errors:
             out.append(f"  ERROR {show(path)}: {one_line(why)}")
         for path in self.vanished[:20]:
