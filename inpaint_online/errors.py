@@ -43,3 +43,16 @@ def show(path: str | os.PathLike) -> str:
     a newline, a tab or another unprintable character."""
     s = os.fspath(path)
     return s if s.isprintable() else repr(s)
+
+
+def worker_died(e: BaseException) -> str | None:
+    """What a DataLoader's "worker exited unexpectedly" error means in one phrase (the OOM
+    killer is the usual cause), or None for any other error."""
+    import re
+    text = str(e)
+    if not isinstance(e, RuntimeError) or "DataLoader worker" not in text:
+        return None
+    sig = re.search(r"killed by signal: ([A-Za-z]+)", text)
+    how = f"killed by {sig.group(1)}" if sig else "exited unexpectedly"
+    return (f"a data loading worker process {how} (out of memory? the kernel's OOM killer "
+            "ends the largest process)")

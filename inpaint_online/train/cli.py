@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
     from ..checkpoint import CheckpointError
     from ..config import ConfigError, load_config
-    from ..errors import DataError, describe, user_message
+    from ..errors import DataError, describe, user_message, worker_died
     try:
         overrides = list(args.overrides) + ([f"train.init_from={args.init_from}"]
                                             if args.init_from else [])
@@ -115,6 +115,15 @@ def main(argv=None) -> int:
             raise
         msg = user_message(e) if isinstance(e, FileNotFoundError) else describe(e)
         print(f"train_online.py: error: {msg}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        why = worker_died(e)
+        if why is None or os.environ.get("INPAINT_DEBUG"):
+            raise
+        print(f"train_online.py: error: training stopped: {why}; the last checkpoint is kept "
+              "and resumes exactly: run the same command with --resume (fewer "
+              "data.num_workers or a smaller data.prefetch_factor need less memory)",
+              file=sys.stderr)
         return 2
     if res.run_dir is not None and (res.val or res.history):
         last = res.val[-1] if res.val else {}
