@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError, show
 
-__all__ = ["ProcessLock", "LockHeld", "atomic_write_bytes", "sweep_temp", "file_mode", "check_output_file",
+__all__ = ["ProcessLock", "LockHeld", "atomic_write_bytes", "temp_path", "sweep_temp", "file_mode", "check_output_file",
            "image_format", "save_image", "writable_dir", "STALE_SECONDS"]
 
 STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
@@ -44,6 +44,14 @@ def file_mode() -> int:
 
 def _temp_name(path: Path) -> str:
     return f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """A temp file beside ``path`` for a writer that streams into it (a video encoder) and
+    renames it into place when done: named like :func:`atomic_write_bytes`'s, so
+    :func:`sweep_temp` removes it once its writer is dead."""
+    path = Path(path)
+    return path.parent / _temp_name(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

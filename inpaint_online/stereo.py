@@ -34,7 +34,7 @@ from .depth import (
     make_backend,
 )
 from .errors import describe, show
-from .fsutil import check_output_file, save_image
+from .fsutil import check_output_file, save_image, sweep_temp, temp_path
 from .inference import (
     image_to_tensor,
     load_depth_file,
@@ -232,12 +232,14 @@ def video_main(args) -> int:
     clip = isinstance(model, TemporalGatedUNet)
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{out_path.suffix or '.mp4'}")
+    sweep_temp(out_path.parent)        # what a killed run left (its writer is dead)
+    tmp = temp_path(out_path)
+    container_format = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}[out_path.suffix.lower()]
     w2, h2 = 2 * info.width, info.height + info.height % 2      # x264 wants even sides
     holes = []
     span = RunningSpan()
     try:
-        with av.open(str(tmp), "w") as container:
+        with av.open(str(tmp), "w", format=container_format) as container:
             rate = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
@@ -268,6 +270,10 @@ def video_main(args) -> int:
         tmp.unlink(missing_ok=True)
         print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        print(f"stereo: interrupted; nothing was written to {show(out_path)}", file=sys.stderr)
+        return 130
     print(f"wrote {out_path}: {n} frames, {w2}x{h2} side by side, "
           f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}; "
           f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame")

