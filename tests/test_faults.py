@@ -841,3 +841,19 @@ def test_a_killed_loader_worker_is_one_line_naming_the_stage(small_cache, media,
     has_line(lines, r"precompute_depth.py: error: depth precompute stopped: a data loading worker "
                     r"process (killed by SIGKILL|exited unexpectedly) .*; what was cached is kept: run the same command "
                     r"again to finish \(fewer --workers need less memory\)")
+
+
+def test_show_of_a_damaged_entry_names_it_and_the_repair(media, tmp_path, capsys, caplog):
+    cache = tmp_path / "c"
+    rc, _ = run(precompute_main, [media, "--cache-dir", cache, *FB], capsys, caplog)
+    rec = next(r for r in Manifest(cache).samples() if r["rel"] == "coffee.png")
+    f = cache / rec["depth_file"]
+    data = bytearray(f.read_bytes())
+    data[-10:] = b"\x00" * 10 if data[-10:] != b"\x00" * 10 else b"\x01" * 10
+    f.write_bytes(bytes(data))
+    rc, lines = run(precompute_main, ["--cache-dir", cache, "--show", "coffee.png", "--out",
+                                      tmp_path / "s.png"], capsys, caplog)
+    assert rc == 2 and not (tmp_path / "s.png").exists()
+    has_line(lines, rf"precompute_depth.py: error: {q(f)}: the cached depth of "
+                    rf"{q(rec['source'])} is unusable \(.*checksum.*\); run: precompute_depth.py "
+                    rf"--cache-dir {q(cache)} --verify --repair")

