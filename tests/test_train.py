@@ -558,3 +558,9 @@ def test_max_minutes_stops_validates_and_resumes(small_cache, tmp_path, caplog):
     with pytest.raises(ConfigError, match="train.max_minutes must be >= 0"):
         tiny_config(small_cache, tmp_path, "train.max_minutes=-1")
 
+
+
+def test_tensorboard_keeps_rising_scores_apart_from_falling_losses():
+    from inpaint_online.train.rundir import tb_tag
+    assert tb_tag("train", "ssim") == "train_score/ssim_around_holes"
+    assert tb_tag("train", "hole_l1") == "loss/hole_l1" and tb_tag("val", "ssim_hole") == "score/ssim_hole"

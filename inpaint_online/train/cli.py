@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         if warn:
             print(_warning(res.best), file=sys.stderr)
         print(f"checkpoints: {res.run_dir / 'checkpoints'}\n"
-              f"TensorBoard: tensorboard --logdir {res.run_dir / 'tb'}")
+              f"TensorBoard: tensorboard --logdir {res.run_dir.parent} (run {res.run_dir.name})")
     # a stop before train.steps is not a finished run: a scheduler must not read it as one
     if res.stopped == "sigterm":
         print(f"train_online.py: stopped by SIGTERM at step {res.step}; exit code 143 (the run "

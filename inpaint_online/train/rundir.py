@@ -137,6 +137,8 @@ def tb_tag(kind: str, key: str) -> str:
         return f"data/{key}"
     if key in ("lr", "grad_norm"):
         return f"optim/{key}"
+    if key == "ssim":      # the SSIM itself (rises while its loss term 1 - SSIM falls)
+        return "train_score/ssim_around_holes"
     return f"loss/{key}"
 
 
@@ -211,8 +213,9 @@ def describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs
     if any(b.startswith("fallback") for b in backends):
         log.warning("the depth cache was made by the LOW-QUALITY fallback backend: fine to try "
                     "the pipeline, not to train a model for real depth")
+    # the out_dir, not the run's tb/: TensorBoard then names every run (one run's tb/ is ".")
     log.info("writing to %s: checkpoints/, metrics.jsonl, tb/ (tensorboard --logdir %s)",
-             run_dir, run_dir / "tb")
+             run_dir, run_dir.parent)
 
 
 def _row_step(line: str) -> float:
