@@ -45,14 +45,16 @@ def show(path: str | os.PathLike) -> str:
     return s if s.isprintable() else repr(s)
 
 
-def worker_died(e: BaseException) -> str | None:
-    """What a DataLoader's "worker exited unexpectedly" error means in one phrase (the OOM
-    killer is the usual cause), or None for any other error."""
+def worker_died(e: BaseException, what: str) -> str:
+    """The one line for a DataLoader's "worker exited unexpectedly" (the OOM killer is the
+    usual cause): ``what`` stopped, why, and ``what``'s way on. Re-raises any other error
+    (and this one too with ``INPAINT_DEBUG=1``)."""
     import re
     text = str(e)
-    if not isinstance(e, RuntimeError) or "DataLoader worker" not in text:
-        return None
+    if not isinstance(e, RuntimeError) or "DataLoader worker" not in text \
+            or os.environ.get("INPAINT_DEBUG"):
+        raise e
     sig = re.search(r"killed by signal: ([A-Za-z]+)", text)
     how = f"killed by {sig.group(1)}" if sig else "exited unexpectedly"
-    return (f"a data loading worker process {how} (out of memory? the kernel's OOM killer "
-            "ends the largest process)")
+    return (f"{what}: a data loading worker process {how} (out of memory? the kernel's OOM "
+            "killer ends the largest process)")

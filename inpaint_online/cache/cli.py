@@ -196,12 +196,9 @@ def main(argv=None) -> int:
               "again to finish", file=sys.stderr)
         return 130
     except RuntimeError as e:
-        why = worker_died(e)
-        if why is None or os.environ.get("INPAINT_DEBUG"):
-            raise
-        print(f"precompute_depth.py: error: depth precompute stopped: {why}; what was cached "
-              "is kept: run the same command again to finish (fewer --workers need less "
-              "memory)", file=sys.stderr)
+        print(f"precompute_depth.py: error: {worker_died(e, 'depth precompute stopped')}; what "
+              "was cached is kept: run the same command again to finish (fewer --workers need "
+              "less memory)", file=sys.stderr)
         return 2
     print(summary.table("precompute_depth summary" + where))
     return 1 if (args.strict and summary.errors) else 0

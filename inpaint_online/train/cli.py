@@ -117,12 +117,9 @@ def main(argv=None) -> int:
         print(f"train_online.py: error: {msg}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        why = worker_died(e)
-        if why is None or os.environ.get("INPAINT_DEBUG"):
-            raise
-        print(f"train_online.py: error: training stopped: {why}; the last checkpoint is kept "
-              "and resumes exactly: run the same command with --resume (fewer "
-              "data.num_workers or a smaller data.prefetch_factor need less memory)",
+        print(f"train_online.py: error: {worker_died(e, 'training stopped')}; the last "
+              "checkpoint is kept and resumes exactly: run the same command with --resume "
+              "(fewer data.num_workers or a smaller data.prefetch_factor need less memory)",
               file=sys.stderr)
         return 2
     if res.run_dir is not None and (res.val or res.history):
