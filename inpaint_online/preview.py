@@ -77,9 +77,9 @@ def make_sheet(cache_dir: str, out: str, count: int = 6, size: int = 256, seed: 
                       to_uint8(masked[k])]))
     save_image(out, sheet(rows, ["image", "depth (near bright)", "holes (magenta)", "masked input"]))
     info = []
-    for r, m in zip(params.records(), mask):
+    for name, r, m in zip(names, params.records(), mask):
         r["hole_fraction"] = round(m.float().mean().item(), 4)
-        info.append(r)
+        info.append({"source": name, **r})
     return info
 
 
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
         print(f"preview: error: {user_message(e)}", file=sys.stderr)
         return 2
     for r in rows:
-        print(f"divergence {r['divergence']:.2f}%  convergence {r['convergence']:.2f}  "
+        print(f"{r['source']}: divergence {r['divergence']:.2f}%  "
+              f"convergence {r['convergence']:.2f}  "
               f"view {r['view']:<5}  mapper {r['mapper']:<12}  holes {100 * r['hole_fraction']:.1f}%")
     print(f"wrote {args.out} (columns: image | depth | holes | masked input; one labelled row "
           "per sample, in the model's orientation)")

@@ -563,7 +563,8 @@ def test_preview_writes_a_labelled_sheet(small_cache, tmp_path, capsys, caplog):
     assert rc == 0
     has_line(lines, r"wrote .*p\.png \(columns: image \| depth \| holes \| masked input; one "
                     r"labelled row per sample, in the model's orientation\)")
-    assert sum(bool(re.match(r"divergence [\d.]+%  convergence", x)) for x in lines) == 3
+    # each line names its sample's source (and frame), as the sheet's rows do
+    assert sum(bool(re.match(r"\S.*: divergence [\d.]+%  convergence", x)) for x in lines) == 3
     pic = np.array(Image.open(out))
     assert pic.shape == (14 + 3 * (14 + 96 + 2) + 2, 4 * 96 + 5 * 2, 3)
     magenta = (pic == (255, 0, 255)).all(-1).sum()
