@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .models import background_pushpull_fill, composite, prefill_holes
 from .warp import fill_from_background
 
-__all__ = ["classical_fills", "background_fill", "diffusion_fill", "opencv_fill",
+__all__ = ["classical_fills", "fill_all", "background_fill", "diffusion_fill", "opencv_fill",
            "opencv_available"]
 
 
@@ -64,6 +64,14 @@ def classical_fills() -> dict:
     out["background copy"] = lambda x, m, d: background_fill(x, m, d)
     out["row interpolation"] = lambda x, m, d: prefill_holes(x, m, "interp")
     return out
+
+
+def fill_all(fills: dict, x: torch.Tensor, mask: torch.Tensor,
+             depth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every fill of ``fills`` (:func:`classical_fills`) on images ``(B, 3, H, W)`` or clips
+    ``(B, T, 3, H, W)`` (their frames filled one by one), each result shaped like ``x``."""
+    flat = (lambda v: v.flatten(0, 1)) if x.dim() == 5 else (lambda v: v)   # noqa: E731
+    return {name: fn(flat(x), flat(mask), flat(depth)).view(x.shape) for name, fn in fills.items()}
 
 
 def diffusion_fill(x: torch.Tensor, mask: torch.Tensor, iters: int = 300) -> torch.Tensor:

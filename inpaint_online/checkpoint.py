@@ -76,7 +76,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" not in str(e).lower():
-            raise CheckpointError(f"{show(path)}: not a readable checkpoint ({one_line(e)[:200]})") from None
+            raise CheckpointError(f"{show(path)}: not a readable checkpoint "
+                                  f"({one_line(e)[:200]})") from None
         # torch's own text goes on to suggest weights_only=False: that would run the code
         raise CheckpointError(f"{show(path)}: refused as unsafe: it holds pickled Python objects "
                               "that would run code when loaded, not only weights and plain "
@@ -87,9 +88,11 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu"):
 
 
 def load_checkpoint(path: str | os.PathLike, *, expect_model: dict | None = None,
-                    map_location="cpu") -> dict:
+                    map_location="cpu", data=None) -> dict:
+    """An inpaint_online checkpoint, checked (format, model config). ``data``: the file's
+    contents when :func:`read_checkpoint` has read them already (not read twice)."""
     path = Path(path)
-    ck = read_checkpoint(path, map_location)
+    ck = read_checkpoint(path, map_location) if data is None else data
     if isinstance(ck, dict) and "nunif_model" in ck:
         raise CheckpointError(f"{show(path)}: a nunif model file ({ck.get('name')}), not a "
                               "training checkpoint: stereo/inpaint/compare take it as it is, "

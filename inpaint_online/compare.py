@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from .baselines import classical_fills, opencv_available
+from .baselines import classical_fills, fill_all, opencv_available
 from .cache import open_cache
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .config import ConfigError, at_least_one, load_config
@@ -39,7 +39,7 @@ from .devices import resolve_device
 from .errors import DataError, show, user_message
 from .fsutil import check_output_file
 from .inference import inpaint, load_model
-from .iw3net import NUNIF_MODELS, inner, is_nunif_model_file
+from .iw3net import inner, is_nunif_model_file, nunif_kind
 from .losses import batch_scores, mean_scores
 from .models import model_offset
 from .pictures import error_tile, hole_overlay, sample_label, save_sheet, to_uint8, zoom_on_holes
@@ -69,7 +69,8 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     :func:`~inpaint_online.pictures.sheet` with :func:`sheet_columns` of the methods.
     ``level``: draw the held-out samples at iw3's divergence level 1, 2 or 3 instead of the
     run's own warp settings (the same sources and crops, other warps)."""
-    base = _run_config(checkpoint, cache_dir)
+    raw = read_checkpoint(checkpoint)
+    base = _run_config(checkpoint, raw, cache_dir)
     overrides = [f"run.device={device}"]
     if cache_dir:
         overrides.append(f"data.cache_dir={cache_dir}")
@@ -83,7 +84,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         overrides.append(f"warp.level={level}")
     cfg = load_config(None, overrides, base=base)
     dev = resolve_device(cfg.run.device, 0)
-    model = load_model(checkpoint, dev)
+    model = load_model(checkpoint, dev, data=raw)
     manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
     _, val = split_records(manifest.samples(), cfg.data.val_fraction, cfg.data.val_sources)
     batches = validation_batches(cfg, manifest, val, dev)
@@ -94,10 +95,8 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     rows = {m: [] for m in ("model", *fills)}
     best: list[tuple[float, tuple]] = []          # (texture, order, row): the sheet's rows
     for b in batches:
-        flat = (lambda v: v.flatten(0, 1)) if b.y.dim() == 5 else (lambda v: v)   # noqa: E731
-        x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
         outs = {"model": inpaint(model, b.x, b.mask, b.depth)}
-        outs |= {name: fn(x, m, d) for name, fn in fills.items()}
+        outs |= fill_all(fills, b.x, b.mask, b.depth)
         off = model_offset(model)       # iw3's networks: every method scored inside 16 px
         for name, out in outs.items():
             rows[name].append(batch_scores(inner(out.view(b.y.shape), off), inner(b.y, off),
@@ -114,18 +113,18 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
 
 
-def _run_config(checkpoint: str, cache_dir: str | None) -> dict:
-    """The config of the run that made ``checkpoint``; for a nunif model file the one it
-    carries (files written by export_model), else the defaults for its architecture."""
-    raw = read_checkpoint(checkpoint)
+def _run_config(checkpoint: str, raw: dict, cache_dir: str | None) -> dict:
+    """The config of the run that made ``checkpoint`` (its contents ``raw``); for a nunif
+    model file the one it carries (files written by export_model), else the defaults for its
+    architecture."""
     if not is_nunif_model_file(raw):
-        return copy.deepcopy(load_checkpoint(checkpoint)["config"])
+        return copy.deepcopy(load_checkpoint(checkpoint, data=raw)["config"])
     tk = raw.get("train_kwargs") if isinstance(raw.get("train_kwargs"), dict) else {}
     base = copy.deepcopy(tk["config"]) if isinstance(tk.get("config"), dict) else {}
     if not base and not cache_dir:
         raise ConfigError(f"{show(checkpoint)}: a model file without its run's config: "
                           "pass --cache-dir (the held-out sources are drawn from it)")
-    kind = NUNIF_MODELS.get(raw.get("name"), (None, None))[1]
+    kind = nunif_kind(raw.get("name"))
     if kind:
         base.setdefault("model", {})["kind"] = kind
         if "video" in kind:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .errors import show
 from .fsutil import check_output_file
 from .iw3net import NunifFileError, save_nunif_model, yml_lines
@@ -27,13 +27,14 @@ __all__ = ["main", "export_model"]
 def export_model(checkpoint: str | Path, out: str | Path) -> tuple[Path, str]:
     """Write ``checkpoint``'s model as a nunif model file at ``out``; ``(path, nunif name)``."""
     from .inference import load_model
-    ck = load_checkpoint(checkpoint)
+    data = read_checkpoint(checkpoint)
+    ck = load_checkpoint(checkpoint, data=data)
     kind = ck.get("model_config", {}).get("kind")
     if kind not in IW3_KINDS:
         raise NunifFileError(f"{show(checkpoint)}: model.kind {kind!r} is not one of iw3's "
                              f"architectures ({', '.join(IW3_KINDS)}): iw3 cannot run it; train "
                              "with configs/iw3_light_inpaint.yaml or configs/iw3_light_video_inpaint.yaml")
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, data=data)
     cfg = ck.get("config", {})
     train_kwargs = {"trainer": "inpaint_online", "checkpoint": str(Path(checkpoint).resolve()),
                     "step": ck.get("step"), "config": cfg}

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from .errors import ConfigError, show
 
-__all__ = ["ProcessLock", "LockHeld", "atomic_write_bytes", "temp_path", "sweep_temp", "file_mode", "check_output_file",
-           "image_format", "save_image", "writable_dir", "STALE_SECONDS"]
+__all__ = ["ProcessLock", "LockHeld", "atomic_write_bytes", "temp_path", "sweep_temp",
+           "file_mode", "check_output_file", "image_format", "save_image", "writable_dir",
+           "STALE_SECONDS"]
 
 STALE_SECONDS = 3600.0        # a temp file this old is stale whoever wrote it
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"

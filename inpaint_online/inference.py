@@ -28,17 +28,19 @@ __all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "needs
            "image_to_tensor", "tensor_to_image", "load_depth_file"]
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
+               data=None) -> torch.nn.Module:
     """The model of a training checkpoint or of a nunif model file (iw3's format, written by
-    ``python -m inpaint_online.export_model``), ``weights_only`` load, in eval mode."""
-    data = read_checkpoint(checkpoint, map_location="cpu")
+    ``python -m inpaint_online.export_model``), ``weights_only`` load, in eval mode.
+    ``data``: the file's contents when the caller has read them (:func:`read_checkpoint`)."""
+    data = read_checkpoint(checkpoint, map_location="cpu") if data is None else data
     if is_nunif_model_file(data):
         try:
             model, _ = load_nunif_model(checkpoint, data)
         except NunifFileError as e:
             raise CheckpointError(str(e)) from None
         return model.to(device).eval()
-    ck = load_checkpoint(checkpoint, map_location="cpu")
+    ck = load_checkpoint(checkpoint, data=data)
     raw = ck.get("model_config")
     if not isinstance(raw, dict):
         raise CheckpointError(f"{checkpoint}: the checkpoint has no model config")

@@ -8,7 +8,6 @@ Readers never write: the cache is filled by :mod:`.fill` and checked by :mod:`.v
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 
 from ..errors import one_line, show
 from ..media import MediaError, VideoReader, fit_frames, load_image
-from .store import DEPTH_SCALE, Manifest, load_cached_depth, load_cached_rgb
+from .store import DEPTH_SCALE, Manifest, fingerprint, load_cached_depth, load_cached_rgb
 
 __all__ = ["open_cache", "load_frames", "load_pair", "cache_pairs"]
 
@@ -87,12 +86,12 @@ def _same_source(root: Path, rec: dict) -> None:
     if not isinstance(fp, dict):
         return
     try:
-        st = os.stat(rec["source"])
+        now = fingerprint(Path(rec["source"]))          # size and mtime, as precompute took it
     except OSError as e:
         raise MediaError(f"{show(rec['source'])}: {e.strerror or type(e).__name__}, and the "
                          "cache holds no RGB of it: restore the file, or drop its entries with "
                          f"precompute_depth.py INPUTS --cache-dir {show(root)} --prune") from None
-    if (st.st_size, st.st_mtime_ns) != (fp.get("size"), fp.get("mtime_ns")):
+    if any(now[k] != fp.get(k) for k in now):
         raise MediaError(f"{show(rec['source'])}: changed since it was cached (size or "
                          "modification time differ), so its cached depth no longer fits it; run "
                          f"precompute_depth.py on it again (--cache-dir {show(root)}) to refresh")

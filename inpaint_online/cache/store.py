@@ -37,6 +37,7 @@ import json
 import os
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -432,15 +433,12 @@ class Summary:
     def measure(self, manifest: "Manifest") -> None:
         """The size of the whole cache from its records: frames, depth and RGB bytes."""
         recs = manifest.samples()
-        per: dict[str, int] = {}
-        for r in recs:
-            if r.get("kind") == "video":
-                per[r.get("rel", r["source"])] = per.get(r.get("rel", r["source"]), 0) + 1
+        per = Counter(r["rel"] for r in recs if r["kind"] == "video")
         self.cache = {"frames": len(recs), "with_rgb": sum("rgb_bytes" in r for r in recs),
                       "depth": sum(r.get("depth_bytes", 0) for r in recs),
                       "rgb": sum(r.get("rgb_bytes", 0) for r in recs),
-                      "images": sum(r.get("kind") == "image" for r in recs),
-                      "video_frames": per}
+                      "images": sum(r["kind"] == "image" for r in recs),
+                      "video_frames": dict(per)}
 
     def table(self, title: str = "precompute_depth summary") -> str:
         fps = self.computed / self.seconds if self.seconds > 0 else 0.0

@@ -13,10 +13,11 @@ from .model_file import (
     NunifFileError,
     is_nunif_model_file,
     load_nunif_model,
+    nunif_kind,
     save_nunif_model,
     yml_lines,
 )
 
 __all__ = ["LightInpaintV1", "LightVideoInpaintV1", "SEQ_LEN", "inner", "NUNIF_MODELS",
-           "NunifFileError", "is_nunif_model_file", "load_nunif_model", "save_nunif_model",
-           "yml_lines"]
+           "NunifFileError", "is_nunif_model_file", "load_nunif_model", "nunif_kind",
+           "save_nunif_model", "yml_lines"]

@@ -21,7 +21,7 @@ from ..errors import one_line, show
 from ..fsutil import atomic_write_bytes
 from .light import LightInpaintV1, LightVideoInpaintV1
 
-__all__ = ["NUNIF_MODELS", "NunifFileError", "save_nunif_model", "load_nunif_model",
+__all__ = ["NUNIF_MODELS", "nunif_kind", "NunifFileError", "save_nunif_model", "load_nunif_model",
            "is_nunif_model_file", "yml_lines"]
 
 # nunif model name -> (this project's class, model.kind)
@@ -30,6 +30,11 @@ NUNIF_MODELS = {
     "inpaint.light_video_inpaint_v1": (LightVideoInpaintV1, "iw3_light_video_inpaint_v1"),
     "inpaint.light_video_inpaint_v1_small": (LightVideoInpaintV1, "iw3_light_video_inpaint_v1"),
 }
+
+
+def nunif_kind(name) -> str | None:
+    """The ``model.kind`` that takes nunif model ``name`` (None: none does)."""
+    return NUNIF_MODELS.get(name, (None, None))[1]
 
 
 class NunifFileError(ValueError):

@@ -15,7 +15,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ..config import Config
 from ..devices import amp_dtype
 from ..errors import one_line, show
-from ..iw3net import NUNIF_MODELS, inner, is_nunif_model_file
+from ..iw3net import NUNIF_MODELS, inner, is_nunif_model_file, nunif_kind
 from ..losses import InpaintLoss
 from ..models import build_model, model_config_dict, model_offset
 from ..stream import Batch
@@ -156,15 +156,15 @@ def restore(trainer: Trainer, cfg: Config, last, resume: bool, main: bool) -> tu
         src = cfg.train.init_from
         init = read_checkpoint(src, map_location=trainer.device)
         if is_nunif_model_file(init):           # iw3's own weights (or ours saved for iw3)
-            want = next((n for n, (_, k) in NUNIF_MODELS.items() if k == cfg.model.kind), None)
-            if NUNIF_MODELS.get(init.get("name"), (None, None))[1] != cfg.model.kind:
+            want = next((n for n in NUNIF_MODELS if nunif_kind(n) == cfg.model.kind), None)
+            if nunif_kind(init.get("name")) != cfg.model.kind:
                 raise CheckpointError(f"{show(src)}: nunif model {init.get('name')!r} does not fit "
                                       f"model.kind {cfg.model.kind!r}"
                                       + (f" (that takes {want})" if want else
                                          " (only the iw3_* kinds take nunif model files)"))
             state = init["state_dict"]
         else:
-            state = load_checkpoint(src, expect_model=expect, map_location=trainer.device)["model"]
+            state = load_checkpoint(src, expect_model=expect, data=init)["model"]
         try:
             trainer.model.load_state_dict(state)
         except RuntimeError as e:

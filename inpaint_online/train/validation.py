@@ -8,7 +8,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from ..baselines import classical_fills
+from ..baselines import classical_fills, fill_all
 from ..config import Config
 from ..iw3net import inner
 from ..losses import batch_scores, mean_scores
@@ -128,10 +128,7 @@ def classical_scores(batches: list[Batch], offset: int = 0) -> dict[str, dict]:
     fills = classical_fills()
     rows: dict[str, list] = {name: [] for name in fills}
     for b in batches:
-        flat = (lambda v: v.flatten(0, 1)) if b.y.dim() == 5 else (lambda v: v)   # noqa: E731
-        x, m, d = flat(b.x), flat(b.mask), flat(b.depth)
-        for name, fn in fills.items():
-            out = fn(x, m, d).view(b.y.shape)
+        for name, out in fill_all(fills, b.x, b.mask, b.depth).items():
             rows[name].append(batch_scores(inner(out, offset), inner(b.y, offset),
                                            inner(b.mask, offset)))
     return {name: mean_scores(r) for name, r in rows.items()}

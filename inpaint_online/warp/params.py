@@ -244,8 +244,8 @@ def masks_from_params(depth: torch.Tensor, params: WarpParams, *, method: str = 
     """Hole masks ``(B, 1, H, W)`` for a batch of depth maps and their drawn parameters.
 
     Grows each sample's near side by its drawn edge dilation (:mod:`.edges`, iw3's
-    ``edge_dilation``), applies the mapper, computes :func:`~inpaint_online.warp.occlusion_mask` for each
-    sample's view (``method``: ``"geometric"`` or ``"iw3"``), then each sample's closing (a
+    ``edge_dilation``), applies the mapper, computes
+    :func:`~inpaint_online.warp.occlusion_mask` for each sample's view (``method``: ``"geometric"`` or ``"iw3"``), then each sample's closing (a
     loop over the few configured kernel sizes, never over samples). No host sync: the
     padding and occluder window come from the host-side ``params.shift_bound``. With
     ``return_layered`` also iw3's layered-hole class (before closing).
