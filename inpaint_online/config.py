@@ -257,6 +257,13 @@ def _check_across(cfg: Config, source: str) -> None:
     if cfg.model.kind == "iw3_light_video_inpaint_v1" and cfg.data.clip_len % 12:
         raise ConfigError(f"{source}: model.kind iw3_light_video_inpaint_v1 mixes frames in runs "
                           f"of 12: data.clip_len must be 12 (or a multiple), got {cfg.data.clip_len}")
+    if cfg.data.source == "folder" and cfg.collate.with_depth:
+        raise ConfigError(f"{source}: collate.with_depth needs depth, and a fixed dataset "
+                          "(data.source folder) has none: set collate.with_depth false")
+    if cfg.data.source == "folder" and cfg.data.composite_p > 0:
+        raise ConfigError(f"{source}: data.composite_p makes layered samples from the depth "
+                          "cache; a fixed dataset (data.source folder) has its holes already: "
+                          "set data.composite_p 0")
     if cfg.model.kind == "iw3_light_inpaint_v1" and cfg.data.clip_len > 1:
         raise ConfigError(f"{source}: model.kind iw3_light_inpaint_v1 is iw3's image model: "
                           "data.clip_len must be 1 (iw3_light_video_inpaint_v1 takes clips)")

@@ -70,12 +70,15 @@ def zoom_on_holes(tiles: list[np.ndarray], hole: np.ndarray, factor: int = 4) ->
             for t in tiles]
 
 
-def sample_label(name: str, rec: dict, hole: np.ndarray, *extra: str) -> str:
+def sample_label(name: str, rec: dict | None, hole: np.ndarray, *extra: str) -> str:
     """A row label: source, view (a left view is shown mirrored, as the model sees it),
-    divergence and convergence, hole share, then ``extra`` parts (empty ones dropped)."""
-    view = "left view (mirrored)" if rec["view"] == "left" else "right view"
-    return ", ".join(v for v in (name, *extra[:1], view,
-                                 f"div {rec['divergence']:.1f}% conv {rec['convergence']:.2f}",
+    divergence and convergence (``rec`` None: a fixed dataset's sample, none drawn), hole
+    share, then ``extra`` parts (empty ones dropped)."""
+    warp = ()
+    if rec is not None:
+        warp = ("left view (mirrored)" if rec["view"] == "left" else "right view",
+                f"div {rec['divergence']:.1f}% conv {rec['convergence']:.2f}")
+    return ", ".join(v for v in (name, *extra[:1], *warp,
                                  f"holes {100 * hole.mean():.1f}%", *extra[1:]) if v)
 
 

@@ -11,7 +11,7 @@
 """
 
 from .fill import VIDEO_NORMS, precompute
-from .read import cache_pairs, load_frames, load_pair, open_cache
+from .read import cache_pairs, has_cache, load_frames, load_pair, open_cache
 from .store import (
                     DEPTH_SCALE,
                     CacheIntegrityError,
@@ -24,5 +24,5 @@ from .store import (
 from .verify import VerifyReport, verify
 
 __all__ = ["precompute", "verify", "VerifyReport", "VIDEO_NORMS", "open_cache", "load_frames",
-           "load_pair", "cache_pairs", "Manifest", "Sampling", "Summary", "entry_label",
+           "load_pair", "cache_pairs", "has_cache", "Manifest", "Sampling", "Summary", "entry_label",
            "CacheIntegrityError", "load_cached_depth", "DEPTH_SCALE"]

@@ -15,11 +15,17 @@ import torch
 
 from ..errors import one_line, show
 from ..media import MediaError, VideoReader, fit_frames, load_image
-from .store import DEPTH_SCALE, Manifest, fingerprint, load_cached_depth, load_cached_rgb
+from .store import DEPTH_SCALE, MANIFEST_GLOB, Manifest, fingerprint, load_cached_depth, load_cached_rgb
 
-__all__ = ["open_cache", "load_frames", "load_pair", "cache_pairs"]
+__all__ = ["has_cache", "open_cache", "load_frames", "load_pair", "cache_pairs"]
 
 log = logging.getLogger("inpaint_online.cache")
+
+
+def has_cache(cache_dir: str | Path) -> bool:
+    """Whether ``cache_dir`` is a depth cache folder (holds a manifest file)."""
+    root = Path(cache_dir)
+    return root.is_dir() and any(root.glob(MANIFEST_GLOB))
 
 
 def open_cache(cache_dir: str | Path, rgb_from: str = "cache") -> Manifest:

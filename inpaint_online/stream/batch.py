@@ -21,7 +21,8 @@ class Batch:
     mask: torch.Tensor         # (B, 1, H, W) float, 1 = hole
     y: torch.Tensor            # (B, 3, H, W) target
     depth: torch.Tensor        # (B, 1, H, W) depth in [0, 1] (zero in the holes)
-    params: WarpParams         # the drawn parameters (on the device)
+    params: WarpParams | None  # the drawn parameters (on the device); None: holes read
+                               # from a fixed dataset (data.source: folder)
     meta: dict                 # index, seed, box, flip (CPU tensors from the dataset)
     layered: torch.Tensor | None = None   # (B,) iw3 layered-hole pixels per sample (all frames)
 
@@ -35,7 +36,8 @@ class Batch:
         meta = {k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in idx.tolist()])
                 for k, v in self.meta.items()}
         return Batch(x=self.x[dev], mask=self.mask[dev], y=self.y[dev], depth=self.depth[dev],
-                     params=self.params.map(lambda v: v[idx.to(v.device)]), meta=meta,
+                     params=None if self.params is None else self.params.map(lambda v: v[idx.to(v.device)]),
+                     meta=meta,
                      layered=None if self.layered is None else self.layered[dev])
 
     def inner(self, offset: int) -> "Batch":
@@ -51,14 +53,16 @@ class Batch:
     def cat(parts: list["Batch"]) -> "Batch":
         """One batch of the samples of ``parts`` (same crop size and parameter settings)."""
         first = parts[0]
-        fp = first.params
-        tensors = {f.name: torch.cat([getattr(p.params, f.name) for p in parts])
-                   for f in fields(fp) if isinstance(getattr(fp, f.name), torch.Tensor)}
-        params = WarpParams(**{f.name: tensors.get(f.name, getattr(fp, f.name)) for f in fields(fp)})
+        fp, params = first.params, None
+        if fp is not None:
+            tensors = {f.name: torch.cat([getattr(p.params, f.name) for p in parts])
+                       for f in fields(fp) if isinstance(getattr(fp, f.name), torch.Tensor)}
+            params = WarpParams(**{f.name: tensors.get(f.name, getattr(fp, f.name))
+                                   for f in fields(fp)})
+            params.shift_bound = max(p.params.shift_bound for p in parts)
+            params.dilation_bound = max(p.params.dilation_bound for p in parts)
         meta = {k: (torch.cat([p.meta[k] for p in parts]) if isinstance(v, torch.Tensor)
                     else [x for p in parts for x in p.meta[k]]) for k, v in first.meta.items()}
-        params.shift_bound = max(p.params.shift_bound for p in parts)
-        params.dilation_bound = max(p.params.dilation_bound for p in parts)
         return Batch(x=torch.cat([p.x for p in parts]), mask=torch.cat([p.mask for p in parts]),
                      y=torch.cat([p.y for p in parts]), depth=torch.cat([p.depth for p in parts]),
                      params=params, meta=meta,
@@ -66,7 +70,8 @@ class Batch:
 
     def record_stream(self, stream) -> None:
         """Tell the caching allocator these side-stream tensors are used on ``stream``."""
-        params = [getattr(self.params, f.name) for f in fields(self.params)]
+        params = ([] if self.params is None else
+                  [getattr(self.params, f.name) for f in fields(self.params)])
         for t in [self.x, self.mask, self.y, self.depth, self.layered, *params]:
             if isinstance(t, torch.Tensor) and t.is_cuda:
                 t.record_stream(stream)

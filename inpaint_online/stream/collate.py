@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from ..cache import DEPTH_SCALE
 from ..warp import MASK_METHODS, WarpParams, WarpSampler, WarpSamplerConfig, masks_from_params
 from .batch import Batch
-from .color import IDENTITY, apply_jitter
+from .color import jitter_frames
 from .dataset import DEPTH_OFFSET
 from .records import mix_seed
 
-__all__ = ["CollateConfig", "WarpCollate", "widen_mask", "best_crops", "crop_at",
+__all__ = ["CollateConfig", "WarpCollate", "widen_mask", "draw_widths", "best_crops", "crop_at",
            "crop_candidates"]
 
 
@@ -191,7 +191,7 @@ class WarpCollate:
         depth = (batch["depth"].to(dev, non_blocking=nb).flatten(0, 1 if clip else 0).float()
                  + DEPTH_OFFSET).div_(float(DEPTH_SCALE))
         if self.augment and "jitter" in batch:
-            y = self._jitter(y, batch["jitter"], t)
+            y = jitter_frames(y, batch["jitter"], t, self.sync_ok)
         win = y.shape[-1]
         size = _crop_size(batch, win)
         params = self.sampler.sample(n, batch["width"], g).to(dev)
@@ -240,8 +240,8 @@ class WarpCollate:
         flip = params.left.repeat_interleave(t).view(-1, 1, 1, 1)
         y, depth, mask = (torch.where(flip, v.flip(-1), v) for v in (y, depth, mask))
         if self.augment:
-            bg = self._widths(n, c.widen_bg_p, c.widen_bg_px, g).repeat_interleave(t)
-            fg = self._widths(n, c.widen_fg_p, c.widen_fg_px, g).repeat_interleave(t)
+            bg = draw_widths(n, c.widen_bg_p, c.widen_bg_px, g).repeat_interleave(t)
+            fg = draw_widths(n, c.widen_fg_p, c.widen_fg_px, g).repeat_interleave(t)
             mask = widen_mask(mask, bg, fg)
         m = mask.float()
         keep = 1.0 - m
@@ -250,18 +250,6 @@ class WarpCollate:
             x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
         return Batch(x=x, mask=m, y=y, depth=depth, params=params, meta=meta,
                      layered=layered.reshape(n, -1).sum(1))
-
-    def _jitter(self, y: torch.Tensor, factors: torch.Tensor, t: int) -> torch.Tensor:
-        """The workers' colour jitter draws applied to the frames ``y`` (``(n·t, 3, H, W)``).
-        Where a sync is free (CPU) only the samples that drew one are computed."""
-        f = factors.float().repeat_interleave(t, 0)
-        if not self.sync_ok:
-            return apply_jitter(y, f.to(y.device, non_blocking=True))
-        on = (f != torch.tensor(IDENTITY)).any(1).nonzero()[:, 0]
-        if on.numel():
-            y = y.clone()
-            y[on] = apply_jitter(y[on], f[on])
-        return y
 
     def _candidates(self, n: int, size: int, hw, g: torch.Generator):
         if size >= hw[-1]:
@@ -283,8 +271,10 @@ class WarpCollate:
             holes = mask.reshape(n, -1).sum(1)
         return mask, layered, oy, ox, holes
 
-    @staticmethod
-    def _widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:
-        on = torch.rand(n, generator=g) < p
-        k = torch.randint(rng[0], rng[1] + 1, (n,), generator=g)
-        return torch.where(on, k, 0)
+
+def draw_widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    """``(n,)`` widths of iw3's mask widening: with probability ``p`` a width drawn uniformly
+    from ``rng`` (inclusive), else 0; drawn on the CPU from ``g``."""
+    on = torch.rand(n, generator=g) < p
+    k = torch.randint(rng[0], rng[1] + 1, (n,), generator=g)
+    return torch.where(on, k, 0)

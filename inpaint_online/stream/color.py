@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["IDENTITY", "draw_jitter", "apply_jitter"]
+__all__ = ["IDENTITY", "draw_jitter", "apply_jitter", "jitter_frames"]
 
 # brightness, contrast, saturation factors and a hue shift (of a full turn) that change nothing
 IDENTITY = (1.0, 1.0, 1.0, 0.0)
@@ -77,3 +77,17 @@ def apply_jitter(img: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     hsv = _rgb_to_hsv(out)
     h = torch.remainder(hsv[:, :1] + f[3], 1.0)
     return _hsv_to_rgb(torch.cat((h, hsv[:, 1:]), 1))
+
+
+def jitter_frames(y: torch.Tensor, factors: torch.Tensor, t: int, sync_ok: bool) -> torch.Tensor:
+    """The workers' draws ``factors`` ``(n, 4)`` applied to the frames ``y`` ``(n·t, 3, H, W)``
+    (a clip's ``t`` frames share their draw). Where a sync is free (``sync_ok``: CPU) only the
+    samples that drew one are computed."""
+    f = factors.float().repeat_interleave(t, 0)
+    if not sync_ok:
+        return apply_jitter(y, f.to(y.device, non_blocking=True))
+    on = (f != torch.tensor(IDENTITY)).any(1).nonzero()[:, 0]
+    if on.numel():
+        y = y.clone()
+        y[on] = apply_jitter(y[on], f[on].to(y.device))
+    return y

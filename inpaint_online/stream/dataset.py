@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..cache import DEPTH_SCALE, Manifest, load_frames
+from ..cache import DEPTH_SCALE, Manifest, entry_label, load_frames
 from ..errors import DataError, one_line, show
 from ..media import MediaError, VideoReader
 from .color import IDENTITY, draw_jitter
@@ -46,6 +46,12 @@ DEPTH_OFFSET = 32768
 @dataclass
 class DataConfig:
     """Where the crops come from and how they are cut (the ``data:`` section of a config)."""
+    source: str = "stream"                # stream: fresh masks from the depth cache every step;
+                                          # folder: a fixed dataset in iw3's layout (data.folder)
+    folder: str = ""                      # data.source folder: DIR with train/ and eval/
+    val_from: str = "auto"                # auto | cache | folder: where a folder run validates
+                                          # (auto: the cache's held-out samples when
+                                          # data.cache_dir is a cache, else DIR/eval)
     cache_dir: str = "runs/demo/cache"
     crop: int = 256                       # side of the square training crop, pixels
     crop_window: float = 1.25             # > 1: cut a window this much larger; the collate
@@ -84,6 +90,13 @@ class DataConfig:
                                           # decode the originals
 
     def validate(self) -> None:
+        if self.source not in ("stream", "folder"):
+            raise ValueError(f"data.source must be stream or folder, got {self.source!r}")
+        if self.source == "folder" and not self.folder:
+            raise ValueError("data.source folder needs data.folder (a folder with train/ and "
+                             "eval/ in iw3's layout, e.g. a train_online.py --export-dir)")
+        if self.val_from not in ("auto", "cache", "folder"):
+            raise ValueError(f"data.val_from must be auto, cache or folder, got {self.val_from!r}")
         if self.crop < 16:
             raise ValueError(f"data.crop must be >= 16, got {self.crop}")
         lo, hi = self.scale_range
@@ -177,6 +190,10 @@ class CacheDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def label(self, i: int) -> str:
+        """Item ``i`` for a person: its source under the input root (and first frame)."""
+        return entry_label(self.table[int(self.starts[int(i)])])
 
     def _reader(self, path: str) -> VideoReader:
         if self._pid != os.getpid():

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .collate import WarpCollate
 from .dataset import CacheDataset
+from .folder import FolderCollate, FolderDataset
 from .records import mix_seed
 
 __all__ = ["StreamSampler", "make_loader", "training_stream"]
@@ -56,7 +57,7 @@ def make_loader(ds: CacheDataset, sampler: StreamSampler, *, pin_memory: bool = 
                       multiprocessing_context=c.worker_start if nw else None)
 
 
-def training_stream(ds: CacheDataset, cfg, device: torch.device, *, seed: int, rank: int = 0,
+def training_stream(ds: CacheDataset | FolderDataset, cfg, device: torch.device, *, seed: int, rank: int = 0,
                     world: int = 1, start_batch: int = 0, augment: bool = True,
                     sync_ok: bool | None = None) -> tuple[DataLoader, WarpCollate]:
     """The loader and the collate of one rank's stream, from batch ``start_batch`` on.
@@ -66,10 +67,14 @@ def training_stream(ds: CacheDataset, cfg, device: torch.device, *, seed: int, r
     ``collate(batch, step=n)``: the sample stream and the warp draws both depend only on
     ``(seed, rank, n)``, so training, a resumed run and an export see the same samples. Used by
     training (through :class:`~.prefetch.Prefetcher`) and by the export (which collates
-    subsets of a batch itself)."""
+    subsets of a batch itself). A :class:`~.folder.FolderDataset` (``data.source: folder``)
+    gets a :class:`~.folder.FolderCollate` instead: its holes are read, not warped."""
     sampler = StreamSampler(len(ds), seed=seed, rank=rank, world=world,
                             start=start_batch * cfg.data.batch_size)
     loader = make_loader(ds, sampler, pin_memory=torch.device(device).type == "cuda")
+    if isinstance(ds, FolderDataset):        # a fixed dataset: its holes, iw3's augmentation
+        return loader, FolderCollate(cfg.collate, device=device, seed=seed, rank=rank,
+                                     augment=augment)
     collate = WarpCollate(cfg.warp, cfg.collate, device=device, seed=seed, rank=rank,
                           augment=augment, sync_ok=sync_ok)
     return loader, collate

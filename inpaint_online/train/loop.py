@@ -27,10 +27,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..cache import open_cache
+from ..cache import has_cache, open_cache
 from ..config import Config
 from ..devices import resolve_device
-from ..stream import CacheDataset, Prefetcher, split_records, training_stream
+from ..stream import (
+    CacheDataset,
+    FolderDataset,
+    Prefetcher,
+    split_folder,
+    split_records,
+    training_stream,
+)
 from .rundir import (
     RunDir,
     batch_names,
@@ -41,9 +48,9 @@ from .rundir import (
     image_grid,
 )
 from .trainer import Trainer, restore
-from .validation import Validation, validation_batches
+from .validation import Validation, folder_validation_batches, validation_batches
 
-__all__ = ["train", "TrainResult"]
+__all__ = ["train", "TrainResult", "validation_source"]
 
 log = logging.getLogger("inpaint_online.train")
 
@@ -92,9 +99,17 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     device = resolve_device(cfg.run.device, local)
     run = RunDir(cfg, main)
     run.check(resume)
-    manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
-    train_recs, val_recs = split_records(manifest.samples(), cfg.data.val_fraction,
-                                         cfg.data.val_sources)
+    folder = cfg.data.source == "folder"
+    val_from = validation_source(cfg)
+    manifest = (open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
+                if not folder or val_from == "cache" else None)
+    train_recs, val_recs = (split_records(manifest.samples(), cfg.data.val_fraction,
+                                          cfg.data.val_sources)
+                            if manifest is not None else ([], []))
+    if folder:                     # a fixed dataset: the same training, its samples read
+        ds = FolderDataset(split_folder(cfg.data.folder, "train"), cfg.data, train=True)
+        val_ds = (FolderDataset(split_folder(cfg.data.folder, "eval"), cfg.data, train=False)
+                  if val_from == "folder" else None)
     trainer = Trainer(cfg, device, ddp_rank=rank if ddp else None)
     start, best = restore(trainer, cfg, run.last, resume, main)
     if start >= cfg.train.steps:
@@ -103,14 +118,21 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                      "train.steps to train on)", run.path, start, cfg.train.steps)
         return TrainResult(step=start, model=trainer.model, run_dir=None)
     if main:
-        describe_run(cfg, device, world, trainer, train_recs, val_recs, run.path)
+        describe_run(cfg, device, world, trainer, train_recs, val_recs, run.path,
+                     folder=ds if folder else None, val_folder=val_ds if folder else None)
     run.prepare()
     accum, bs = cfg.train.accum_steps, cfg.data.batch_size
-    ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
+    if not folder:
+        ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
     loader, collate = training_stream(ds, cfg, device, seed=cfg.run.seed, rank=rank, world=world,
                                       start_batch=start * accum)
-    val = Validation(cfg, trainer, validation_batches(cfg, manifest, val_recs, device)
-                     if main else [], run, best)
+    if not main:
+        val_batches = []
+    elif folder and val_from == "folder":
+        val_batches = folder_validation_batches(cfg, val_ds, device)
+    else:
+        val_batches = validation_batches(cfg, manifest, val_recs, device)
+    val = Validation(cfg, trainer, val_batches, run, best)
     if val and not any(bool(b.mask.any()) for b in val.batches):
         log.warning("the %d validation samples have no hole pixels at all: psnr_hole and "
                     "ssim_hole are undefined (NaN) and best.pt follows them blindly. Raise "
@@ -189,6 +211,18 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     if step < stop:
         result.stopped = "time" if timed_out else sigterm.reason
     return result
+
+
+def validation_source(cfg: Config) -> str:
+    """Where a run validates: ``cache`` (the held-out sources' warped samples) or ``folder``
+    (a fixed dataset's ``eval`` split). A folder run with ``data.val_from: auto`` validates on
+    the cache when ``data.cache_dir`` is one — the very samples a streaming run of the config
+    validates on, so the two compare."""
+    if cfg.data.source == "stream":
+        return "cache"
+    if cfg.data.val_from != "auto":
+        return cfg.data.val_from
+    return "cache" if has_cache(cfg.data.cache_dir) else "folder"
 
 
 class _Meter:

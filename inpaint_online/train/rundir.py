@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 
-from ..cache import entry_label
 from ..checkpoint import save_checkpoint
 from ..config import Config, ConfigError
 from ..fsutil import LockHeld, ProcessLock, atomic_write_bytes, sweep_temp
 from ..models import composite
 from ..pictures import error_tile, hole_overlay, sample_label, sheet, to_uint8, zoom_on_holes
-from ..stream import Batch, CacheDataset
+from ..stream import Batch, CacheDataset, FolderDataset
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -153,7 +152,7 @@ def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4,
     magenta | prediction (composited) | target | amplified error | the same zoomed on the
     densest holes. Row labels: source (``names``), view (left views were mirrored, as the
     model sees them), divergence, convergence, hole share."""
-    recs = batch.params.records()
+    recs = batch.params.records() if batch.params is not None else [None] * len(batch)
     holes = batch.mask.flatten(1).sum(1)
     if pred.dim() == 5:                      # clips: the frames of the clip with most holes
         i = int(holes.argmax())
@@ -175,9 +174,10 @@ def image_grid(batch: Batch, pred: torch.Tensor, n: int = 4,
     return torch.from_numpy(grid.copy()).permute(2, 0, 1).float() / 255
 
 
-def batch_names(ds: CacheDataset, batch: Batch) -> list[str]:
-    """The source (and frame) of each sample of a batch from ``ds``."""
-    return [entry_label(ds.table[int(ds.starts[i])]) for i in batch.meta["index"].tolist()]
+def batch_names(ds: CacheDataset | FolderDataset, batch: Batch) -> list[str]:
+    """The source (and frame) of each sample of a batch from ``ds`` (a fixed dataset's:
+    the sample's name)."""
+    return [ds.label(i) for i in batch.meta["index"].tolist()]
 
 
 def hole_stats(batch: Batch, min_px: int) -> dict:
@@ -189,19 +189,34 @@ def hole_stats(batch: Batch, min_px: int) -> dict:
 
 
 def describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs, val_recs,
-                  run_dir) -> None:
+                 run_dir, folder: FolderDataset | None = None,
+                 val_folder: FolderDataset | None = None) -> None:
     """What the run is about to do, in a few log lines (devices, sources, model, depth,
-    output)."""
+    output). ``folder``: a fixed dataset's training split (``data.source: folder``),
+    ``val_folder`` its eval split when the run validates on it."""
     amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp,
                                                                           str(trainer.amp))
     log.info("device %s, world size %d, AMP %s, torch.compile %s", device, world, amp,
              "on" if cfg.train.compile else "off")
     n_src = lambda recs: len({r["source"] for r in recs})  # noqa: E731
-    log.info("data: %d cached frames from %d sources for training, %d from %d held-out sources "
-             "(%d validation samples); crop %d (window %g), batch %d",
-             len(train_recs), n_src(train_recs), len(val_recs), n_src(val_recs),
-             cfg.data.val_count if val_recs else 0, cfg.data.crop, cfg.data.crop_window,
-             cfg.data.batch_size)
+    if folder is not None:
+        kind = "clips" if cfg.data.clip_len > 1 else "samples"
+        log.info("data: a fixed dataset, %d %s in %s (data.source folder: the same holes every "
+                 "epoch; iw3's crop, mask widening collate.widen_*); crop %d, batch %d", len(folder), kind,
+                 folder.root, cfg.data.crop, cfg.data.batch_size)
+        if val_folder is not None:
+            log.info("validation: %d of the %d %s in %s", min(cfg.data.val_count, len(val_folder)),
+                     len(val_folder), kind, val_folder.root)
+        else:
+            log.info("validation: %d samples warped from %d held-out sources of %s (the samples "
+                     "a streaming run of this config validates on)",
+                     cfg.data.val_count if val_recs else 0, n_src(val_recs), cfg.data.cache_dir)
+    else:
+        log.info("data: %d cached frames from %d sources for training, %d from %d held-out "
+                 "sources (%d validation samples); crop %d (window %g), batch %d",
+                 len(train_recs), n_src(train_recs), len(val_recs), n_src(val_recs),
+                 cfg.data.val_count if val_recs else 0, cfg.data.crop, cfg.data.crop_window,
+                 cfg.data.batch_size)
     if val_recs:
         held = sorted({r["rel"] for r in val_recs})
         log.info("held out for validation: %s%s", ", ".join(held[:8]),
@@ -209,7 +224,8 @@ def describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs
     params = sum(p.numel() for p in trainer.model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.kind, params / 1e6)
     backends = sorted({r.get("backend", "?") for r in (*train_recs, *val_recs)})
-    log.info("depth: %s (cache %s)", ", ".join(backends), cfg.data.cache_dir)
+    if backends:
+        log.info("depth: %s (cache %s)", ", ".join(backends), cfg.data.cache_dir)
     if any(b.startswith("fallback") for b in backends):
         log.warning("the depth cache was made by the LOW-QUALITY fallback backend: fine to try "
                     "the pipeline, not to train a model for real depth")

@@ -13,11 +13,11 @@ from ..config import Config
 from ..iw3net import inner
 from ..losses import batch_scores, mean_scores
 from ..models import composite, model_offset
-from ..stream import Batch, CacheDataset, WarpCollate
+from ..stream import Batch, CacheDataset, FolderCollate, FolderDataset, WarpCollate
 from .rundir import RunDir, batch_names, image_grid
 from .trainer import Trainer
 
-__all__ = ["validation_batches", "hole_texture", "pick_in_turns", "evaluate", "classical_scores",
+__all__ = ["validation_batches", "folder_validation_batches", "hole_texture", "pick_in_turns", "evaluate", "classical_scores",
            "Validation", "verdict"]
 
 log = logging.getLogger("inpaint_online.train")
@@ -66,6 +66,21 @@ def validation_batches(cfg: Config, manifest, records: list[dict], device) -> li
             b = b.take(list(range(min(bs, len(b)))))
             b.meta["names"] = batch_names(ds, b)
             out.append(b)
+    return out
+
+
+def folder_validation_batches(cfg: Config, ds: FolderDataset, device) -> list[Batch]:
+    """A fixed dataset's validation set: its first ``data.val_count`` held-out samples (by
+    name), each at iw3's fixed crop (the grid crop with the most holes), no jitter, no mask
+    widening — the same batches every run."""
+    count = min(cfg.data.val_count, len(ds))
+    collate = FolderCollate(cfg.collate, device=device, augment=False)
+    out = []
+    for start in range(0, count, cfg.data.batch_size):
+        items = [ds[(i, i)] for i in range(start, min(count, start + cfg.data.batch_size))]
+        b = collate({k: torch.stack([it[k] for it in items]) for k in items[0]}, step=start)
+        b.meta["names"] = batch_names(ds, b)
+        out.append(b)
     return out
 
 
