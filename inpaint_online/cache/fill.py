@@ -21,8 +21,15 @@ import numpy as np
 from ..depth import DepthBackend, DepthRequest, clip_span, resize_normalised
 from ..errors import one_line, show
 from ..fsutil import atomic_write_bytes, sweep_temp, writable_dir
-from ..media import (MediaError, VideoReader, find_media, fit_frames, load_image, media_kind,
-                     sample_frames)
+from ..media import (
+    MediaError,
+    VideoReader,
+    find_media,
+    fit_frames,
+    load_image,
+    media_kind,
+    sample_frames,
+)
 from . import pipeline
 from .pipeline import Chunk, Progress, RgbOnly
 from .store import (

@@ -15,7 +15,14 @@ import torch
 
 from ..errors import one_line, show
 from ..media import MediaError, VideoReader, fit_frames, load_image
-from .store import DEPTH_SCALE, MANIFEST_GLOB, Manifest, fingerprint, load_cached_depth, load_cached_rgb
+from .store import (
+    DEPTH_SCALE,
+    MANIFEST_GLOB,
+    Manifest,
+    fingerprint,
+    load_cached_depth,
+    load_cached_rgb,
+)
 
 __all__ = ["has_cache", "open_cache", "load_frames", "load_pair", "cache_pairs"]
 
