@@ -62,16 +62,19 @@ def _zoom_baseline(methods: list[str]) -> str:
 @torch.no_grad()
 def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = None,
             device: str = "auto", info: dict | None = None,
-            sheet_rows: int = 0, level: int | None = None) -> dict[str, dict[str, float]]:
+            sheet_rows: int = 0, level: int | None = None,
+            overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     """Scores per method on the run's held-out samples. ``info`` (a dict) receives the
     held-out sources, the number of samples and how many had no hole (left out of the
     hole scores); with ``sheet_rows`` > 0 also ``sheet_rows`` (label, tiles) rows for
     :func:`~inpaint_online.pictures.sheet` with :func:`sheet_columns` of the methods.
     ``level``: draw the held-out samples at iw3's divergence level 1, 2 or 3 instead of the
-    run's own warp settings (the same sources and crops, other warps)."""
+    run's own warp settings (the same sources and crops, other warps). ``overrides``:
+    ``section.key=value`` settings of the held-out samples on top of the run's (e.g.
+    ``data.val_composite_p=1``: layered samples, holes with real geometry)."""
     raw = read_checkpoint(checkpoint)
     base = _run_config(checkpoint, raw, cache_dir)
-    overrides = [f"run.device={device}"]
+    extra, overrides = list(overrides), [f"run.device={device}"]
     if cache_dir:
         overrides.append(f"data.cache_dir={cache_dir}")
     if count:
@@ -82,7 +85,7 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         for k in ("divergence_choices", "divergence_range"):   # the run's own level's
             base.get("warp", {}).pop(k, None)
         overrides.append(f"warp.level={level}")
-    cfg = load_config(None, overrides, base=base)
+    cfg = load_config(None, [*overrides, *extra], base=base)
     dev = resolve_device(cfg.run.device, 0)
     model = load_model(checkpoint, dev, data=raw)
     manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
