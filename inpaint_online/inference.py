@@ -19,12 +19,13 @@ from .depth import read_map, to_inverse_depth
 from .errors import show
 from .iw3net import NunifFileError, is_nunif_model_file, load_nunif_model
 from .media import MediaError
-from .models import ModelConfig, build_model, composite
+from .models import ModelConfig, background_pushpull_fill, build_model, composite
 from .warp import close_mask, forward_warp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_model", "inpaint", "render_stereo", "split_border_band", "needs_depth",
+__all__ = ["load_model", "inpaint", "FILLS", "choose_fill", "load_fill", "fill_holes", "background_fill",
+           "validation_scores", "render_stereo", "split_border_band", "needs_depth",
            "image_to_tensor", "tensor_to_image", "load_depth_file"]
 
 
@@ -149,6 +150,94 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
     return out.flip(-1) if view == "left" else out
 
 
+FILLS = ("auto", "model", "background")
+BACKGROUND = "background push-pull"     # the classical fill --fill background runs
+
+
+def background_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor | None = None,
+                    *, view: str = "right") -> torch.Tensor:
+    """The background-side push-pull fill (the best classical fill on real disocclusions) of
+    images ``(B, 3, H, W)`` or clips ``(B, T, 3, H, W)``, known pixels unchanged. Without
+    ``depth`` the view's orientation says where the background is: right of every hole in
+    a right view, left in a left view."""
+    shape = x.shape
+    if x.dim() == 5:
+        x, mask = x.flatten(0, 1), mask.flatten(0, 1)
+        depth = depth.flatten(0, 1) if depth is not None else None
+    m = (mask > 0).to(x.dtype)
+    if depth is None:
+        w = x.shape[-1]
+        ramp = torch.linspace(1.0, 0.0, w, device=x.device).view(1, 1, 1, w)
+        depth = (ramp.flip(-1) if view == "left" else ramp).expand(x.shape[0], 1, *x.shape[-2:])
+    out = composite(x, m, background_pushpull_fill(x * (1 - m), m, depth * (1 - m)))
+    return out.view(shape)
+
+
+def validation_scores(data: dict) -> dict | None:
+    """What the run's validation measured for the weights of checkpoint contents ``data``:
+    ``{"metric", "model", "background"}`` (the same samples), or None when the file does not
+    say (a nunif model file, a checkpoint of a step that was not validated, or one made
+    before checkpoints kept the classical scores)."""
+    best = data.get("best") if isinstance(data, dict) else None
+    if not isinstance(best, dict):
+        return None
+    bg = (best.get("classical_scores") or {}).get(BACKGROUND)
+    step = data.get("step")
+    if data.get("weights") == "ema":
+        v = best.get("ema_value") if best.get("ema_step") == step else None
+    elif best.get("step") == step:
+        v = best.get("value")
+    else:
+        latest = best.get("latest") or {}
+        v = latest.get("value") if latest.get("step") == step else None
+    if bg is None or v is None:
+        return None
+    return {"metric": best.get("metric") or "psnr_hole", "model": float(v), "background": float(bg)}
+
+
+def choose_fill(fill: str, data: dict | None) -> tuple[str, str]:
+    """``("model" | "background", the line that says why)`` for ``--fill fill``: ``auto`` takes
+    whichever the checkpoint's validation scored higher on the same held-out samples."""
+    if fill not in FILLS:
+        raise ValueError(f"--fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    if fill != "auto":
+        return fill, f"fill: {fill} (--fill {fill})"
+    s = validation_scores(data) if data is not None else None
+    if s is None:
+        return "model", ("fill: model (--fill auto: the checkpoint carries no validation score "
+                         "of the background fill to compare with; --fill background uses it)")
+    unit = " dB" if s["metric"].startswith("psnr") else ""
+    kind = "model" if s["model"] >= s["background"] else "background"
+    return kind, (f"fill: {kind} (--fill auto: on the run's held-out samples the model scored "
+                  f"{s['metric']} {s['model']:.2f}{unit}, the background push-pull fill "
+                  f"{s['background']:.2f}{unit})")
+
+
+def load_fill(checkpoint: str | None, fill: str, device, tool: str):
+    """``(model or None, "model" | "background")`` for a tool's ``--checkpoint`` and
+    ``--fill``, the file read once; prints the line that says which fill runs and why."""
+    if not checkpoint:
+        if fill != "background":
+            raise ValueError("--checkpoint is required (or --fill background: no model)")
+        kind, line = choose_fill("background", None)
+        print(f"{tool}: {line}")
+        return None, kind
+    data = read_checkpoint(checkpoint, map_location="cpu")
+    kind, line = choose_fill(fill, data)
+    print(f"{tool}: {line}")
+    return (load_model(checkpoint, device, data=data) if kind == "model" else None), kind
+
+
+def fill_holes(model: torch.nn.Module | None, fill: str, x: torch.Tensor, mask: torch.Tensor,
+               depth: torch.Tensor | None = None, *, view: str = "right",
+               tile: int = 1024) -> torch.Tensor:
+    """:func:`inpaint` with ``model`` (``fill="model"``) or :func:`background_fill`
+    (``fill="background"``)."""
+    if fill == "background":
+        return background_fill(x, mask, depth, view=view)
+    return inpaint(model, x, mask, depth, view=view, tile=tile)
+
+
 def needs_depth(model: torch.nn.Module) -> bool:
     """Whether ``model`` reads depth: as an input (``model.use_depth``) or for its first
     guess (``model.prefill=background`` or ``dual``)."""
@@ -156,13 +245,14 @@ def needs_depth(model: torch.nn.Module) -> bool:
     return bool(getattr(c, "use_depth", False)) or getattr(c, "prefill", None) in ("background", "dual")
 
 
-def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tensor,
+def render_stereo(model: torch.nn.Module | None, image: torch.Tensor, depth: torch.Tensor,
                   divergence: float, convergence: float, *, mode: str = "bilinear",
                   closing: tuple[int, int] | None = (5, 5), tile: int = 1024,
-                  clip: bool = False) -> dict:
+                  clip: bool = False, fill: str = "model") -> dict:
     """Left and right views of ``image`` ``(N, 3, H, W)`` by ``depth`` ``(N, 1, H, W)``
-    (inverse depth in [0, 1]), disocclusions filled by ``model``. ``clip=True``: the N
-    images are consecutive frames and the model sees them as one clip (temporal model).
+    (inverse depth in [0, 1]), disocclusions filled by ``model`` (``fill="background"``: by
+    the background push-pull fill, no model needed). ``clip=True``: the N images are
+    consecutive frames and the model sees them as one clip (temporal model).
 
     Returns ``left``, ``right``, ``sbs`` (left | right), the hole masks ``left_hole``,
     ``right_hole`` (after the same closing the training masks get) and the views before
@@ -176,10 +266,10 @@ def render_stereo(model: torch.nn.Module, image: torch.Tensor, depth: torch.Tens
         if closing is not None and tuple(closing) != (0, 0):
             hole = close_mask(hole, tuple(closing))
         if clip:
-            out[view] = inpaint(model, warped[None], hole.float()[None], wdepth[None], view=view,
-                                tile=tile)[0]
+            out[view] = fill_holes(model, fill, warped[None], hole.float()[None], wdepth[None],
+                                   view=view, tile=tile)[0]
         else:
-            out[view] = inpaint(model, warped, hole.float(), wdepth, view=view, tile=tile)
+            out[view] = fill_holes(model, fill, warped, hole.float(), wdepth, view=view, tile=tile)
         out[f"{view}_hole"], out[f"{view}_warped"] = hole, warped
     out["sbs"] = torch.cat([out["left"], out["right"]], dim=-1)
     return out

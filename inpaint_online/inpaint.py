@@ -6,8 +6,10 @@
 
 Masks: any image; non-zero = hole (iw3's 127 "layered" holes count as holes). In folder mode
 the mask of ``NAME.ext`` is ``MASKDIR/NAME.*`` or ``MASKDIR/NAME_M.png`` (an exported
-dataset: ``NAME_C.png`` pairs with ``NAME_M.png``). The model expects the background to the
-right of each hole (a right view's holes); ``--view left`` mirrors in and out.
+dataset: ``NAME_C.png`` pairs with ``NAME_M.png`` and is written as ``NAME_filled.png``). The
+model expects the background to the right of each hole (a right view's holes); ``--view
+left`` mirrors in and out. ``--fill auto`` (default) uses the model or the background
+push-pull fill, whichever the checkpoint's validation scored higher (one line says which).
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from PIL import Image
 from .checkpoint import CheckpointError
 from .errors import one_line, show
 from .fsutil import check_output_file, save_image, writable_dir
-from .inference import image_to_tensor, inpaint, load_depth_file, load_model, tensor_to_image
+from .inference import (
+    FILLS,
+    fill_holes,
+    image_to_tensor,
+    load_depth_file,
+    load_fill,
+    tensor_to_image,
+)
 from .media import IMAGE_EXTS, MediaError, load_image
 
 
@@ -61,17 +70,36 @@ def pairs(image: Path, mask: Path, output: Path) -> list[tuple[Path, Path, Path]
             if m is None:
                 print(f"inpaint: skipping {show(p)}: no mask for it in {show(mask)}", file=sys.stderr)
                 continue
-            out.append((p, m, output / (p.stem + ".png")))
+            out.append((p, m, output / output_name(p, m)))
         if not out:
             raise MediaError(f"{show(image)}: no image with a mask in {show(mask)}")
-        return out
-    return [(image, mask, output)]
+    else:
+        out = [(image, mask, output)]
+    for img, m, o in out:
+        if o.resolve() in (img.resolve(), m.resolve()):
+            raise MediaError(f"{show(o)}: the output would overwrite an input; choose another "
+                             "--output")
+    return out
+
+
+def output_name(image: Path, mask: Path) -> str:
+    """The output file of ``image`` in folder mode: ``NAME.png``; an exported sample's target
+    ``NAME_C.png`` (mask ``NAME_M.png``) gives ``NAME_filled.png``, never a name that reads
+    as a target."""
+    stem = image.stem
+    if stem.endswith("_C") and mask.name == stem[:-2] + "_M.png":
+        return stem[:-2] + "_filled.png"
+    return stem + ".png"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inpaint_online.inpaint", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", help="the trained model (not needed with --fill background)")
+    ap.add_argument("--fill", choices=FILLS, default="auto",
+                    help="what fills the holes: the model, the background push-pull fill (the "
+                    "background: right of the holes, or --view left, or by --depth), or auto "
+                    "(default): whichever the checkpoint's validation scored higher")
     ap.add_argument("--image", required=True, help="image file or folder")
     ap.add_argument("--mask", required=True, help="mask file or folder (non-zero = hole)")
     ap.add_argument("--output", required=True, help="output file (or folder for folder input)")
@@ -93,7 +121,7 @@ def main(argv=None) -> int:
             writable_dir(out, "--output", "output")     # before the work, not per file
         else:
             check_output_file(args.output)
-        model = load_model(args.checkpoint, args.device)
+        model, args.fill_kind = load_fill(args.checkpoint, args.fill, args.device, "inpaint")
     except (CheckpointError, MediaError, ValueError) as e:
         print(f"inpaint: error: {e}", file=sys.stderr)
         return 2
@@ -133,7 +161,7 @@ def fill_one(model, img_path: Path, mask_path: Path, out_path: Path, args) -> No
     if args.depth:
         d = torch.from_numpy(load_depth_file(Path(args.depth), args.depth_kind, rgb.shape[:2])
                              )[None, None].to(args.device)
-    out = inpaint(model, x, m, d, view=args.view, tile=args.tile)
+    out = fill_holes(model, args.fill_kind, x, m, d, view=args.view, tile=args.tile)
     save_image(out_path, tensor_to_image(out))
     print(f"{show(img_path)} + {show(mask_path.name)} ({100 * hole.mean():.1f}% holes) -> {show(out_path)}")
 

@@ -80,7 +80,9 @@ def pushpull_fill(x: torch.Tensor, mask: torch.Tensor, smooth: int = 8) -> torch
     """
     known = (mask <= 0.5).to(x.dtype)
     levels = [(x * known, known)]
-    while min(levels[-1][0].shape[-2:]) > 1:
+    # down to one pixel: a coarsest level of several cells could hold a cell with nothing
+    # known (a hole or excluded area spanning half a 2:1 frame), which would pull black in
+    while max(levels[-1][0].shape[-2:]) > 1:
         v, w = levels[-1]
         h2, w2 = -(-v.shape[-2] // 2), -(-v.shape[-1] // 2)
         pad = (0, 2 * w2 - v.shape[-1], 0, 2 * h2 - v.shape[-2])

@@ -36,9 +36,10 @@ from .depth import (
 from .errors import describe, show
 from .fsutil import check_output_file, save_image, sweep_temp, temp_path
 from .inference import (
+    FILLS,
     image_to_tensor,
     load_depth_file,
-    load_model,
+    load_fill,
     render_stereo,
     split_border_band,
     tensor_to_image,
@@ -97,7 +98,11 @@ class RunningSpan:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m inpaint_online.stereo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", help="the trained model (a checkpoint or a nunif model "
+                    "file; not needed with --fill background)")
+    ap.add_argument("--fill", choices=FILLS, default="auto",
+                    help="what fills the holes: the model, the background push-pull fill, or "
+                    "auto (default): whichever the checkpoint's validation scored higher")
     inp = ap.add_mutually_exclusive_group(required=True)
     inp.add_argument("--image", help="an image")
     inp.add_argument("--video", help="a video: writes a side-by-side video (OUTPUT.mp4)")
@@ -143,7 +148,7 @@ def main(argv=None) -> int:
         return video_main(args)
     try:
         check_output_file(args.output)              # before any work, not after it
-        model = load_model(args.checkpoint, args.device)
+        model, fill = load_fill(args.checkpoint, args.fill, args.device, "stereo")
         path = Path(args.image)
         rgb = load_image(path)
         if args.depth:
@@ -152,7 +157,8 @@ def main(argv=None) -> int:
             d = estimate_depth(depth_backend(args), rgb[None], path, [0])[0]
         out = render_stereo(model, image_to_tensor(rgb, args.device),
                             torch.from_numpy(d)[None, None].to(args.device).float(),
-                            args.divergence, args.convergence, mode=args.mode, tile=args.tile)
+                            args.divergence, args.convergence, mode=args.mode, tile=args.tile,
+                            fill=fill)
         o = Path(args.output)
         save_image(o, tensor_to_image(out["sbs"]))
         written = [o]
@@ -218,7 +224,7 @@ def video_main(args) -> int:
         check_output_file(args.output, image=False)
         if Path(args.output).suffix.lower() not in (".mp4", ".mkv", ".mov"):
             raise ValueError(f"{show(args.output)}: a video output needs .mp4, .mkv or .mov")
-        model = load_model(args.checkpoint, args.device)
+        model, fill = load_fill(args.checkpoint, args.fill, args.device, "stereo")
         path = Path(args.video)
         reader = VideoReader(path)
         backend = depth_backend(args) if args.depth_model else None
@@ -255,7 +261,7 @@ def video_main(args) -> int:
                 x = torch.from_numpy(frames).permute(0, 3, 1, 2).to(args.device).float() / 255
                 out = render_stereo(model, x, torch.from_numpy(d)[:, None].to(args.device).float(),
                                     args.divergence, args.convergence, mode=args.mode,
-                                    tile=args.tile, clip=clip)
+                                    tile=args.tile, clip=clip, fill=fill)
                 holes.append(out["right_hole"].float().mean().item())
                 for sbs in out["sbs"]:
                     img = tensor_to_image(sbs)
@@ -275,7 +281,8 @@ def video_main(args) -> int:
         print(f"stereo: interrupted; nothing was written to {show(out_path)}", file=sys.stderr)
         return 130
     print(f"wrote {out_path}: {n} frames, {w2}x{h2} side by side, "
-          f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}; "
+          f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}"
+          f"{' (background fill)' if fill == 'background' else ''}; "
           f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame")
     return 0
 

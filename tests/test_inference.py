@@ -11,7 +11,7 @@ from PIL import Image
 from inpaint_online.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from inpaint_online.compare import compare, main as compare_main
 from inpaint_online.config import ConfigError
-from inpaint_online.inference import inpaint, load_model, render_stereo
+from inpaint_online.inference import background_fill, choose_fill, inpaint, load_model, render_stereo
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.stereo import main as stereo_main
 
@@ -57,7 +57,16 @@ def test_inpaint_cli_folder_mode_reads_an_exported_dataset(checkpoint, small_cac
     d = tmp_path / "ex" / "train"
     assert inpaint_main(["--checkpoint", str(checkpoint), "--image", str(d), "--mask", str(d),
                          "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    assert len(list((tmp_path / "out").glob("*_C.png"))) == 3
+    # an exported target NAME_C.png is filled as NAME_filled.png: never a name read as a target
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(names) == 3 and all(n.endswith("_filled.png") for n in names)
+    # writing into the input folder would overwrite an input of the plain kind: refused
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.open(d / names[0].replace("_filled", "_C")).save(plain / "a.png")
+    Image.open(d / names[0].replace("_filled", "_M")).save(plain / "a_M.png")
+    assert inpaint_main(["--checkpoint", str(checkpoint), "--image", str(plain), "--mask",
+                         str(plain), "--output", str(plain), "--device", "cpu"]) == 2
 
 
 def test_stereo_cli_on_a_real_image_and_its_depth(checkpoint, tmp_path):
@@ -198,7 +207,7 @@ def test_stereo_saves_depth_and_reports_interior_holes(checkpoint, tmp_path, cap
     assert stereo_main(["--checkpoint", str(checkpoint), "--image", str(tmp_path / "c.png"),
                         "--depth", str(tmp_path / "d.npy"), "--divergence", "4", "--output", str(out),
                         "--save-depth", "--save-holes", "--device", "cpu"]) == 0
-    line = capsys.readouterr().out.strip()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
     import re
     m = re.match(r"holes filled: left ([\d.]+)% \(([\d.]+)% interior, ([\d.]+)% border band\), "
                  r"right ([\d.]+)% \(([\d.]+)% interior, ([\d.]+)% border band\) of the frame; wrote ", line)
@@ -394,3 +403,63 @@ def test_a_dual_model_compiles_fullgraph_and_runs_on_clips():
     clip_model = build_model(ModelConfig(kind="temporal_unet", **cfg))
     xc, mc = torch.rand(1, 3, 3, 32, 32), (torch.rand(1, 3, 1, 32, 32) < 0.2).float()
     assert clip_model(xc * (1 - mc), mc, torch.rand(1, 3, 1, 32, 32)).shape == xc.shape
+
+
+def test_fill_auto_takes_whichever_the_validation_scored_higher():
+    best = {"metric": "psnr_hole", "value": 30.0, "step": 100, "latest": {"step": 200, "value": 29.0},
+            "ema_value": 31.0, "ema_step": 150,
+            "classical_scores": {"background push-pull": 29.5, "diffusion": 28.0}}
+    assert choose_fill("auto", {"step": 100, "best": best})[0] == "model"          # best.pt
+    kind, line = choose_fill("auto", {"step": 200, "best": best})                   # last.pt
+    assert kind == "background" and line == (
+        "fill: background (--fill auto: on the run's held-out samples the model scored "
+        "psnr_hole 29.00 dB, the background push-pull fill 29.50 dB)")
+    assert choose_fill("auto", {"step": 150, "best": best, "weights": "ema"})[0] == "model"
+    # a step that was not validated, an old checkpoint, a nunif file: the model, said so
+    for data in ({"step": 120, "best": best}, {"step": 100, "best": {"value": 1.0, "step": 100}},
+                 {"name": "InpaintLightV1", "state_dict": {}}):
+        kind, line = choose_fill("auto", data)
+        assert kind == "model" and "carries no validation score" in line
+    assert choose_fill("background", None)[0] == "background"
+
+
+def test_background_fill_takes_the_side_the_view_puts_behind():
+    """Left half dark, right half bright, a hole on the boundary: a right view's background is
+    right of the hole (bright), a left view's left of it (dark); with depth, the farther side."""
+    x = torch.zeros(1, 3, 32, 64)
+    x[..., 32:] = 1.0
+    m = torch.zeros(1, 1, 32, 64)
+    m[..., 24:40] = 1
+    hole = m[0, 0] > 0
+    right = background_fill(x, m, view="right")[0, :, hole]
+    left = background_fill(x, m, view="left")[0, :, hole]
+    assert right.mean() > 0.9 and left.mean() < 0.1
+    near_right = torch.zeros(1, 1, 32, 64)
+    near_right[..., 32:] = 1.0                    # the bright side is near: fill from the dark
+    assert background_fill(x, m, near_right)[0, :, hole].mean() < 0.1
+    assert torch.equal(background_fill(x, m)[..., ~hole], x[..., ~hole])
+
+
+def test_stereo_and_inpaint_run_the_background_fill_without_a_model(checkpoint, tmp_path, capsys):
+    img = Image.open(skimage_data_dir() / "coffee.png").convert("RGB")
+    np.save(tmp_path / "disp.npy", photo_depth("coffee.png")[0, 0].numpy())
+    img.save(tmp_path / "c.png")
+    base = ["--image", str(tmp_path / "c.png"), "--depth", str(tmp_path / "disp.npy"),
+            "--divergence", "3", "--device", "cpu", "--save-views"]
+    assert stereo_main([*base, "--fill", "background", "--output", str(tmp_path / "bg.png")]) == 0
+    assert "stereo: fill: background (--fill background)" in capsys.readouterr().out
+    assert stereo_main([*base, "--output", str(tmp_path / "m.png")]) == 2       # no checkpoint
+    assert "--checkpoint is required (or --fill background: no model)" in capsys.readouterr().err
+    assert stereo_main([*base, "--checkpoint", str(checkpoint), "--output",
+                        str(tmp_path / "auto.png")]) == 0
+    out = capsys.readouterr().out
+    assert "stereo: fill: model (--fill auto: on the run's held-out samples the model scored" in out
+    a, b = np.array(Image.open(tmp_path / "bg.png")), np.array(Image.open(tmp_path / "auto.png"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    mask = np.zeros(img.size[::-1], np.uint8)
+    mask[100:140, 200:230] = 255
+    Image.fromarray(mask).save(tmp_path / "c_M.png")
+    assert inpaint_main(["--image", str(tmp_path / "c.png"), "--mask", str(tmp_path / "c_M.png"),
+                         "--output", str(tmp_path / "f.png"), "--fill", "background"]) == 0
+    f, src = np.array(Image.open(tmp_path / "f.png")), np.array(img)
+    assert np.array_equal(f[mask == 0], src[mask == 0]) and not np.array_equal(f, src)

@@ -198,7 +198,8 @@ class Validation:
         metric = self.cfg.train.best_metric
         cl = classical_scores(self.batches, model_offset(self.trainer.model))
         name = max(cl, key=lambda k: cl[k][metric])
-        self.best = {**self.best, "classical": cl[name][metric], "classical_name": name}
+        self.best = {**self.best, "classical": cl[name][metric], "classical_name": name,
+                     "classical_scores": {k: v[metric] for k, v in cl.items()}}
         return self(0)
 
     def __call__(self, step: int) -> dict:
@@ -224,6 +225,9 @@ class Validation:
                  "" if fg is None or cl is None else
                  f" (first guess {fg:.3f}, best classical fill '{self.best['classical_name']}' "
                  f"{cl:.3f})")
+        # this step's score travels with every checkpoint of the step (stereo --fill auto
+        # compares it with the background fill's)
+        self.best = {**self.best, "latest": {"step": step, "value": v}}
         if self.best["value"] is None or v > self.best["value"]:
             self.best = {**self.best, "metric": metric, "value": v, "step": step}
             self.run.save("best.pt", t.state(step, self.best))
@@ -235,6 +239,6 @@ class Validation:
                 self.best = {**self.best, "ema_value": ve, "ema_step": step}
                 # the EMA weights as "model": load_model / inpaint take it as they are
                 st = t.state(step, self.best)
-                st["model"] = st.pop("model_ema")
+                st["model"], st["weights"] = st.pop("model_ema"), "ema"
                 self.run.save("best_ema.pt", st)
         return row
