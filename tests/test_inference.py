@@ -11,7 +11,13 @@ from PIL import Image
 from inpaint_online.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from inpaint_online.compare import compare, main as compare_main
 from inpaint_online.config import ConfigError
-from inpaint_online.inference import background_fill, choose_fill, inpaint, load_model, render_stereo
+from inpaint_online.inference import (
+    background_fill,
+    choose_fill,
+    inpaint,
+    load_model,
+    render_stereo,
+)
 from inpaint_online.inpaint import main as inpaint_main
 from inpaint_online.stereo import main as stereo_main
 
