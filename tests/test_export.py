@@ -137,7 +137,8 @@ def test_exported_files_read_back_as_the_generated_tensors(small_cache, tmp_path
     train_recs, _ = split_records(m.samples(), cfg.data.val_fraction)
     seed = mix_seed(cfg.run.seed, "export", "train")
     ds = CacheDataset(m, train_recs, cfg.data, train=False)
-    cpu = next(iter(DataLoader(ds, batch_size=4, sampler=StreamSampler(len(ds), seed=seed))))
+    cpu = next(iter(DataLoader(ds, batch_size=4, sampler=StreamSampler(
+        len(ds), seed=seed, weights=ds.sample_weights()))))
     b = WarpCollate(cfg.warp, cfg.collate, seed=seed, augment=False)(cpu, step=0)
     for i in range(4):
         name = f"{s.plan.prefix}_{i:08d}"

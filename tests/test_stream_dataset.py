@@ -43,6 +43,32 @@ def test_sampler_resume_continues_the_same_stream():
     assert [next(resumed) for _ in range(11)] == head[9:]
 
 
+def test_balanced_sampling_draws_every_source_equally_often(small_cache):
+    """small_cache: 4 photos and 6 frames of one video. By frame the video takes 6 of 10
+    draws; balanced (the default) each of the 5 sources takes a fifth, the video's frames
+    sharing its fifth; resume and ranks work as for the permutation."""
+    import collections
+
+    m = open_cache(small_cache)
+    by_source = CacheDataset(m, m.samples(), DataConfig(crop=64))
+    by_frame = CacheDataset(m, m.samples(), DataConfig(crop=64, balance="frame"))
+    assert by_frame.sample_weights() is None
+    w = by_source.sample_weights()
+    video = [i for i in range(len(by_source)) if by_source.label(i).startswith("bikes.mp4")]
+    assert len(by_source) == 10 and len(video) == 6
+    sampler = iter(StreamSampler(len(by_source), seed=3, weights=w))
+    draws = [next(sampler)[0] for _ in range(5000)]
+    share = collections.Counter("video" if i in video else i for i in draws)
+    assert set(share) == {"video", *(i for i in range(10) if i not in video)}
+    assert all(abs(c / 5000 - 0.2) < 0.03 for c in share.values())
+    full = iter(StreamSampler(10, seed=3, weights=w))
+    head = [next(full) for _ in range(30)]
+    resumed = iter(StreamSampler(10, seed=3, weights=w, start=13))
+    assert [next(resumed) for _ in range(17)] == head[13:]
+    ranks = [iter(StreamSampler(10, seed=3, weights=w, rank=r, world=2)) for r in range(2)]
+    assert [next(ranks[r])[0] for _ in range(5) for r in range(2)] == [i for i, _ in head[:10]]
+
+
 def test_a_sample_depends_only_on_its_seed_not_on_workers(small_cache):
     ds = dataset(small_cache, jitter_p=1.0)
     a, b = ds[(2, 77)], ds[(2, 77)]

@@ -85,6 +85,9 @@ class DataConfig:
                                           # shift, in % of the frame width, makes wider holes
     val_composite_p: float = 0.0          # the same for validation samples (cut-outs from the
                                           # held-out sources): holes with real geometry
+    balance: str = "source"               # source: every source drawn equally often (a long
+                                          # video's frames share one source's share); frame:
+                                          # every cached frame (or clip) alike
     rgb_from: str = "cache"               # cache: the RGB precompute stored beside each map
                                           # (originals where a cache has none); source: always
                                           # decode the originals
@@ -95,6 +98,8 @@ class DataConfig:
         if self.source == "folder" and not self.folder:
             raise ValueError("data.source folder needs data.folder (a folder with train/ and "
                              "eval/ in iw3's layout, e.g. a train_online.py --export-dir)")
+        if self.balance not in ("source", "frame"):
+            raise ValueError(f"data.balance must be source or frame, got {self.balance!r}")
         if self.val_from not in ("auto", "cache", "folder"):
             raise ValueError(f"data.val_from must be auto, cache or folder, got {self.val_from!r}")
         if self.crop < 16:
@@ -190,6 +195,18 @@ class CacheDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def sample_weights(self) -> torch.Tensor | None:
+        """Per item, how often the stream draws it (``data.balance``): ``source`` — every
+        source (a photo, a video) equally often, its items sharing its share (a video's
+        hundred frames no longer swamp the photos); ``frame`` — None, every item alike."""
+        if self.cfg.balance == "frame":
+            return None
+        src = [self.table[int(i)]["source"] for i in self.starts]
+        counts: dict[str, int] = {}
+        for v in src:
+            counts[v] = counts.get(v, 0) + 1
+        return torch.tensor([1.0 / counts[v] for v in src], dtype=torch.double)
 
     def label(self, i: int) -> str:
         """Item ``i`` for a person: its source under the input root (and first frame)."""

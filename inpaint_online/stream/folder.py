@@ -93,6 +93,10 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def sample_weights(self) -> None:
+        """Every sample alike (a fixed dataset's samples are already drawn)."""
+        return None
+
     def label(self, index: int) -> str:
         """The sample for a person: its name (a clip: its folder)."""
         first = self.items[int(index)][0]

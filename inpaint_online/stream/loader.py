@@ -24,16 +24,23 @@ class StreamSampler(Sampler):
     Rank ``r`` of ``world`` takes every ``world``-th element of each epoch's permutation
     (wrapped to equal length), so ranks see disjoint data. ``start`` skips that many samples
     of this rank's stream (resume). ``sample_seed`` is unique per (seed, rank, position).
+    ``weights`` (per item, e.g. :meth:`~.dataset.CacheDataset.sample_weights`): an epoch is
+    ``n`` draws with replacement in proportion to them instead of a permutation.
     """
 
-    def __init__(self, n: int, *, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world: int = 1, start: int = 0,
+                 weights: torch.Tensor | None = None):
         if n < 1:
             raise ValueError("StreamSampler needs at least one sample")
         self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
         self.per_rank = math.ceil(n / world)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def _perm(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.per_rank * self.world, replacement=True,
+                                     generator=g)
         perm = torch.randperm(self.n, generator=g)
         reps = math.ceil(self.per_rank * self.world / self.n)
         return perm.repeat(reps)[: self.per_rank * self.world]
@@ -70,7 +77,7 @@ def training_stream(ds: CacheDataset | FolderDataset, cfg, device: torch.device,
     subsets of a batch itself). A :class:`~.folder.FolderDataset` (``data.source: folder``)
     gets a :class:`~.folder.FolderCollate` instead: its holes are read, not warped."""
     sampler = StreamSampler(len(ds), seed=seed, rank=rank, world=world,
-                            start=start_batch * cfg.data.batch_size)
+                            start=start_batch * cfg.data.batch_size, weights=ds.sample_weights())
     loader = make_loader(ds, sampler, pin_memory=torch.device(device).type == "cuda")
     if isinstance(ds, FolderDataset):        # a fixed dataset: its holes, iw3's augmentation
         return loader, FolderCollate(cfg.collate, device=device, seed=seed, rank=rank,

@@ -217,6 +217,11 @@ def describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs
                  len(train_recs), n_src(train_recs), len(val_recs), n_src(val_recs),
                  cfg.data.val_count if val_recs else 0, cfg.data.crop, cfg.data.crop_window,
                  cfg.data.batch_size)
+    if folder is None and train_recs:
+        n = len({r["source"] for r in train_recs})
+        log.info("sampling: %s (data.balance %s)", f"every one of the {n} sources equally often"
+                 if cfg.data.balance == "source" else "every cached frame alike",
+                 cfg.data.balance)
     if val_recs:
         held = sorted({r["rel"] for r in val_recs})
         log.info("held out for validation: %s%s", ", ".join(held[:8]),
