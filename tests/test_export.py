@@ -14,7 +14,7 @@ import inpaint_online.export.layout as export_layout
 from inpaint_online.cache import open_cache
 from inpaint_online.config import ConfigError, load_config
 from inpaint_online.errors import DataError
-from inpaint_online.export import export_dataset, read_sample
+from inpaint_online.export import export_dataset, plan_export, read_sample
 from inpaint_online.export.source_yield import SourceYield
 from inpaint_online.stream import CacheDataset, StreamSampler, WarpCollate, mix_seed, split_records
 
@@ -153,10 +153,23 @@ def test_export_cli(small_cache, tmp_path, capsys):
     main = cli_main()
     args = ["--quiet", f"data.cache_dir={small_cache}", "data.num_workers=0",
             "collate.min_hole_px=10", "data.val_fraction=0.25", "warp.level=3"]
-    assert main([*args, "--export-dir", str(tmp_path / "ex"), "--export-count", "3"]) == 0
+    assert main([*args, "--export-dir", str(tmp_path / "ex"), "--export-count", "3",
+                 "--export-eval-count", "8"]) == 0
     out = capsys.readouterr().out
     assert "exported 3 train + 8 eval samples (256x256, names io" in out and "samples/s" in out
+    assert out.strip().endswith("; iw3's trainer reads its eval split with --batch-size up to 8")
     assert read_export(tmp_path / "ex") == {"train": 3, "eval": 8}
+
+
+def test_the_default_eval_split_serves_iw3_batch_sizes_up_to_64():
+    """iw3 evaluates images in batches of its --batch-size (drop_last): 8 eval samples and
+    --batch-size 16 divide by zero there. Clips go one at a time."""
+    from inpaint_online.export.plan import default_eval_count
+    assert [default_eval_count(n, video=False) for n in (2, 640, 2000)] == [64, 64, 200]
+    assert [default_eval_count(n, video=True) for n in (2, 200)] == [8, 20]
+    cfg = load_config(None, ["data.clip_len=4"])
+    plan = plan_export(cfg, [], 4, 2, size=256, clip_len=16)       # 2 clips: enough for iw3
+    assert plan.eval_count == 2
 
 
 def test_iw3_method_export_records_its_method_and_layered_holes(small_cache, tmp_path):
@@ -181,7 +194,7 @@ def test_the_demo_configs_export_what_iw3_reads_with_no_extra_flags(config, cach
     out = tmp_path / "ex"
     assert cli_main()(["--config", str(root / config), f"data.cache_dir={cache_dir}",
                        "data.num_workers=0", "--export-dir", str(out), "--export-count", "2",
-                       "--quiet"]) == 0
+                       "--export-eval-count", "8", "--quiet"]) == 0
     counts = read_export(out)
     assert counts == {"train": 2, "eval": 8}
     (index,) = (out / "train").glob("*.index.jsonl")

@@ -101,7 +101,7 @@ def test_export_killed_at_random_moments_ends_like_an_uninterrupted_run(kind, re
     """Clips are assembled in .staging and renamed whole: a kill must never leave iw3 (which
     lists every folder) a partial clip, and the resumed export must equal the reference."""
     cache = request.getfixturevalue("small_cache" if kind == "images" else "clip_cache")
-    extra = (["--export-count", "24"] if kind == "images" else
+    extra = (["--export-count", "24", "--export-eval-count", "8"] if kind == "images" else
              ["data.clip_len=4", "data.val_fraction=0.5", "--export-count", "4",
               "--export-clip-len", "12"])
     args = lambda out: [f"data.cache_dir={cache}", f"run.out_dir={tmp_path}",  # noqa: E731

@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 
 from ..config import Config, ConfigError
 
-__all__ = ["ExportPlan", "plan_export", "default_size", "export_settings", "IW3_SIZE", "IW3_CLIP",
-           "IW3_EVAL", "DEFAULT_CLIP"]
+__all__ = ["ExportPlan", "plan_export", "default_size", "default_eval_count", "iw3_batch_note",
+           "export_settings", "IW3_SIZE", "IW3_CLIP", "IW3_EVAL", "DEFAULT_EVAL", "DEFAULT_CLIP"]
 
 
 IW3_SIZE = 256           # iw3's training crop: every stored sample must be at least this
 IW3_CLIP = 12            # frames iw3's video trainer takes from a clip folder
-IW3_EVAL = 8             # its eval batch size (drop_last): fewer samples give no batch at all
+IW3_EVAL = 8             # its default batch size: it evaluates images in batches of its
+                         # --batch-size with drop_last, so fewer samples give no batch at all
+                         # (clips one by one: any number works)
+DEFAULT_EVAL = 64        # images: the default eval split serves --batch-size up to 64
 DEFAULT_CLIP = 16        # what iw3's own video generator writes
 PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 
@@ -44,6 +47,20 @@ def default_size(records: list[dict], cfg: Config) -> int:
     return int(min(512, max(IW3_SIZE, allowed)) // 8 * 8)
 
 
+def default_eval_count(count: int, video: bool) -> int:
+    """``--export-eval-count``'s default: a tenth of ``count``, at least 64 images (iw3's
+    trainer evaluates images in batches of its ``--batch-size`` with drop_last: 64 serves
+    every batch size up to 64) or 8 clips (it evaluates clips one at a time)."""
+    return max(IW3_EVAL if video else DEFAULT_EVAL, count // 10)
+
+
+def iw3_batch_note(plan: "ExportPlan") -> str:
+    """What the eval split allows iw3's trainer: images need ``--batch-size`` <= eval samples."""
+    if plan.clip_len > 1 or not plan.eval_count:
+        return ""
+    return f"; iw3's trainer reads its eval split with --batch-size up to {plan.eval_count}"
+
+
 def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | None, *,
                 size: int | None = None, clip_len: int | None = None, prefix: str | None = None,
                 masked_input: bool = True, force: bool = False,
@@ -57,7 +74,7 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
         size=size if size is not None else default_size(records, cfg),
         clip_len=(clip_len if clip_len is not None else DEFAULT_CLIP) if video else 1,
         prefix="", count=count,
-        eval_count=max(IW3_EVAL, count // 10) if eval_count is None else eval_count)
+        eval_count=default_eval_count(count, video) if eval_count is None else eval_count)
     if not video and clip_len not in (None, 1):
         raise ConfigError("--export-clip-len is for video configs (data.clip_len > 1)")
     if plan.size < 16 or plan.clip_len < 1:
@@ -72,9 +89,9 @@ def plan_export(cfg: Config, records: list[dict], count: int, eval_count: int | 
         why.append(f"--export-clip-len {plan.clip_len} is below the {IW3_CLIP} frames iw3's video "
                    f"trainer takes from a clip (use {IW3_CLIP} or more; cache clips that long "
                    "with precompute_depth.py --clip-len)")
-    if plan.eval_count < IW3_EVAL:
+    if plan.eval_count < (1 if video else IW3_EVAL):
         why.append(f"--export-eval-count {plan.eval_count} is below iw3's eval batch of "
-                   f"{IW3_EVAL} (fewer samples give it no eval batch at all)")
+                   f"{1 if video else IW3_EVAL} (fewer samples give it no eval batch at all)")
     if why and not force:
         raise ConfigError("this export could not be read by iw3's inpainting trainer: "
                           + "; ".join(why) + ". Pass --export-force to write it anyway "

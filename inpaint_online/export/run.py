@@ -75,7 +75,7 @@ from .layout import (
     write_clip,
     write_sample,
 )
-from .plan import IW3_EVAL, ExportPlan, plan_export
+from .plan import IW3_EVAL, ExportPlan, iw3_batch_note, plan_export
 from .source_yield import SourceYield
 
 __all__ = ["export_dataset", "ExportSummary"]
@@ -111,7 +111,7 @@ class ExportSummary:
                 f"({shape}, names {p.prefix}_NNNNNNNN) to {out_dir}; {dropped} of {drawn} drawn "
                 f"({100 * dropped / max(drawn, 1):.1f}%) dropped with fewer than "
                 f"collate.min_hole_px hole pixels; {self.seconds:.1f} s, {self.rate:.1f} "
-                f"samples/s" + left)
+                f"samples/s" + left + iw3_batch_note(p))
 
 
 def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int | None = None,
@@ -119,7 +119,7 @@ def export_dataset(cfg: Config, out_dir: str | Path, count: int, eval_count: int
                    prefix: str | None = None, force: bool = False, threads: int = 8,
                    masked_input: bool = True, progress: bool = True,
                    min_yield: float = 0.25) -> ExportSummary:
-    """Write ``count`` training and ``eval_count`` (default: ``max(8, count // 10)``) held-out
+    """Write ``count`` training and ``eval_count`` (default: :func:`~.plan.default_eval_count`) held-out
     samples in iw3's layout. ``min_yield``: leave out sources that keep fewer than this share
     of their samples (0: none). See the module docstring and :func:`plan_export`."""
     out = writable_dir(out_dir, "--export-dir", "export", create=False)   # created after the checks

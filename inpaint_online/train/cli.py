@@ -31,7 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--export-dir", help="write generated pairs to DIR (iw3 layout) instead of training")
     ap.add_argument("--export-count", type=int, help="training samples to export (with --export-dir)")
     ap.add_argument("--export-eval-count", type=int,
-                    help="evaluation samples from the held-out sources (default: max(8, count / 10))")
+                    help="evaluation samples from the held-out sources (default: a tenth of "
+                    "--export-count, at least 64 images — iw3's trainer evaluates images in "
+                    "batches of its --batch-size — or 8 clips)")
     ap.add_argument("--export-size", type=int,
                     help="side of the stored samples (default: 512 where the frames allow it, "
                          "never below iw3's 256)")
