@@ -105,6 +105,37 @@ def test_dpt_loads_from_its_folder(tmp_path):
     np.testing.assert_allclose(b.predict(f, DepthRequest(None, "x", [0, 1])), reference(folder, f), atol=1e-5)
 
 
+def test_a_weights_file_that_does_not_fit_its_model_is_refused(tmp_path):
+    """Tensors the model computes with, missing from the file, would be random: refused with
+    one line. The unused ones (DPT's first fusion layer's residual unit, absent from Intel's
+    dpt-hybrid-midas file) are fine, and the maps are the same as with them."""
+    from safetensors.torch import load_file, save_file
+    folder = save_dpt(tmp_path / "dpt")
+    full = load_file(folder / "model.safetensors")
+    f = photos(1)
+    want = make_backend("hf", hf_model=str(folder)).predict(f, DepthRequest(None, "x", [0]))
+
+    def variant(name, tensors):
+        d = tmp_path / name
+        shutil.copytree(folder, d)
+        save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+        return str(d)
+    unused = {k: v for k, v in full.items() if "fusion_stage.layers.0.residual_layer1" not in k}
+    assert len(unused) == len(full) - 4
+    got = make_backend("hf", hf_model=variant("unused", unused)).predict(f, DepthRequest(None, "x", [0]))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    head = {k: v for k, v in full.items() if not k.startswith("head.")}
+    with pytest.raises(DepthSetupError, match=r"--hf-model .*missing: the weights file does not fit the "
+                       r"model of its config\.json — tensors the model computes with are missing: "
+                       rf"{len(full) - len(head)} \(head\.head\.0\.bias, \.\.\.\); download "
+                       r"the model folder again"):
+        make_backend("hf", hf_model=variant("missing", head))
+    extra = {**full, "neck.extra_layer.weight": torch.zeros(3)}
+    with pytest.raises(DepthSetupError, match=r"tensors the model has no place for: 1 "
+                                              r"\(neck\.extra_layer\.weight\)"):
+        make_backend("hf", hf_model=variant("extra", extra))
+
+
 def test_missing_folder_or_files_say_what_to_download(tmp_path, da_dir):
     with pytest.raises(DepthSetupError, match=r"--hf-model .*nope: no such folder; download one with "
                                               r"`huggingface-cli download <repo> --local-dir"):

@@ -83,6 +83,53 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def used_parameters(net: torch.nn.Module, processor) -> set[str]:
+    """The names of the parameters ``net``'s depth output depends on: one forward and
+    backward pass on a gray frame at the processor's size (a weight that gets no gradient
+    takes no part in the output)."""
+    px = processor(images=[np.full((64, 64, 3), 128, np.uint8)], return_tensors="pt")["pixel_values"]
+    was = net.training
+    net.train(False)
+    for p in net.parameters():
+        p.grad = None
+    with torch.enable_grad():
+        net(pixel_values=px.float()).predicted_depth.float().sum().backward()
+    used = {n for n, p in net.named_parameters() if p.grad is not None}
+    for p in net.parameters():
+        p.grad = None
+    net.train(was)
+    return used
+
+
+def check_loaded_weights(net: torch.nn.Module, info: dict, folder: Path, processor) -> None:
+    """Refuse a weights file that does not hold the model its config describes: tensors the
+    model computes with but the file lacks (left randomly initialised: the maps would be
+    noise, silently), tensors of the wrong shape, or tensors the model has no place for (a
+    file of another model: with a config of fewer layers than its weights, the extra ones
+    would be dropped). Missing weights the model never uses are fine — Intel's DPT-hybrid
+    MiDaS checkpoint lacks the first fusion layer's unused residual unit."""
+    def first(keys):
+        keys = sorted(keys)
+        return f"{len(keys)} ({keys[0]}{', ...' if len(keys) > 1 else ''})"
+    why = []
+    mismatched = [k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys") or []]
+    if mismatched:
+        why.append(f"tensors of the wrong shape: {first(mismatched)}")
+    unexpected = list(info.get("unexpected_keys") or [])
+    if unexpected:
+        why.append(f"tensors the model has no place for: {first(unexpected)}")
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        used = used_parameters(net, processor)
+        needed = [k for k in missing if k in used]
+        if needed:
+            why.append(f"tensors the model computes with are missing: {first(needed)}")
+    if why:
+        raise DepthSetupError(f"--hf-model {show(folder)}: the weights file does not fit the "
+                              f"model of its config.json — {'; '.join(why)}; download the model "
+                              "folder again (a file of another model or an incomplete copy)")
+
+
 class HFBackend(DepthBackend):
     """A ``transformers`` depth model from a local folder; batched, on ``device``, in
     ``dtype`` (``fp16``/``bf16`` on CUDA; CPU runs in fp32)."""
@@ -108,10 +155,12 @@ class HFBackend(DepthBackend):
         self.dtype_name = dtype
         try:
             self.processor = AutoImageProcessor.from_pretrained(str(self.dir), local_files_only=True)
-            net = AutoModelForDepthEstimation.from_pretrained(str(self.dir), local_files_only=True)
+            net, info = AutoModelForDepthEstimation.from_pretrained(
+                str(self.dir), local_files_only=True, output_loading_info=True)
         except Exception as e:  # noqa: BLE001 - any loading failure is a setup problem
             raise DepthSetupError(f"--hf-model {show(self.dir)}: cannot load the model "
                                   f"({type(e).__name__}: {one_line(e)})") from None
+        check_loaded_weights(net, info, self.dir, self.processor)
         self.family = net.config.model_type
         self.kind = output_kind(net.config, output)
         self.net = net.eval().to(self.device, DTYPES[dtype])
