@@ -57,8 +57,16 @@ def test_workers_make_the_same_cache_as_the_main_process(media, midas, tmp_path)
     assert (a.computed, b.computed, a.errors, b.errors) == (10, 10, [], [])
     ma, mb = maps(tmp_path / "w0"), maps(tmp_path / "w2")
     assert ma.keys() == mb.keys()
-    # one thread in a worker vs two in the main process: float sums in another order
-    assert max(np.abs(ma[k] - mb[k]).max() for k in ma) <= 2
+    # identical, not a unit apart: the frames are prepared on one thread wherever they are
+    # (upsampling rounds differently with the number of threads) and the model's batches
+    # are its own business (a frame's output does not depend on its batch neighbours)
+    assert all(np.array_equal(ma[k], mb[k]) for k in ma)
+    # the video alone: its frames share no pass with the photos' frames now
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(media / "phone.mp4", alone / "phone.mp4")
+    c = precompute([str(alone)], str(tmp_path / "v"), midas, workers=2, **kw)
+    assert c.computed == 6 and all(np.array_equal(ma[k], v) for k, v in maps(tmp_path / "v").items())
 
 
 def test_frames_of_different_files_share_a_batch_when_their_input_size_matches(media, midas, tmp_path):
@@ -74,9 +82,9 @@ def test_frames_of_different_files_share_a_batch_when_their_input_size_matches(m
                    batch_size=2, progress=False)
     assert s.computed == 6 and not s.errors
     # the 160x120 photos and the 176x144 clip's frames have the same net input (256x192):
-    # three photos and two frames in batches of 2, across files; the 90x150 photo alone
-    assert sorted(shapes) == sorted([(2, 3, 192, 256), (2, 3, 192, 256), (1, 3, 192, 256),
-                                     (1, 3, 256, 128)])
+    # three photos and two frames in batches of 2, across files; the 90x150 photo alone (a
+    # pass is always batch_size frames: the last frame repeats in a partial one)
+    assert sorted(shapes) == sorted([(2, 3, 192, 256)] * 3 + [(2, 3, 256, 128)])
     # batching does not change a map: each equals the model on that image alone
     m = maps(tmp_path / "c")
     img = np.asarray(Image.open(media / "coffee.png"))
@@ -113,7 +121,7 @@ def test_partly_filled_buckets_are_run_when_too_many_frames_wait(media, midas, t
     seen.clear()
     run(job, tasks, Sampling(max_frames=2), 4, 0, Progress(len(tasks), enabled=False), hold=1)
     job.writer.close()
-    assert len(seen) > unheld and max(seen) <= 2       # small batches, run as they came
+    assert len(seen) > unheld                          # small batches, run as they came
     assert job.summary.computed == ref.computed == 11 and not job.summary.errors
     a, b = maps(tmp_path / "ref"), maps(root)
     assert a.keys() == b.keys()
@@ -179,9 +187,9 @@ def test_torchrun_ranks_split_the_work_and_their_manifests_merge(media, tmp_path
     assert per_rank == expect and all(n > 0 for n in per_rank) and sum(per_rank) == frames
     one, two = maps(tmp_path / "one"), maps(tmp_path / "two")
     assert one.keys() == two.keys() and len(one) == frames
-    # the same computation (torchrun runs one thread per rank: float sums in another order
-    # shift values by a unit, and may flip a pixel across one of the fallback's layer steps)
-    assert all((np.abs(one[k] - two[k]) > 2).mean() < 1e-3 for k in one)
+    # the same maps, to the unit: torchrun runs one thread per rank, the single process
+    # two, and the frames are prepared and resized on one thread in both
+    assert all(np.array_equal(one[k], two[k]) for k in one)
 
 
 def test_torchrun_environment_gives_rank_world_and_local_rank(capsys, media, tmp_path, monkeypatch):

@@ -260,7 +260,14 @@ def run(job, tasks, sampling, batch_size: int, workers: int, progress,
         pending[key] -= batch_size - n
         t = time.perf_counter()
         try:
-            raws = np.split(job.backend.infer(torch.cat([c.x[a:z] for c, a, z in pieces]), key),
+            x = torch.cat([c.x[a:z] for c, a, z in pieces])
+            m = len(x)
+            if m < batch_size:
+                # every pass has the same shape: a frame's map then does not depend on which
+                # frames (of which files, workers, ranks) happened to share its pass — CPU
+                # kernels round differently for other batch sizes
+                x = torch.cat([x, x[-1:].expand(batch_size - m, *x.shape[1:])])
+            raws = np.split(job.backend.infer(x, key)[:m],
                             np.cumsum([z - a for _, a, z in pieces])[:-1])
         except Exception:   # noqa: BLE001 - find the chunk(s) the model fails on
             raws = []

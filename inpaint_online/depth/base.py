@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -86,13 +88,32 @@ class DepthBackend:
         raise NotImplementedError
 
 
+@contextlib.contextmanager
+def single_threaded():
+    """Run torch's CPU ops inside on one thread. Some kernels (bilinear and bicubic
+    upsampling) round differently with the number of threads that share the work, so a
+    frame prepared in a DataLoader worker (one thread), in the main process (all cores) or
+    in a torchrun rank would give maps a unit apart; on one thread everywhere they agree."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "bicubic") -> np.ndarray:
     """``(N, H, W, 3)`` uint8 → ``(N, 3, h, w)`` float32 in [0, 1], antialiased when
-    shrinking (CPU; one thread in a DataLoader worker)."""
+    shrinking (CPU, on one thread: the same numbers in a worker, the main process or a
+    torchrun rank)."""
     if not frames.flags.writeable:            # decoders hand out read-only buffers
         frames = frames.copy()
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x, size, mode=mode, align_corners=False,
-                          antialias=size[0] < x.shape[-2] or size[1] < x.shape[-1])
-    return x.clamp(0, 1).numpy()
+    with single_threaded():
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size, mode=mode, align_corners=False,
+                              antialias=size[0] < x.shape[-2] or size[1] < x.shape[-1])
+        return x.clamp(0, 1).numpy()

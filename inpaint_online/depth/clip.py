@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import normalise
+from .base import normalise, single_threaded
 
 __all__ = ["CLIP_PERCENTILES", "clip_span", "resize_normalised"]
 
@@ -21,8 +21,9 @@ def resize_normalised(depth: np.ndarray, w: int, h: int,
     clip (clamped: the percentiles leave the extreme 0.5 % outside)."""
     t = torch.from_numpy(np.asarray(depth, np.float32))[:, None]
     if t.shape[-2:] != (h, w):
-        t = F.interpolate(t, (h, w), mode="bilinear", align_corners=False,
-                          antialias=h < t.shape[-2] or w < t.shape[-1])
+        with single_threaded():     # the same units however the work was split
+            t = F.interpolate(t, (h, w), mode="bilinear", align_corners=False,
+                              antialias=h < t.shape[-2] or w < t.shape[-1])
     if span is None:
         # normalise again at the stored size, so every cached map spans exactly [0, 65535]
         return normalise(t[:, 0]).numpy()
