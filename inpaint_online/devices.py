@@ -10,14 +10,14 @@ from .errors import ConfigError
 __all__ = ["resolve_device", "amp_dtype"]
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, what: str = "run.device") -> torch.device:
     """``run.device`` as a device: ``auto`` is the rank's GPU where CUDA is available, else
     the CPU; a CUDA name on a machine without CUDA is a :class:`ConfigError`."""
     if name == "auto":
         name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name}: CUDA is not available on this machine")
+        raise ConfigError(f"{what}={name}: CUDA is not available on this machine")
     return dev
 
 

@@ -288,3 +288,16 @@ def test_the_summary_says_how_many_frames_each_video_gave(tmp_path):
     s = precompute([str(media)], str(tmp_path / "c"), FallbackBackend(), progress=False,
                    sampling=Sampling(max_frames=5), max_size=128)
     assert "  cached frames per source: 2 photos x 1; videos bikes.mp4 5" in s.table().splitlines()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_device_auto_is_the_default_and_cuda_without_cuda_is_one_line(media, tmp_path, capsys, caplog):
+    import logging
+    photo = str(media / "coffee.png")
+    with caplog.at_level(logging.INFO):
+        assert cli_main([photo, "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    assert any(r.getMessage().startswith("depth backend: fallback_lowquality") and
+               r.getMessage().endswith(" on cpu") for r in caplog.records)
+    assert cli_main([photo, "--cache-dir", str(tmp_path / "d"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "precompute_depth.py: error: --device=cuda: CUDA is not available on this machine")

