@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .depth import read_map, to_inverse_depth
@@ -117,13 +118,14 @@ def _ramp(n: int, overlap: int, device) -> torch.Tensor:
 @torch.no_grad()
 def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
             depth: torch.Tensor | None = None, *, view: str = "right", tile: int = 1024,
-            overlap: int = 64) -> torch.Tensor:
+            overlap: int = 64, progress: str | None = None) -> torch.Tensor:
     """Fill the holes of ``x`` ``(B, 3, H, W)`` where ``mask`` ``(B, 1, H, W)`` is 1 (or of
     clips ``(B, T, 3, H, W)`` with a temporal model).
 
     Any size: images larger than ``tile`` are processed in overlapping tiles blended with
     linear ramps (bounded memory; the model pads each tile itself). Returns the composite:
-    known pixels unchanged, holes from the model.
+    known pixels unchanged, holes from the model. ``progress``: a progress bar with this
+    title over the tiles (shown when there are several).
     """
     if view not in ("left", "right"):
         raise ValueError(f"view must be 'left' or 'right', got {view!r}")
@@ -139,13 +141,14 @@ def inpaint(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor,
     h, w = x.shape[-2:]
     pred = torch.zeros_like(x)
     weight = torch.zeros(h, w, device=x.device)
-    for y0 in _starts(h, tile, overlap):
-        for x0 in _starts(w, tile, overlap):
-            sl = (..., slice(y0, y0 + tile), slice(x0, x0 + tile))
-            p = model(x[sl], mask[sl], d[sl] if d is not None else None).float()
-            wt = _ramp(p.shape[-2], overlap, x.device)[:, None] * _ramp(p.shape[-1], overlap, x.device)[None]
-            pred[sl] += p * wt
-            weight[sl] += wt
+    corners = [(y0, x0) for y0 in _starts(h, tile, overlap) for x0 in _starts(w, tile, overlap)]
+    for y0, x0 in tqdm(corners, desc=progress, unit="tile", leave=False, dynamic_ncols=True,
+                       disable=progress is None or len(corners) < 2):
+        sl = (..., slice(y0, y0 + tile), slice(x0, x0 + tile))
+        p = model(x[sl], mask[sl], d[sl] if d is not None else None).float()
+        wt = _ramp(p.shape[-2], overlap, x.device)[:, None] * _ramp(p.shape[-1], overlap, x.device)[None]
+        pred[sl] += p * wt
+        weight[sl] += wt
     out = composite(x, mask, (pred / weight).clamp(0, 1))
     return out.flip(-1) if view == "left" else out
 
@@ -230,12 +233,12 @@ def load_fill(checkpoint: str | None, fill: str, device, tool: str):
 
 def fill_holes(model: torch.nn.Module | None, fill: str, x: torch.Tensor, mask: torch.Tensor,
                depth: torch.Tensor | None = None, *, view: str = "right",
-               tile: int = 1024) -> torch.Tensor:
+               tile: int = 1024, progress: str | None = None) -> torch.Tensor:
     """:func:`inpaint` with ``model`` (``fill="model"``) or :func:`background_fill`
     (``fill="background"``)."""
     if fill == "background":
         return background_fill(x, mask, depth, view=view)
-    return inpaint(model, x, mask, depth, view=view, tile=tile)
+    return inpaint(model, x, mask, depth, view=view, tile=tile, progress=progress)
 
 
 def needs_depth(model: torch.nn.Module) -> bool:
@@ -248,7 +251,7 @@ def needs_depth(model: torch.nn.Module) -> bool:
 def render_stereo(model: torch.nn.Module | None, image: torch.Tensor, depth: torch.Tensor,
                   divergence: float, convergence: float, *, mode: str = "bilinear",
                   closing: tuple[int, int] | None = (5, 5), tile: int = 1024,
-                  clip: bool = False, fill: str = "model") -> dict:
+                  clip: bool = False, fill: str = "model", progress: bool = False) -> dict:
     """Left and right views of ``image`` ``(N, 3, H, W)`` by ``depth`` ``(N, 1, H, W)``
     (inverse depth in [0, 1]), disocclusions filled by ``model`` (``fill="background"``: by
     the background push-pull fill, no model needed). ``clip=True``: the N images are
@@ -265,11 +268,13 @@ def render_stereo(model: torch.nn.Module | None, image: torch.Tensor, depth: tor
                                  fill="background")
         if closing is not None and tuple(closing) != (0, 0):
             hole = close_mask(hole, tuple(closing))
+        bar = f"fill the {view} view" if progress else None
         if clip:
             out[view] = fill_holes(model, fill, warped[None], hole.float()[None], wdepth[None],
-                                   view=view, tile=tile)[0]
+                                   view=view, tile=tile, progress=bar)[0]
         else:
-            out[view] = fill_holes(model, fill, warped, hole.float(), wdepth, view=view, tile=tile)
+            out[view] = fill_holes(model, fill, warped, hole.float(), wdepth, view=view, tile=tile,
+                                   progress=bar)
         out[f"{view}_hole"], out[f"{view}_warped"] = hole, warped
     out["sbs"] = torch.cat([out["left"], out["right"]], dim=-1)
     return out

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "to_uint8", "depth_picture",
+__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "fit_width", "to_uint8", "depth_picture",
            "sample_label", "save_sheet"]
 
 HOLE = np.array([255, 0, 255], np.float32)      # magenta: rare in photos, visible on dark content
@@ -58,16 +58,32 @@ def error_tile(pred: np.ndarray, target: np.ndarray, gain: float = 4.0) -> np.nd
     return np.repeat(e[..., None], 3, -1)
 
 
-def zoom_on_holes(tiles: list[np.ndarray], hole: np.ndarray, factor: int = 4) -> list[np.ndarray]:
-    """The same window of every tile around where the holes are densest (a ``1/factor`` side
-    window, chosen by an integral image), enlarged ``factor`` times (nearest)."""
+def zoom_on_holes(tiles: list[np.ndarray], hole: np.ndarray, factor: int = 4,
+                  side: int | None = None) -> list[np.ndarray]:
+    """The same window of every tile where the holes are densest, enlarged ``factor`` times
+    (nearest). The window (``side`` px, default a ``1/factor`` of the short side) is found by
+    an integral image and then centred on the holes it holds, so they sit in the middle of
+    the zoom, not at its edge."""
     h, w = hole.shape
-    s = max(4, min(h, w) // factor)
+    s = max(4, min(h, w, side or min(h, w) // factor))
     ii = np.pad(hole.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     sums = ii[s:, s:] - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
     y, x = np.unravel_index(int(sums.argmax()), sums.shape)
-    return [np.kron(t[y:y + s, x:x + s], np.ones((factor, factor, 1), np.uint8))[:h, :w]
-            for t in tiles]
+    ys, xs = np.nonzero(hole[y:y + s, x:x + s])
+    if len(ys):                              # centre on the holes' middle, inside the frame
+        y = int(np.clip(y + (ys.min() + ys.max()) // 2 - s // 2, 0, h - s))
+        x = int(np.clip(x + (xs.min() + xs.max()) // 2 - s // 2, 0, w - s))
+    zooms = [np.kron(t[y:y + s, x:x + s], np.ones((factor, factor, 1), np.uint8)) for t in tiles]
+    return zooms if side else [z[:h, :w] for z in zooms]
+
+
+def fit_width(img: np.ndarray, max_width: int) -> np.ndarray:
+    """``img`` scaled down (area filter) to at most ``max_width`` px wide."""
+    if img.shape[1] <= max_width:
+        return img
+    f = max_width / img.shape[1]
+    size = (max_width, max(1, round(img.shape[0] * f)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BOX))
 
 
 def sample_label(name: str, rec: dict | None, hole: np.ndarray, *extra: str) -> str:

