@@ -27,7 +27,7 @@ from .errors import describe, show
 from .fsutil import check_output_file, save_image
 from .inference import load_depth_file
 from .media import MediaError, load_image
-from .pictures import hole_overlay
+from .pictures import hole_overlay, with_legend
 from .warp import MASK_METHODS, occlusion_mask
 
 __all__ = ["make_mask", "overlay", "main"]
@@ -79,7 +79,9 @@ def main(argv=None) -> int:
         mask = make_mask(depth, args.divergence, args.convergence, args.view,
                          method=args.method, closing=args.closing)
         save_image(out, mask.astype(np.uint8) * 255)
-        save_image(side, overlay(rgb, mask))
+        save_image(side, with_legend(overlay(rgb, mask), (
+            f"holes magenta: {args.view} view, divergence {args.divergence}%, convergence "
+            f"{args.convergence}, {args.method}, {100 * mask.mean():.2f}% of the image")))
     except (MediaError, ValueError, OSError) as e:
         print(f"masks: error: {describe(e)}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "fit_width", "to_uint8", "depth_picture",
+__all__ = ["sheet", "hole_overlay", "error_tile", "zoom_on_holes", "fit_width", "with_legend", "to_uint8", "depth_picture",
            "sample_label", "save_sheet"]
 
 HOLE = np.array([255, 0, 255], np.float32)      # magenta: rare in photos, visible on dark content
@@ -96,6 +96,24 @@ def sample_label(name: str, rec: dict | None, hole: np.ndarray, *extra: str) -> 
                 f"div {rec['divergence']:.1f}% conv {rec['convergence']:.2f}")
     return ", ".join(v for v in (name, *extra[:1], *warp,
                                  f"holes {100 * hole.mean():.1f}%", *extra[1:]) if v)
+
+
+def with_legend(img: np.ndarray, text: str, depth_scale: bool = False) -> np.ndarray:
+    """``img`` with a white strip under it that says what it shows (``text``); with
+    ``depth_scale`` also the colour scale of :func:`depth_picture`, far to near."""
+    h, w = img.shape[:2]
+    bar_w = min(200, w // 3) if depth_scale else 0
+    out = Image.new("RGB", (w, h + TITLE_H + 4), (255, 255, 255))
+    out.paste(Image.fromarray(np.ascontiguousarray(img)), (0, 0))
+    draw = ImageDraw.Draw(out)
+    draw.text((2, h + 2), text, fill=(0, 0, 0))
+    if bar_w >= 40:
+        ramp = depth_picture(np.tile(np.linspace(0, 1, bar_w - 56, dtype=np.float32), (TITLE_H - 4, 1)))
+        x0 = w - bar_w
+        draw.text((x0, h + 2), "far", fill=(0, 0, 0))
+        out.paste(Image.fromarray(ramp), (x0 + 22, h + 4))
+        draw.text((w - 30, h + 2), "near", fill=(0, 0, 0))
+    return np.asarray(out)
 
 
 def save_sheet(path, rows: list[tuple[str, list[np.ndarray]]], columns: list[str]) -> None:

@@ -278,8 +278,9 @@ def test_list_and_show_look_into_a_cache(media, tmp_path, capsys):
     m = Manifest(cache)
     rec = next(r for r in m.samples() if r["rel"] == "sub/phone.mp4" and r["frame"] == 0)
     d = read_depth(m.depth_path(rec)).astype(np.int64)
-    rgb = np.asarray(Image.open(pic)).astype(np.int64)
-    assert rgb.shape == (*d.shape, 3)
+    full = np.asarray(Image.open(pic)).astype(np.int64)
+    rgb = full[:d.shape[0]]                        # the picture, then its legend strip
+    assert full.shape == (d.shape[0] + 18, d.shape[1], 3) and (full[d.shape[0]:] < 255).any()
     brightness = rgb.sum(-1)                       # the ramp is monotone: near = bright
     order = np.argsort(d.ravel())
     assert np.all(np.diff(brightness.ravel()[order]) >= -1)

@@ -28,7 +28,8 @@ def test_masks_cli_writes_the_training_mask_and_an_overlay(tmp_path, capsys):
     want = occlusion_mask(depth, 5.0, 0.5, "right", (5, 5))[0, 0].numpy()
     assert np.array_equal(got, want) and 0.002 < got.mean() < 0.1
     ov = np.array(Image.open(tmp_path / "m_overlay.png"))
-    magenta = (ov == (255, 0, 255)).all(-1)
+    assert ov.shape[0] == got.shape[0] + 18                 # the picture, then its legend
+    magenta = (ov[:got.shape[0]] == (255, 0, 255)).all(-1)
     assert np.array_equal(magenta, got)
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{img}: {int(got.sum())} hole pixels (") and "right view" in line

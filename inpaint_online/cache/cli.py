@@ -276,7 +276,7 @@ def _inspect(args) -> int:
     """``--list`` and ``--show``: look into a cache without changing it."""
     from ..errors import show
     from ..fsutil import check_output_file, save_image
-    from ..pictures import depth_picture
+    from ..pictures import depth_picture, with_legend
     from .store import DEPTH_SCALE, Manifest, load_cached_depth
     root = Path(args.cache_dir)
     try:
@@ -307,7 +307,9 @@ def _inspect(args) -> int:
             raise ConfigError(f"{show(root / rec['depth_file'])}: the cached depth of "
                               f"{show(rec['source'])}{frame} is unusable ({why}); run: "
                               f"precompute_depth.py --cache-dir {show(root)} --verify --repair") from None
-        save_image(args.out, depth_picture(d.astype(np.float32) / DEPTH_SCALE))
+        save_image(args.out, with_legend(
+            depth_picture(d.astype(np.float32) / DEPTH_SCALE),
+            f"{rec['rel']}{frame}: depth ({rec['backend']}), bright = near", depth_scale=True))
         print(f"{show(rec['source'])}{frame}: {d.shape[1]}x{d.shape[0]} depth "
               f"({rec['backend']}) -> {show(args.out)} (bright = near)")
         return 0
