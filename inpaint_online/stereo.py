@@ -319,10 +319,12 @@ def video_main(args) -> int:
                 audio.copy()
         tmp.replace(out_path)
     except (MediaError, DepthSetupError, ValueError, OSError) as e:
+        bar.close()
         tmp.unlink(missing_ok=True)
         print(f"stereo: error: {describe(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        bar.close()
         tmp.unlink(missing_ok=True)
         print(f"stereo: interrupted; nothing was written to {show(out_path)}", file=sys.stderr)
         return 130

