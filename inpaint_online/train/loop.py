@@ -99,17 +99,7 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     device = resolve_device(cfg.run.device, local)
     run = RunDir(cfg, main)
     run.check(resume)
-    folder = cfg.data.source == "folder"
-    val_from = validation_source(cfg)
-    manifest = (open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
-                if not folder or val_from == "cache" else None)
-    train_recs, val_recs = (split_records(manifest.samples(), cfg.data.val_fraction,
-                                          cfg.data.val_sources)
-                            if manifest is not None else ([], []))
-    if folder:                     # a fixed dataset: the same training, its samples read
-        ds = FolderDataset(split_folder(cfg.data.folder, "train"), cfg.data, train=True)
-        val_ds = (FolderDataset(split_folder(cfg.data.folder, "eval"), cfg.data, train=False)
-                  if val_from == "folder" else None)
+    manifest, ds, val_ds, train_recs, val_recs = _datasets(cfg)
     trainer = Trainer(cfg, device, ddp_rank=rank if ddp else None)
     start, best = restore(trainer, cfg, run.last, resume, main)
     if start >= cfg.train.steps:
@@ -119,20 +109,14 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
         return TrainResult(step=start, model=trainer.model, run_dir=None)
     if main:
         describe_run(cfg, device, world, trainer, train_recs, val_recs, run.path,
-                     folder=ds if folder else None, val_folder=val_ds if folder else None)
+                     folder=ds if isinstance(ds, FolderDataset) else None, val_folder=val_ds)
     run.prepare()
     accum, bs = cfg.train.accum_steps, cfg.data.batch_size
-    if not folder:
-        ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
     loader, collate = training_stream(ds, cfg, device, seed=cfg.run.seed, rank=rank, world=world,
                                       start_batch=start * accum)
-    if not main:
-        val_batches = []
-    elif folder and val_from == "folder":
-        val_batches = folder_validation_batches(cfg, val_ds, device)
-    else:
-        val_batches = validation_batches(cfg, manifest, val_recs, device)
-    val = Validation(cfg, trainer, val_batches, run, best)
+    val = Validation(cfg, trainer, (folder_validation_batches(cfg, val_ds, device) if val_ds
+                                    else validation_batches(cfg, manifest, val_recs, device))
+                     if main else [], run, best)
     if val and not any(bool(b.mask.any()) for b in val.batches):
         log.warning("the %d validation samples have no hole pixels at all: psnr_hole and "
                     "ssim_hole are undefined (NaN) and best.pt follows them blindly. Raise "
@@ -211,6 +195,27 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
     if step < stop:
         result.stopped = "time" if timed_out else sigterm.reason
     return result
+
+
+def _datasets(cfg: Config):
+    """``(manifest, train dataset, held-out fixed dataset, training records, held-out
+    records)``: the cache's (``data.source: stream``), or a fixed dataset's training split
+    with the cache's held-out records (``data.val_from`` cache) or its own eval split
+    (folder; then the manifest and the records are None and empty)."""
+    folder = cfg.data.source == "folder"
+    val_from = validation_source(cfg)
+    manifest = (open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
+                if not folder or val_from == "cache" else None)
+    train_recs, val_recs = (split_records(manifest.samples(), cfg.data.val_fraction,
+                                          cfg.data.val_sources)
+                            if manifest is not None else ([], []))
+    if not folder:
+        ds = CacheDataset(manifest, train_recs, cfg.data, train=True)
+        return manifest, ds, None, train_recs, val_recs
+    ds = FolderDataset(split_folder(cfg.data.folder, "train"), cfg.data, train=True)
+    val_ds = (FolderDataset(split_folder(cfg.data.folder, "eval"), cfg.data, train=False)
+              if val_from == "folder" else None)
+    return manifest, ds, val_ds, train_recs, val_recs
 
 
 def validation_source(cfg: Config) -> str:
