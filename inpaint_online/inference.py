@@ -21,6 +21,7 @@ from .errors import show
 from .iw3net import NunifFileError, is_nunif_model_file, load_nunif_model
 from .media import MediaError
 from .models import ModelConfig, background_pushpull_fill, build_model, composite
+from .stream import orientation_depth
 from .warp import close_mask, forward_warp
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,8 @@ def background_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor | N
         depth = depth.flatten(0, 1) if depth is not None else None
     m = (mask > 0).to(x.dtype)
     if depth is None:
-        w = x.shape[-1]
-        ramp = torch.linspace(1.0, 0.0, w, device=x.device).view(1, 1, 1, w)
-        depth = (ramp.flip(-1) if view == "left" else ramp).expand(x.shape[0], 1, *x.shape[-2:])
+        depth = orientation_depth(x.shape[0], *x.shape[-2:], x.device)
+        depth = depth.flip(-1) if view == "left" else depth
     out = composite(x, m, background_pushpull_fill(x * (1 - m), m, depth * (1 - m)))
     return out.view(shape)
 
