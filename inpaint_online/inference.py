@@ -178,29 +178,44 @@ def background_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor | N
 
 def validation_scores(data: dict) -> dict | None:
     """What the run's validation measured for the weights of checkpoint contents ``data``:
-    ``{"metric", "model", "background"}`` (the same samples), or None when the file does not
-    say (a nunif model file, a checkpoint of a step that was not validated, or one made
-    before checkpoints kept the classical scores)."""
+    ``{"metric", "model", "background"}`` (the same samples; with ``data.val_layered`` also
+    ``layered_model`` and ``layered_background``, the layered set's), or None when the file
+    does not say (a nunif model file, a checkpoint of a step that was not validated, or one
+    made before checkpoints kept the classical scores)."""
     best = data.get("best") if isinstance(data, dict) else None
     if not isinstance(best, dict):
         return None
+    v = _score_of(best, data)
     bg = (best.get("classical_scores") or {}).get(BACKGROUND)
-    step = data.get("step")
-    if data.get("weights") == "ema":
-        v = best.get("ema_value") if best.get("ema_step") == step else None
-    elif best.get("step") == step:
-        v = best.get("value")
-    else:
-        latest = best.get("latest") or {}
-        v = latest.get("value") if latest.get("step") == step else None
     if bg is None or v is None:
         return None
-    return {"metric": best.get("metric") or "psnr_hole", "model": float(v), "background": float(bg)}
+    out = {"metric": best.get("metric") or "psnr_hole", "model": float(v), "background": float(bg)}
+    lay = best.get("layered")
+    if isinstance(lay, dict):
+        vl = _score_of(lay, data, best)
+        bgl = (lay.get("classical_scores") or {}).get(BACKGROUND)
+        if vl is not None and bgl is not None:
+            out.update(layered_model=float(vl), layered_background=float(bgl))
+    return out
+
+
+def _score_of(rec: dict, data: dict, best: dict | None = None) -> float | None:
+    """The score ``rec`` (a validation set's record) holds for the checkpoint's weights: the
+    best step's, the EMA's, or the latest validated step's."""
+    best = best if best is not None else rec
+    step = data.get("step")
+    if data.get("weights") == "ema":
+        return rec.get("ema_value") if best.get("ema_step") == step else None
+    if best.get("step") == step:
+        return rec.get("value")
+    latest = rec.get("latest") or {}
+    return latest.get("value") if latest.get("step") == step else None
 
 
 def choose_fill(fill: str, data: dict | None) -> tuple[str, str]:
     """``("model" | "background", the line that says why)`` for ``--fill fill``: ``auto`` takes
-    whichever the checkpoint's validation scored higher on the same held-out samples."""
+    whichever the checkpoint's validation scored higher on the same held-out samples (with a
+    layered validation set too, the model only where it scored higher on both)."""
     if fill not in FILLS:
         raise ValueError(f"--fill must be one of {', '.join(FILLS)}, got {fill!r}")
     if fill != "auto":
@@ -210,10 +225,15 @@ def choose_fill(fill: str, data: dict | None) -> tuple[str, str]:
         return "model", ("fill: model (--fill auto: the checkpoint carries no validation score "
                          "of the background fill to compare with; --fill background uses it)")
     unit = " dB" if s["metric"].startswith("psnr") else ""
-    kind = "model" if s["model"] >= s["background"] else "background"
-    return kind, (f"fill: {kind} (--fill auto: on the run's held-out samples the model scored "
-                  f"{s['metric']} {s['model']:.2f}{unit}, the background push-pull fill "
-                  f"{s['background']:.2f}{unit})")
+    wins = s["model"] >= s["background"]
+    said = (f"on the run's held-out samples the model scored {s['metric']} "
+            f"{s['model']:.2f}{unit}, the background push-pull fill {s['background']:.2f}{unit}")
+    if "layered_model" in s:
+        wins = wins and s["layered_model"] >= s["layered_background"]
+        said += (f"; on its layered samples {s['layered_model']:.2f}{unit} and "
+                 f"{s['layered_background']:.2f}{unit}")
+    kind = "model" if wins else "background"
+    return kind, f"fill: {kind} (--fill auto: {said})"
 
 
 def load_fill(checkpoint: str | None, fill: str, device, tool: str):

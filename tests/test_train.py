@@ -564,3 +564,57 @@ def test_tensorboard_keeps_rising_scores_apart_from_falling_losses():
     from inpaint_online.train.rundir import tb_tag
     assert tb_tag("train", "ssim") == "train_score/ssim_around_holes"
     assert tb_tag("train", "hole_l1") == "loss/hole_l1" and tb_tag("val", "ssim_hole") == "score/ssim_hole"
+
+
+def test_a_layered_validation_set_picks_best_pt_by_the_weaker_margin(small_cache, tmp_path, capsys):
+    """data.val_layered: a second, all-layered validation set is scored at every validation
+    step with its own references, and best.pt is the step whose weaker margin over the two
+    sets' best classical fills is largest (not the plain score's best step)."""
+    import math
+
+    from inpaint_online.train.cli import main
+    base = [f"data.cache_dir={small_cache}", f"run.out_dir={tmp_path}", "run.device=cpu",
+            "data.crop=48", "data.num_workers=0", "data.batch_size=4", "data.val_count=4",
+            "data.val_fraction=0.5", "model.channels=8", "model.levels=2", "model.blocks=0",
+            "model.dilations=[2]", "model.prefill=dual", "train.steps=4", "train.val_every=1",
+            "train.ckpt_every=1", "optim.lr=0.01", "optim.warmup_steps=1", "train.ema_decay=0.5"]
+    assert main(["--quiet", "run.name=l", "data.val_layered=true", *base]) == 0
+    out, _ = capsys.readouterr()
+    rows = [json.loads(line) for line in (tmp_path / "l" / "metrics.jsonl").read_text().splitlines()]
+    plain = {r["step"]: r["psnr_hole"] for r in rows if r["kind"] == "val"}
+    lay = {r["step"]: r["psnr_hole"] for r in rows if r["kind"] == "val_layered"}
+    assert sorted(plain) == sorted(lay) == [0, 1, 2, 3, 4]
+    ck = load_checkpoint(tmp_path / "l" / "checkpoints" / "best.pt")
+    b = ck["best"]
+    L = b["layered"]
+    assert L["classical_name"] == max(L["classical_scores"], key=L["classical_scores"].get)
+    assert L["first_guess"] == lay[0] and b["first_guess"] == plain[0]
+    margin = {s: min(plain[s] - b["classical"], lay[s] - L["classical"]) for s in plain}
+    want = max(sorted(margin), key=lambda s: margin[s])       # the first of equal ones
+    assert ck["step"] == b["step"] == L["step"] == want
+    assert math.isclose(b["margin"], margin[want]) and b["value"] == plain[want]
+    assert L["value"] == lay[want] and L["latest"] == {"step": want, "value": lay[want]}
+    last = load_checkpoint(tmp_path / "l" / "checkpoints" / "last.pt")["best"]
+    assert last["layered"]["latest"] == {"step": 4, "value": lay[4]}
+    assert max(plain, key=plain.get) != want          # the plain score alone picks another
+    # the two sets are different samples: layered ones have a cut-out in front
+    assert plain[0] != lay[0]
+    assert "; layered samples" in out and f"step {want}," in out
+    # the EMA is chosen the same way, on its own scores
+    ema = {r["step"]: r["psnr_hole"] for r in rows if r["kind"] == "val_ema"}
+    ema_l = {r["step"]: r["psnr_hole"] for r in rows if r["kind"] == "val_layered_ema"}
+    em = {s: min(ema[s] - b["classical"], ema_l[s] - L["classical"]) for s in ema}
+    assert last["ema_step"] == max(sorted(em), key=lambda s: em[s])
+    assert math.isclose(last["ema_margin"], max(em.values()))
+    # stereo --fill auto reads both sets: the model only where it won both
+    from inpaint_online.inference import choose_fill
+    kind, line = choose_fill("auto", ck)
+    bg = "background push-pull"
+    won = b["value"] >= b["classical_scores"][bg] and L["value"] >= L["classical_scores"][bg]
+    assert kind == ("model" if won else "background") and "on its layered samples" in line
+    # a run validating on a fixed dataset's eval split has no depth to layer
+    with pytest.raises(ConfigError, match="data.val_layered makes layered samples from the depth cache"):
+        from inpaint_online.train.loop import _datasets
+        _datasets(tiny_config(small_cache, tmp_path, "data.source=folder",
+                              f"data.folder={tmp_path}", "data.val_from=folder",
+                              "data.val_layered=true"))

@@ -85,6 +85,10 @@ class DataConfig:
                                           # shift, in % of the frame width, makes wider holes
     val_composite_p: float = 0.0          # the same for validation samples (cut-outs from the
                                           # held-out sources): holes with real geometry
+    val_layered: bool = False             # also score a second validation set, all layered
+                                          # (val_composite_p 1); best.pt is then the step
+                                          # whose weaker margin over the two sets' best
+                                          # classical fills is largest
     balance: str = "source"               # source: every source drawn equally often (a long
                                           # video's frames share one source's share); frame:
                                           # every cached frame (or clip) alike

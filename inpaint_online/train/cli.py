@@ -149,8 +149,12 @@ def _warning(best: dict) -> str:
     if best.get("step") == 0:
         what = "no step scored above the untrained model: best.pt is the untrained model"
     else:
-        what = "the best model is not better than the best classical fill"
+        what = ("the best model is not better than the best classical fill"
+                + (" on both validation sets" if best.get("layered") else ""))
+    lay = best.get("layered")
+    also = (f"; layered samples {lay['value']:.3f}, first guess {lay['first_guess']:.3f}, "
+            f"'{lay['classical_name']}' {lay['classical']:.3f}" if lay else "")
     return (f"WARNING: {what} (validation {best['metric']} {best['value']:.3f}, first guess "
-            f"{best['first_guess']:.3f}, '{best['classical_name']}' {best['classical']:.3f}); "
-            "a classical fill serves you better than this model — train longer, on more "
-            "data, or from other weights (train.init_from)")
+            f"{best['first_guess']:.3f}, '{best['classical_name']}' {best['classical']:.3f}"
+            f"{also}); a classical fill serves you better than this model — train longer, on "
+            "more data, or from other weights (train.init_from)")

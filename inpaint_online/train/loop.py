@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..cache import has_cache, open_cache
-from ..config import Config
+from ..config import Config, ConfigError
 from ..devices import resolve_device
 from ..stream import (
     CacheDataset,
@@ -48,7 +48,12 @@ from .rundir import (
     image_grid,
 )
 from .trainer import Trainer, restore
-from .validation import Validation, folder_validation_batches, validation_batches
+from .validation import (
+    Validation,
+    folder_validation_batches,
+    layered_validation_batches,
+    validation_batches,
+)
 
 __all__ = ["train", "TrainResult", "validation_source"]
 
@@ -116,7 +121,9 @@ def _run(cfg: Config, resume: bool, progress: bool, rank: int, world: int,
                                       start_batch=start * accum)
     val = Validation(cfg, trainer, (folder_validation_batches(cfg, val_ds, device) if val_ds
                                     else validation_batches(cfg, manifest, val_recs, device))
-                     if main else [], run, best)
+                     if main else [], run, best,
+                     layered=layered_validation_batches(cfg, manifest, val_recs, device)
+                     if main and cfg.data.val_layered else None)
     if val and not any(bool(b.mask.any()) for b in val.batches):
         log.warning("the %d validation samples have no hole pixels at all: psnr_hole and "
                     "ssim_hole are undefined (NaN) and best.pt follows them blindly. Raise "
@@ -204,6 +211,10 @@ def _datasets(cfg: Config):
     (folder; then the manifest and the records are None and empty)."""
     folder = cfg.data.source == "folder"
     val_from = validation_source(cfg)
+    if cfg.data.val_layered and val_from == "folder":
+        raise ConfigError(f"data.val_layered makes layered samples from the depth cache, and "
+                          f"this run validates on {cfg.data.folder}/eval (no depth): set "
+                          "data.val_from cache with a data.cache_dir, or data.val_layered false")
     manifest = (open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
                 if not folder or val_from == "cache" else None)
     train_recs, val_recs = (split_records(manifest.samples(), cfg.data.val_fraction,
@@ -281,6 +292,13 @@ class _StopFlag:
 
 def _warn_few_holes(row: dict, step: int, cfg: Config) -> bool:
     """Warn (once per run: the caller keeps the answer) when most of a batch has few holes."""
+    if row["few_holes"] > 0.5 and cfg.data.source == "folder":
+        log.warning("step %d: %.0f%% of the batch has fewer than collate.min_hole_px=%d hole "
+                    "pixels per frame: the fixed dataset's holes are small in these %d-px "
+                    "crops. Export with larger shifts (warp.level) or train with a larger "
+                    "data.crop; collate.min_hole_px only sets this warning's threshold here",
+                    step, 100 * row["few_holes"], cfg.collate.min_hole_px, cfg.data.crop)
+        return True
     if row["few_holes"] > 0.5:
         log.warning("step %d: %.0f%% of the batch has fewer than collate.min_hole_px=%d hole "
                     "pixels per frame: the shifts are small for these frames. Raise warp.level "

@@ -130,6 +130,8 @@ def tb_tag(kind: str, key: str) -> str:
     set) apart from losses, the optimiser, throughput and the data's hole statistics."""
     if kind == "val":
         return f"score/{key}"
+    if kind == "val_layered":          # data.val_layered's second set
+        return f"score_layered/{key}"
     if key in ("samples_per_s", "data_wait_fraction"):
         return f"perf/{key}"
     if key in ("hole_fraction", "few_holes"):
@@ -226,6 +228,11 @@ def describe_run(cfg: Config, device, world: int, trainer: "Trainer", train_recs
         held = sorted({r["rel"] for r in val_recs})
         log.info("held out for validation: %s%s", ", ".join(held[:8]),
                  f" and {len(held) - 8} more" if len(held) > 8 else "")
+        if cfg.data.val_layered:
+            log.info("validation also on %d layered samples of these sources (data.val_layered: "
+                     "a cut-out pasted in front, the true background behind the holes); best.pt "
+                     "is the step with the largest weaker margin over the two sets' best "
+                     "classical fills", cfg.data.val_count)
     params = sum(p.numel() for p in trainer.model.parameters())
     log.info("model %s: %.2fM parameters", cfg.model.kind, params / 1e6)
     backends = sorted({r.get("backend", "?") for r in (*train_recs, *val_recs)})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -17,8 +18,9 @@ from ..stream import Batch, CacheDataset, FolderCollate, FolderDataset, WarpColl
 from .rundir import RunDir, batch_names, image_grid
 from .trainer import Trainer
 
-__all__ = ["validation_batches", "folder_validation_batches", "hole_texture", "pick_in_turns", "evaluate", "classical_scores",
-           "Validation", "verdict"]
+__all__ = ["validation_batches", "layered_validation_batches", "folder_validation_batches",
+           "hole_texture", "pick_in_turns", "evaluate", "classical_scores", "Validation",
+           "margins", "verdict"]
 
 log = logging.getLogger("inpaint_online.train")
 
@@ -67,6 +69,15 @@ def validation_batches(cfg: Config, manifest, records: list[dict], device) -> li
             b.meta["names"] = batch_names(ds, b)
             out.append(b)
     return out
+
+
+def layered_validation_batches(cfg: Config, manifest, records: list[dict], device) -> list[Batch]:
+    """``data.val_layered``'s second set: :func:`validation_batches` of the same held-out
+    sources with every sample layered (``data.val_composite_p`` 1: a cut-out of another
+    held-out source pasted in front, holes with the true background behind them)."""
+    layered = copy.deepcopy(cfg)
+    layered.data.val_composite_p = 1.0
+    return validation_batches(layered, manifest, records, device)
 
 
 def folder_validation_batches(cfg: Config, ds: FolderDataset, device) -> list[Batch]:
@@ -149,45 +160,72 @@ def classical_scores(batches: list[Batch], offset: int = 0) -> dict[str, dict]:
     return {name: mean_scores(r) for name, r in rows.items()}
 
 
+def margins(best: dict) -> dict[str, float] | None:
+    """The best checkpoint's margin over the better of its first guess and the best classical
+    fill, per validation set (``plain``; ``layered`` with ``data.val_layered``), or None for a
+    record made before the references were kept."""
+    sets = {"plain": best, **({"layered": best["layered"]} if best.get("layered") else {})}
+    out = {}
+    for name, r in sets.items():
+        v = r.get("value")
+        if v is None or r.get("first_guess") is None or r.get("classical") is None:
+            return None
+        out[name] = v - max(r["first_guess"], r["classical"])
+    return out
+
+
 def verdict(best: dict) -> tuple[str, bool]:
     """One line on the best checkpoint against the untrained model (its first guess) and the
-    best classical fill, and whether it needs a warning (not better than both)."""
+    best classical fill (on each validation set), and whether it needs a warning (not better
+    than both on every set)."""
     metric, v, step = best.get("metric"), best.get("value"), best.get("step")
     if v is None:
         return "", False
     unit = " dB" if metric.startswith("psnr") else ""
     line = f"best.pt: step {step}, {metric} {v:.3f}{unit}"
-    fg, cl = best.get("first_guess"), best.get("classical")
-    if fg is None or cl is None:          # a run resumed from a checkpoint made before
+    m = margins(best)
+    if m is None:                         # a run resumed from a checkpoint made before
         return line, False
-    ref = max(fg, cl)
-    line += (f" (untrained first guess {fg:.3f}{unit}, best classical fill "
-             f"'{best.get('classical_name')}' {cl:.3f}{unit}: margin {v - ref:+.3f}{unit})")
-    return line, v <= ref or step == 0
+    line += (f" (untrained first guess {best['first_guess']:.3f}{unit}, best classical fill "
+             f"'{best.get('classical_name')}' {best['classical']:.3f}{unit}: margin "
+             f"{m['plain']:+.3f}{unit})")
+    if "layered" in m:
+        r = best["layered"]
+        line += (f"; layered samples {r['value']:.3f}{unit} (first guess {r['first_guess']:.3f}"
+                 f"{unit}, '{r['classical_name']}' {r['classical']:.3f}{unit}: margin "
+                 f"{m['layered']:+.3f}{unit})")
+    return line, min(m.values()) <= 0 or step == 0
 
 
 class Validation:
     """Scores the validation set at a step, logs the scores, and keeps the best checkpoints.
 
     ``best`` is the record saved in every checkpoint: ``{"metric", "value", "step"}`` of the
-    model and ``ema_value`` / ``ema_step`` of the EMA weights. Ranks other than 0 get no
-    batches and do nothing."""
+    model and ``ema_value`` / ``ema_step`` of the EMA weights, the references (``first_guess``,
+    ``classical*``) and ``latest`` (this step's score). With ``layered`` batches
+    (``data.val_layered``) the same is kept for them under ``best["layered"]``, and the best
+    step is the one whose *weaker* margin over the two sets' best classical fills is largest
+    (``best["margin"]``, ``best["ema_margin"]``). Ranks other than 0 get no batches and do
+    nothing."""
 
     def __init__(self, cfg: Config, trainer: Trainer, batches: list[Batch], run: RunDir,
-                 best: dict):
+                 best: dict, layered: list[Batch] | None = None):
         self.cfg, self.trainer, self.batches = cfg, trainer, batches
+        self.layered = layered or []
         self.run, self.best = run, best
 
     def __bool__(self) -> bool:
         return bool(self.batches)
 
-    def _scores(self, step: int, model: torch.nn.Module | None = None) -> dict:
-        """Score with the trainer's model (or ``model``: the EMA weights) and log the scores to
-        metrics.jsonl and TensorBoard."""
+    def _scores(self, step: int, model: torch.nn.Module | None = None,
+                layered: bool = False) -> dict:
+        """Score with the trainer's model (or ``model``: the EMA weights) on the validation set
+        (``layered``: the layered one) and log the scores to metrics.jsonl and TensorBoard."""
         ema = model is not None
-        m = evaluate(self.trainer, self.batches, model)
-        self.run.log_row({"kind": "val_ema" if ema else "val", "step": step, **m})
-        self.run.scalars("val", {f"ema_{k}" if ema else k: v for k, v in m.items()}, step)
+        m = evaluate(self.trainer, self.layered if layered else self.batches, model)
+        kind = "val_layered" if layered else "val"
+        self.run.log_row({"kind": f"{kind}_ema" if ema else kind, "step": step, **m})
+        self.run.scalars(kind, {f"ema_{k}" if ema else k: v for k, v in m.items()}, step)
         return m
 
     def first_guess(self) -> dict:
@@ -196,11 +234,33 @@ class Validation:
         run never hands back a model worse than no training unawares); the best classical
         fill on the same samples is the other reference (kept in ``best``)."""
         metric = self.cfg.train.best_metric
-        cl = classical_scores(self.batches, model_offset(self.trainer.model))
-        name = max(cl, key=lambda k: cl[k][metric])
-        self.best = {**self.best, "classical": cl[name][metric], "classical_name": name,
-                     "classical_scores": {k: v[metric] for k, v in cl.items()}}
+        off = model_offset(self.trainer.model)
+
+        def refs(batches):
+            cl = classical_scores(batches, off)
+            name = max(cl, key=lambda k: cl[k][metric])
+            return {"classical": cl[name][metric], "classical_name": name,
+                    "classical_scores": {k: v[metric] for k, v in cl.items()}}
+
+        self.best = {**self.best, **refs(self.batches)}
+        if self.layered:
+            self.best["layered"] = {**(self.best.get("layered") or {}), **refs(self.layered)}
         return self(0)
+
+    def _margin(self, v: float, vl: float | None) -> float | None:
+        """The weaker of the two sets' margins over their best classical fill (None without
+        the layered set: the plain score alone then picks best.pt)."""
+        if vl is None:
+            return None
+        return min(v - self.best["classical"], vl - self.best["layered"]["classical"])
+
+    def _better(self, v: float, margin: float | None, ema: bool) -> bool:
+        key = "ema_" if ema else ""
+        if margin is not None:
+            old = self.best.get(f"{key}margin")
+            return old is None or margin > old
+        old = self.best.get("ema_value" if ema else "value")
+        return old is None or v > old
 
     def __call__(self, step: int) -> dict:
         """Score the model (and the EMA) at ``step``; a new best writes ``best.pt``
@@ -208,35 +268,63 @@ class Validation:
         t, metric = self.trainer, self.cfg.train.best_metric
         m = self._scores(step)
         row = {"step": step, **m}
+        ml = self._scores(step, layered=True) if self.layered else None
+        if ml is not None:
+            row.update({f"layered_{k}": x for k, x in ml.items()})
         b0 = self.batches[0]
         self.run.image("val/input_pred_target_error_zoom",
                        lambda: image_grid(b0, t.predict(b0, net=t.model),
                                           names=b0.meta.get("names")), step)
         v = m[metric]
+        vl = ml[metric] if ml is not None else None
+        lay = dict(self.best.get("layered") or {})
         if step == 0:
             self.best = {**self.best, "first_guess": v}
-        fg = self.best.get("first_guess")
-        cl = self.best.get("classical")
+            if vl is not None:
+                lay["first_guess"] = vl
+        if vl is not None:
+            lay["latest"] = {"step": step, "value": vl}
+            self.best["layered"] = lay
+        fg, cl = self.best.get("first_guess"), self.best.get("classical")
         if fg is not None and cl is not None:
             self.run.scalars("val", {f"first_guess_{metric}": fg,
                                      f"best_classical_{metric}": cl}, step)
+        if vl is not None and lay.get("first_guess") is not None:
+            self.run.scalars("val_layered", {f"first_guess_{metric}": lay["first_guess"],
+                                             f"best_classical_{metric}": lay["classical"]}, step)
         unit = " dB" if metric.startswith("psnr") else ""
-        log.info("step %d validation: %s %.3f%s%s", step, metric, v, unit,
+        margin = self._margin(v, vl)
+        log.info("step %d validation: %s %.3f%s%s%s", step, metric, v, unit,
                  "" if fg is None or cl is None else
                  f" (first guess {fg:.3f}, best classical fill '{self.best['classical_name']}' "
-                 f"{cl:.3f})")
+                 f"{cl:.3f})",
+                 "" if vl is None else
+                 f"; layered samples {vl:.3f}{unit} (first guess "
+                 f"{lay.get('first_guess', float('nan')):.3f}, '{lay['classical_name']}' "
+                 f"{lay['classical']:.3f}); weaker margin "
+                 f"{margin:+.3f}{unit}")
         # this step's score travels with every checkpoint of the step (stereo --fill auto
         # compares it with the background fill's)
         self.best = {**self.best, "latest": {"step": step, "value": v}}
-        if self.best["value"] is None or v > self.best["value"]:
+        if self._better(v, margin, ema=False):
             self.best = {**self.best, "metric": metric, "value": v, "step": step}
+            if margin is not None:
+                self.best["margin"] = margin
+                self.best["layered"] = {**self.best["layered"], "value": vl, "step": step}
             self.run.save("best.pt", t.state(step, self.best))
         if t.ema is not None:
             me = self._scores(step, t.ema)
             row.update({f"ema_{k}": x for k, x in me.items()})
+            mel = self._scores(step, t.ema, layered=True) if self.layered else None
+            if mel is not None:
+                row.update({f"ema_layered_{k}": x for k, x in mel.items()})
             ve = me[metric]
-            if self.best.get("ema_value") is None or ve > self.best["ema_value"]:
+            ema_margin = self._margin(ve, mel[metric] if mel is not None else None)
+            if self._better(ve, ema_margin, ema=True):
                 self.best = {**self.best, "ema_value": ve, "ema_step": step}
+                if ema_margin is not None:
+                    self.best["ema_margin"] = ema_margin
+                    self.best["layered"] = {**self.best["layered"], "ema_value": mel[metric]}
                 # the EMA weights as "model": load_model / inpaint take it as they are
                 st = t.state(step, self.best)
                 st["model"], st["weights"] = st.pop("model_ema"), "ema"
