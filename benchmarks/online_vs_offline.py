@@ -69,10 +69,11 @@ def run_name(arm: str, seed: int) -> str:
 
 # ----------------------------------------------------------------------------- 1. data
 
-def make_data(cfg_path: str, out: Path, sizes: list[int], size: int, threads: int) -> dict:
+def make_data(cfg_path: str, out: Path, sizes: list[int], size: int, threads: int,
+              overrides: list[str] = ()) -> dict:
     """The fixed sets: ``{N: folder}``; the largest exported, the others its first N."""
     full = out / "data" / "full"
-    cfg = load_config(cfg_path, [f"run.out_dir={out / 'export_runs'}"])
+    cfg = load_config(cfg_path, [*overrides, f"run.out_dir={out / 'export_runs'}"])
     biggest = max(sizes)
     t0 = time.perf_counter()
     export_dataset(cfg, full, biggest, 8, size=size, prefix="premise", threads=threads,
@@ -104,8 +105,8 @@ def make_data(cfg_path: str, out: Path, sizes: list[int], size: int, threads: in
 # ----------------------------------------------------------------------------- 2. training
 
 def train_args(cfg_path: str, out: Path, arm: str, seed: int, steps: int, val_every: int,
-               folders: dict) -> list[str]:
-    args = ["--config", cfg_path, f"run.out_dir={out / 'runs'}", f"run.name={run_name(arm, seed)}",
+               folders: dict, overrides: list[str] = ()) -> list[str]:
+    args = ["--config", cfg_path, *overrides, f"run.out_dir={out / 'runs'}", f"run.name={run_name(arm, seed)}",
             f"run.seed={seed}", f"train.steps={steps}", f"train.val_every={val_every}",
             f"train.ckpt_every={val_every}", f"train.image_every={steps}", "train.log_every=50",
             "train.max_minutes=0"]
@@ -136,11 +137,11 @@ def finished(run: Path, steps: int) -> bool:
 
 
 def train_arm(cfg_path: str, out: Path, arm: str, seed: int, steps: int, val_every: int,
-              folders: dict) -> None:
+              folders: dict, overrides: list[str] = ()) -> None:
     run = out / "runs" / run_name(arm, seed)
     if finished(run, steps):
         return
-    args = train_args(cfg_path, out, arm, seed, steps, val_every, folders)
+    args = train_args(cfg_path, out, arm, seed, steps, val_every, folders, overrides)
     if (run / "checkpoints" / "last.pt").exists():
         args.append("--resume")
     print(f"train {run_name(arm, seed)}: python train_online.py {' '.join(args)}", flush=True)
@@ -188,7 +189,8 @@ def _with_references(res: dict, step0: dict | None) -> dict:
     return d
 
 
-def first_guess(cfg_path: str, out: Path, pairs: Path, seed: int) -> dict:
+def first_guess(cfg_path: str, out: Path, pairs: Path, seed: int,
+                overrides: list[str] = ()) -> dict:
     """The untrained model's PSNR on the layered samples and the rendered pairs: the weights
     every run of seed ``seed`` starts from (built as the trainer builds them: ``run.seed``,
     then the model). The validation measure's first guess is each run's step-0 row."""
@@ -201,7 +203,8 @@ def first_guess(cfg_path: str, out: Path, pairs: Path, seed: int) -> dict:
     from inpaint_online.models import build_model
     from inpaint_online.stream import split_records
     from inpaint_online.train import validation_batches
-    cfg = load_config(cfg_path, [f"run.seed={seed}", "run.device=cpu", "data.val_composite_p=1"])
+    cfg = load_config(cfg_path, [*overrides, f"run.seed={seed}", "run.device=cpu",
+                                 "data.val_composite_p=1"])
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model).eval()
     manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
@@ -309,9 +312,24 @@ def main(argv=None) -> int:
                     "benchmarks/render_pairs.py)")
     ap.add_argument("--plan", action="store_true", help="print what is left to do, and stop")
     ap.add_argument("--report", action="store_true", help="score and report the finished runs only")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="config overrides for every arm, the export and the scores (e.g. "
+                    "data.cache_dir=runs/mine/cache); kept in OUT/overrides.json, and a later "
+                    "call with other ones is refused (the arms would no longer compare)")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    cfg = load_config(a.config, [])
+    try:
+        cfg = load_config(a.config, a.overrides)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"online_vs_offline: {e}", file=sys.stderr)
+        return 2
+    kept = out / "overrides.json"
+    if kept.exists() and json.loads(kept.read_text()) != {"config": a.config,
+                                                           "overrides": a.overrides}:
+        print(f"online_vs_offline: {out} was started with {kept.read_text().strip()}; this call "
+              f"has config {a.config} and overrides {a.overrides}: use the same ones to continue, "
+              "or another --out", file=sys.stderr)
+        return 2
     if not has_cache(cfg.data.cache_dir):
         print(f"online_vs_offline: {cfg.data.cache_dir}: no depth cache; make it first (see the "
               "config's header)", file=sys.stderr)
@@ -325,6 +343,9 @@ def main(argv=None) -> int:
                 done = finished(out / "runs" / run_name(arm, s), a.steps)
                 print(f"{run_name(arm, s):<20}{'done' if done else 'to do'}")
         return 0
+    out.mkdir(parents=True, exist_ok=True)
+    if not kept.exists():
+        kept.write_text(json.dumps({"config": a.config, "overrides": a.overrides}) + "\n")
     pairs = Path(a.pairs) if a.pairs else out / "pairs"
     if not (pairs.is_dir() and find_pairs(pairs)[0]):
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_pairs.py"), "--out",
@@ -332,10 +353,10 @@ def main(argv=None) -> int:
     folders = {}
     if not a.report:
         # the stream first (it needs no export), then the fixed sets, largest first
-        train_arm(a.config, out, "stream", first, a.steps, a.val_every, folders)
-        folders = make_data(a.config, out, a.sizes, size, a.export_threads)
+        train_arm(a.config, out, "stream", first, a.steps, a.val_every, folders, a.overrides)
+        folders = make_data(a.config, out, a.sizes, size, a.export_threads, a.overrides)
         for arm in sorted(arms[1:], key=lambda x: -int(x[6:])):
-            train_arm(a.config, out, arm, first, a.steps, a.val_every, folders)
+            train_arm(a.config, out, arm, first, a.steps, a.val_every, folders, a.overrides)
     runs_dir = out / "runs"
     best_fixed = None
     finals = {arm: val_rows(runs_dir / run_name(arm, first)) for arm in arms[1:]}
@@ -345,7 +366,7 @@ def main(argv=None) -> int:
     if not a.report and best_fixed is not None:
         for s in rest:
             for arm in ("stream", best_fixed):
-                train_arm(a.config, out, arm, s, a.steps, a.val_every, folders)
+                train_arm(a.config, out, arm, s, a.steps, a.val_every, folders, a.overrides)
     scores, curves = {}, {}
     for arm in arms:
         scores[arm] = {}
@@ -356,7 +377,7 @@ def main(argv=None) -> int:
         if scores[arm]:
             curves[f"{arm} ({len(scores[arm])} seed{'s' * (len(scores[arm]) > 1)})"] = \
                 mean_curve([v["curve"] for v in scores[arm].values()])
-    fr = first_guess(a.config, out, pairs, first)
+    fr = first_guess(a.config, out, pairs, first, a.overrides)
     table = report(scores, out, a.steps, fr)
     print(table)
     if best_fixed:
@@ -367,7 +388,7 @@ def main(argv=None) -> int:
                 (f"best classical: {ref['validation']['classical'][1]}",
                  ref["validation"]["classical"][0]) if ref else None)
     (out / "results.json").write_text(json.dumps(
-        {"config": a.config, "steps": a.steps, "sizes": a.sizes, "seeds": a.seeds,
+        {"config": a.config, "overrides": a.overrides, "steps": a.steps, "sizes": a.sizes, "seeds": a.seeds,
          "export_size": size, "best_fixed": best_fixed, "scores": scores,
          "first_guess": fr, "table": table}, indent=1))
     print(f"wrote {out / 'curves.png'} and {out / 'results.json'}")

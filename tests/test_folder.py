@@ -1,6 +1,7 @@
 """data.source folder: training from a fixed dataset in iw3's layout — an export of this
 project read back exactly, iw3's crops and mask widening, clips, bad pairs skipped with one
 line, resume, and the refusals."""
+import json
 import logging
 
 import numpy as np
@@ -215,3 +216,26 @@ def test_folder_clips_train_a_video_model(clip_cache, tmp_path):
 def test_folder_settings_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_the_premise_benchmark_keeps_its_overrides_and_refuses_other_ones(small_cache, tmp_path,
+                                                                          capsys):
+    """benchmarks/online_vs_offline.py passes config overrides to every arm; a later call on
+    the same --out with other ones is refused (its arms would not compare)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "online_vs_offline.py"
+    spec = importlib.util.spec_from_file_location("online_vs_offline", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out, demo = tmp_path / "premise", str(path.parents[1] / "configs" / "demo.yaml")
+    ov = [f"data.cache_dir={small_cache}", "data.val_count=4"]
+    assert bench.train_args(demo, out, "fixed-1000", 1, 10, 5, {1000: "F"}, ov)[:4] \
+        == ["--config", demo, *ov]
+    out.mkdir()
+    (out / "overrides.json").write_text(json.dumps({"config": demo, "overrides": []}))
+    assert bench.main(["--config", demo, "--out", str(out), "--plan", *ov]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"online_vs_offline: {out} was started with ") and err.count("\n") == 1
+    assert bench.main(["--config", demo, "--out", str(out), "--plan", "data.nope=1"]) == 2
+    assert "unknown key(s) data.nope" in capsys.readouterr().err
