@@ -246,8 +246,9 @@ def report(scores: dict, out: Path, steps: int, first: dict) -> str:
               first["rendered"]]
         lines.append(f"{'first guess':<14}{'':>6}  " + "  ".join(f"{v:>14.2f}" for v in fg))
         cl = [ref[m]["classical"] for m in MEASURES]
-        lines.append(f"{'best classical':<14}{'':>6}  " +
-                     "  ".join(f"{v:>8.2f} {k[:5]:>5}" for v, k in cl))
+        lines.append(f"{'best classical':<14}{'':>6}  " + "  ".join(f"{v:>14.2f}" for v, _ in cl))
+        lines.append("best classical fills: " + "; ".join(f"{m} {k}" for m, (_, k) in
+                                                          zip(MEASURES, cl)))
     return "\n".join(lines)
 
 
@@ -282,7 +283,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     d.text(((W - R) // 2, H - 18), "step", fill="black")
     if reference:
         d.line([L, Y(reference[1]), W - R, Y(reference[1])], fill=(150, 150, 150), width=1)
-        d.text((W - R + 12, Y(reference[1]) - 6), reference[0][:24], fill=(110, 110, 110))
+        d.multiline_text((W - R + 12, Y(reference[1]) - 6), reference[0], fill=(110, 110, 110))
     for i, (arm, c) in enumerate(curves.items()):
         col = COLOURS[i % len(COLOURS)]
         d.line([(X(x), Y(y)) for x, y in c], fill=col, width=2)
@@ -385,8 +386,9 @@ def main(argv=None) -> int:
     ref = next((v for by in scores.values() for v in by.values()), None)
     plot_curves(curves, out / "curves.png",
                 f"{a.config}: PSNR in the holes of the held-out validation set vs step",
-                (f"best classical: {ref['validation']['classical'][1]}",
-                 ref["validation"]["classical"][0]) if ref else None)
+                (f"best classical fill:\n{ref['validation']['classical'][1]} "
+                 f"{ref['validation']['classical'][0]:.2f}", ref["validation"]["classical"][0])
+                if ref else None)
     (out / "results.json").write_text(json.dumps(
         {"config": a.config, "overrides": a.overrides, "steps": a.steps, "sizes": a.sizes, "seeds": a.seeds,
          "export_size": size, "best_fixed": best_fixed, "scores": scores,
