@@ -618,3 +618,18 @@ def test_a_layered_validation_set_picks_best_pt_by_the_weaker_margin(small_cache
         _datasets(tiny_config(small_cache, tmp_path, "data.source=folder",
                               f"data.folder={tmp_path}", "data.val_from=folder",
                               "data.val_layered=true"))
+
+
+def test_a_run_resumed_with_val_layered_added_scores_both_sets(small_cache, tmp_path):
+    """Turning data.val_layered on for a resumed run: the layered set's references are made
+    at the first validation after the resume (no KeyError), and best.pt goes by the margin."""
+    common = ["data.val_fraction=0.5", "model.prefill=dual", "train.val_every=1",
+              "train.ckpt_every=1"]
+    train(tiny_config(small_cache, tmp_path, *common, "train.steps=3", "train.stop_at=1"),
+          progress=False)
+    res = train(tiny_config(small_cache, tmp_path, *common, "train.steps=3",
+                            "data.val_layered=true"), resume=True, progress=False)
+    assert res.step == 3 and [r["step"] for r in res.val] == [2, 3]
+    assert all("layered_psnr_hole" in r for r in res.val)
+    lay = res.best["layered"]
+    assert lay["classical_name"] in lay["classical_scores"] and "margin" in res.best

@@ -233,24 +233,25 @@ class Validation:
         every validation curve starts from, and a best-checkpoint candidate like any step (a
         run never hands back a model worse than no training unawares); the best classical
         fill on the same samples is the other reference (kept in ``best``)."""
-        metric = self.cfg.train.best_metric
-        off = model_offset(self.trainer.model)
-
-        def refs(batches):
-            cl = classical_scores(batches, off)
-            name = max(cl, key=lambda k: cl[k][metric])
-            return {"classical": cl[name][metric], "classical_name": name,
-                    "classical_scores": {k: v[metric] for k, v in cl.items()}}
-
-        self.best = {**self.best, **refs(self.batches)}
+        self.best = {**self.best, **self._references(self.batches)}
         if self.layered:
-            self.best["layered"] = {**(self.best.get("layered") or {}), **refs(self.layered)}
+            self.best["layered"] = {**(self.best.get("layered") or {}),
+                                    **self._references(self.layered)}
         return self(0)
+
+    def _references(self, batches: list[Batch]) -> dict:
+        """The best classical fill on ``batches``: its score, its name, and every fill's."""
+        metric = self.cfg.train.best_metric
+        cl = classical_scores(batches, model_offset(self.trainer.model))
+        name = max(cl, key=lambda k: cl[k][metric])
+        return {"classical": cl[name][metric], "classical_name": name,
+                "classical_scores": {k: v[metric] for k, v in cl.items()}}
 
     def _margin(self, v: float, vl: float | None) -> float | None:
         """The weaker of the two sets' margins over their best classical fill (None without
-        the layered set: the plain score alone then picks best.pt)."""
-        if vl is None:
+        the layered set, or for a run resumed from a checkpoint that kept no reference: the
+        plain score alone then picks best.pt)."""
+        if vl is None or self.best.get("classical") is None:
             return None
         return min(v - self.best["classical"], vl - self.best["layered"]["classical"])
 
@@ -278,6 +279,8 @@ class Validation:
         v = m[metric]
         vl = ml[metric] if ml is not None else None
         lay = dict(self.best.get("layered") or {})
+        if ml is not None and "classical" not in lay:    # resumed with data.val_layered added
+            lay.update(self._references(self.layered))
         if step == 0:
             self.best = {**self.best, "first_guess": v}
             if vl is not None:
