@@ -264,6 +264,11 @@ def _check_across(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.composite_p makes layered samples from the depth "
                           "cache; a fixed dataset (data.source folder) has its holes already: "
                           "set data.composite_p 0")
+    if cfg.loss.blend_l1 > 0 and (cfg.model.prefill != "dual"
+                                  or cfg.model.kind not in ("gated_unet", "temporal_unet")):
+        raise ConfigError(f"{source}: loss.blend_l1 scores the blend of a model given both fills: "
+                          f"it needs model.prefill dual and model.kind gated_unet or temporal_unet "
+                          f"(got prefill {cfg.model.prefill}, kind {cfg.model.kind})")
     if cfg.model.kind == "iw3_light_inpaint_v1" and cfg.data.clip_len > 1:
         raise ConfigError(f"{source}: model.kind iw3_light_inpaint_v1 is iw3's image model: "
                           "data.clip_len must be 1 (iw3_light_video_inpaint_v1 takes clips)")

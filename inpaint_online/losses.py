@@ -88,9 +88,14 @@ class LossConfig:
                                            # frame's) holes, then over the batch: every sample
                                            # counts the same, however wide its holes. False:
                                            # the mean over all hole pixels of the batch
+    blend_l1: float = 0.0                  # model.prefill dual: L1 in the holes of the two
+                                           # fills as the net blended them, before its
+                                           # correction: the share must pick the right fill
+                                           # by itself, not leave it to the correction
 
     def validate(self) -> None:
-        if min(self.hole_l1, self.hole_l2, self.valid_l1, self.ssim, self.temporal, self.perceptual) < 0:
+        if min(self.hole_l1, self.hole_l2, self.valid_l1, self.ssim, self.temporal, self.perceptual,
+               self.blend_l1) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.perceptual > 0 and not Path(self.perceptual_weights).is_file():
             raise ValueError(
@@ -147,11 +152,15 @@ class InpaintLoss:
         self.cfg.validate()
         self.vgg = VGGFeatures(self.cfg.perceptual_weights) if self.cfg.perceptual > 0 else None
 
-    def __call__(self, pred: torch.Tensor, batch) -> tuple[torch.Tensor, dict]:
+    def __call__(self, pred: torch.Tensor, batch, blend: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict]:
         """Total loss and its parts (detached) for a prediction of a :class:`Batch`
-        (clips ``(B, T, ...)`` are scored per frame, plus the temporal term)."""
+        (clips ``(B, T, ...)`` are scored per frame, plus the temporal term). ``blend``: the
+        dual model's blended fills (``loss.blend_l1``)."""
         c = self.cfg
         pred = pred.float()
+        if blend is not None and blend.dim() == 5:
+            blend = blend.flatten(0, 1)
         temporal = None
         if pred.dim() == 5:
             if c.temporal > 0 and pred.shape[1] > 1:
@@ -170,6 +179,9 @@ class InpaintLoss:
 
         parts = {"hole_l1": in_holes(diff), "valid_l1": masked_mean(diff, 1 - m)}
         total = c.hole_l1 * parts["hole_l1"] + c.valid_l1 * parts["valid_l1"]
+        if blend is not None and c.blend_l1 > 0:
+            parts["blend_l1"] = in_holes((blend.float() - y).abs())
+            total = total + c.blend_l1 * parts["blend_l1"]
         if c.hole_l2 > 0:
             parts["hole_l2"] = in_holes(diff ** 2)
             total = total + c.hole_l2 * parts["hole_l2"]

@@ -201,12 +201,16 @@ class GatedUNet(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                depth: torch.Tensor | None = None) -> torch.Tensor:
+                depth: torch.Tensor | None = None, blend: bool = False):
         """``x`` ``(B, 3, H, W)`` masked RGB in [0, 1], ``mask`` ``(B, 1, H, W)`` (1 = hole),
         ``depth`` ``(B, 1, H, W)`` when the model was built with ``use_depth`` or
         ``prefill=background`` (ignored otherwise). Clips
         ``(B, T, C, H, W)`` are accepted too (frames are independent here; the temporal
-        model mixes them). Returns the predicted RGB (not yet composited)."""
+        model mixes them). Returns the predicted RGB (not yet composited); with ``blend``
+        (``prefill=dual`` only) also the two fills as the net blended them, before its
+        correction (what ``loss.blend_l1`` scores)."""
+        if blend and not self.dual:
+            raise ValueError("blend=True needs a model built with model.prefill=dual")
         clip = x.dim() == 5
         t = x.shape[1] if clip else 1
         if clip:
@@ -251,7 +255,9 @@ class GatedUNet(nn.Module):
             out = out[:, :3]
         # a residual on the first guess (plain output when there is none)
         out = guess + out if self.config.prefill != "none" else out * 0.5 + 0.5
-        return out.unflatten(0, (-1, t)) if clip else out
+        if clip:
+            out, guess = out.unflatten(0, (-1, t)), guess.unflatten(0, (-1, t))
+        return (out, guess) if blend else out
 
     def mix_middle(self, z: torch.Tensor, t: int) -> torch.Tensor:
         return z

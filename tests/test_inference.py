@@ -395,6 +395,14 @@ def test_a_dual_model_blends_the_two_fills_by_its_learned_share():
             assert torch.allclose(inpaint(model, x, m, depth), want, atol=1e-5)
     with pytest.raises(ValueError, match="model.prefill=dual .* pass depth"):
         prefill_holes(xm, m, "dual")
+    with torch.no_grad():                            # blend=True: the blended fills too
+        model.head.bias[3] = 30.0
+        model.head.bias[:3] = 0.25                   # a correction on top of the blend
+        out, blend = model(xm, m, dm, blend=True)
+        assert torch.equal(out, model(xm, m, dm))
+        assert torch.allclose(blend, bg, atol=1e-5) and torch.allclose(out, bg + 0.25, atol=1e-5)
+    with pytest.raises(ValueError, match="blend=True needs a model built with model.prefill=dual"):
+        build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,)))(xm, m, blend=True)
 
 
 @pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile needs a C compiler on CPU")
@@ -408,7 +416,10 @@ def test_a_dual_model_compiles_fullgraph_and_runs_on_clips():
                               model(x * (1 - m), m, d), atol=1e-5)
     clip_model = build_model(ModelConfig(kind="temporal_unet", **cfg))
     xc, mc = torch.rand(1, 3, 3, 32, 32), (torch.rand(1, 3, 1, 32, 32) < 0.2).float()
-    assert clip_model(xc * (1 - mc), mc, torch.rand(1, 3, 1, 32, 32)).shape == xc.shape
+    dc = torch.rand(1, 3, 1, 32, 32)
+    assert clip_model(xc * (1 - mc), mc, dc).shape == xc.shape
+    out, blend = clip_model(xc * (1 - mc), mc, dc, blend=True)
+    assert out.shape == blend.shape == xc.shape
 
 
 def test_fill_auto_takes_whichever_the_validation_scored_higher():

@@ -82,3 +82,24 @@ def test_per_sample_hole_terms_weigh_every_sample_the_same():
     mse = [float(((pred[i] - batch.y[i]) ** 2 * batch.mask[i]).sum() / (3 * batch.mask[i].sum()))
            for i in (1, 2)]
     assert parts["hole_l2"].item() == pytest.approx(sum(mse) / 2, rel=1e-5)
+
+
+def test_blend_l1_scores_the_blended_fills_in_the_holes():
+    """loss.blend_l1: the L1 of the dual model's blended fills (before its correction) in the
+    holes, per sample when loss.per_sample; added with its weight; absent without a blend."""
+    batch, pred = _batch(seed=3, b=2)
+    blend = torch.rand_like(pred)
+    base_total, base = InpaintLoss(LossConfig(ssim=0.0))(pred, batch)
+    total, parts = InpaintLoss(LossConfig(ssim=0.0, blend_l1=0.5))(pred, batch, blend)
+    want = float(((blend - batch.y).abs() * batch.mask).sum() / (3 * batch.mask.sum()))
+    assert parts["blend_l1"].item() == pytest.approx(want, rel=1e-5)
+    assert total.item() == pytest.approx(base_total.item() + 0.5 * want, rel=1e-5)
+    assert "blend_l1" not in base
+    _, none = InpaintLoss(LossConfig(ssim=0.0, blend_l1=0.5))(pred, batch)
+    assert "blend_l1" not in none
+    _, per = InpaintLoss(LossConfig(ssim=0.0, blend_l1=0.5, per_sample=True))(pred, batch, blend)
+    each = [float(((blend[i] - batch.y[i]).abs() * batch.mask[i]).sum() / (3 * batch.mask[i].sum()))
+            for i in range(2)]
+    assert per["blend_l1"].item() == pytest.approx(sum(each) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="loss weights must be >= 0"):
+        InpaintLoss(LossConfig(blend_l1=-1.0))

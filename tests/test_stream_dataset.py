@@ -324,6 +324,77 @@ def test_composite_zoom_widens_only_the_layered_samples_frame(small_cache):
         DataConfig(composite_zoom=(0.5, 2.0)).validate()
 
 
+def _two_sided_hole_px(b) -> int:
+    """Hole pixels of rows whose run of holes has background (not the cut-out's plane) on
+    both sides: what a limb narrower than the shift leaves. Samples with a flat background."""
+    n = 0
+    for i in range(len(b)):
+        hole = b.mask[i, 0] > 0.5
+        d = b.depth[i, 0]
+        far = float(d[~hole].min())
+        near = (far + float(d.max())) / 2          # between the flat background and the plane
+        for y in range(hole.shape[0]):
+            row = hole[y].tolist()
+            x = 0
+            while x < len(row):
+                if not row[x]:
+                    x += 1
+                    continue
+                e = x
+                while e < len(row) and row[e]:
+                    e += 1
+                if x > 0 and e < len(row) and d[y, x - 1] < near and d[y, e] < near:
+                    n += e - x
+                x = e
+    return n
+
+
+def test_composite_limbs_add_thin_parts_to_training_cut_outs_only(small_cache):
+    """data.composite_limbs: the training cut-out is the blob plus thick strokes (the blob's
+    pixels unchanged, more of the near plane); validation composites keep the blob; the
+    limbs make holes with background on both sides of a row, which blobs barely do."""
+    from inpaint_online.stream import CollateConfig, WarpCollate
+    from inpaint_online.warp import WarpSamplerConfig
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0, val_composite_p=1.0)
+    blob = CacheDataset(m, recs, DataConfig(**base))
+    limbs = CacheDataset(m, recs, DataConfig(**base, composite_limbs=3))
+    keys = [(i % len(blob), 300 + i) for i in range(16)]
+    grown = 0
+    for key in keys[:6]:
+        a, b = blob[key], limbs[key]
+        assert torch.equal(b["rgb"], limbs[key]["rgb"]) and torch.equal(b["depth"], limbs[key]["depth"])
+        da, db = a["depth"][0].int(), b["depth"][0].int()
+        near_a, near_b = da == da.max(), db == db.max()
+        assert int(da.max()) == int(db.max())                   # the same plane
+        assert bool((near_b | ~near_a).all())                   # the blob is kept whole
+        grown += int(near_b.sum() - near_a.sum())
+        assert float(near_b.float().mean()) < 0.95
+    assert grown > 0
+    val_a = CacheDataset(m, recs, DataConfig(**base), train=False)
+    val_b = CacheDataset(m, recs, DataConfig(**base, composite_limbs=3), train=False)
+    for key in keys[:3]:
+        assert torch.equal(val_a[key]["depth"], val_b[key]["depth"])
+        assert torch.equal(val_a[key]["rgb"], val_b[key]["rgb"])
+
+    def two_sided(ds):
+        items = [ds[k] for k in keys]
+        for it in items:      # a flat background: every hole is the cut-out's
+            d = it["depth"]
+            it["depth"] = torch.where(d == d.max(), d, d.min())
+        cpu = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        b = WarpCollate(WarpSamplerConfig.level(3, closing_choices=((0, 0),), max_shift=12.0,
+                                                edge_dilation_choices=(0,)),
+                        CollateConfig(min_hole_px=0, widen_bg_p=0.0, widen_fg_p=0.0), seed=5)(cpu, step=0)
+        return _two_sided_hole_px(b)
+
+    n_blob, n_limbs = two_sided(blob), two_sided(limbs)
+    assert n_limbs > 2 * n_blob + 20, (n_blob, n_limbs)
+    with pytest.raises(ValueError, match=r"data.composite_limbs must be in 0..8"):
+        DataConfig(composite_limbs=9).validate()
+
+
 def test_validation_composites_only_when_asked(small_cache):
     """data.val_composite_p: validation samples made layered (deterministic), with cut-outs
     from the validation sources themselves; training's composite_p never reaches them."""

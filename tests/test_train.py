@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -167,6 +168,30 @@ def test_a_dual_model_with_layered_samples_trains_and_its_checkpoint_fills_with_
     out = inpaint(model, x, m, torch.rand(1, 1, 40, 56))
     assert torch.equal(out[(m == 0).expand_as(out)], x[(m == 0).expand_as(x)])
     assert torch.isfinite(out).all()
+
+
+def test_blend_l1_trains_the_share_and_needs_a_dual_model(small_cache, tmp_path):
+    """loss.blend_l1: reported beside the other terms (so logged); the share's output
+    channel gets gradients from it alone (hole_l1, valid_l1, ssim off); refused with one line
+    for a model without the two fills."""
+    from inpaint_online.config import ConfigError
+    from inpaint_online.train.trainer import Trainer
+    cfg = tiny_config(small_cache, tmp_path, "model.prefill=dual", "model.use_depth=true",
+                      "loss.blend_l1=1.0", "loss.hole_l1=0", "loss.valid_l1=0", "loss.ssim=0")
+    t = Trainer(cfg, torch.device("cpu"))
+    w0 = t.model.head.weight.detach().clone()
+    b = SimpleNamespace(x=None, mask=torch.zeros(2, 1, 32, 32), y=torch.rand(2, 3, 32, 32),
+                        depth=torch.rand(2, 1, 32, 32) * 0.3)
+    b.mask[..., 8:24, 12:20] = 1
+    b.depth[..., :, :12] += 0.6                   # an occluder left of the holes
+    b.x = b.y * (1 - b.mask)
+    loss, parts = t.step(b)
+    assert parts["blend_l1"] > 0 and loss == pytest.approx(float(parts["blend_l1"]))
+    moved = (t.model.head.weight.detach() - w0).flatten(1).abs().sum(1)
+    assert moved[3] > 0 and torch.all(moved[:3] == 0)       # only the share learned
+    with pytest.raises(ConfigError, match=r"loss.blend_l1 scores the blend of a model given both "
+                                          r"fills: it needs model.prefill dual"):
+        tiny_config(small_cache, tmp_path, "loss.blend_l1=1.0")
 
 
 def test_model_takes_any_size_and_the_composite_keeps_known_pixels():

@@ -83,6 +83,10 @@ class DataConfig:
     composite_zoom: tuple[float, float] = (1.0, 1.0)    # a layered sample stands for a window of
                                           # a frame this many times wider (log-uniform draw): its
                                           # shift, in % of the frame width, makes wider holes
+    composite_limbs: int = 0              # training cut-outs get 1..N limbs too (thick strokes
+                                          # from the blob, 3-15 % of the window wide): parts
+                                          # narrower than the shift, whose holes have
+                                          # background on both sides of a row (0 = blobs only)
     val_composite_p: float = 0.0          # the same for validation samples (cut-outs from the
                                           # held-out sources): holes with real geometry
     val_layered: bool = False             # also score a second validation set, all layered
@@ -114,6 +118,8 @@ class DataConfig:
         lo, hi = self.composite_size
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(f"data.composite_size must be 0 < lo <= hi <= 0.5, got {self.composite_size}")
+        if not 0 <= self.composite_limbs <= 8:
+            raise ValueError(f"data.composite_limbs must be in 0..8, got {self.composite_limbs}")
         lo, hi = self.composite_zoom
         if not 1.0 <= lo <= hi:
             raise ValueError(f"data.composite_zoom must be 1 <= lo <= hi, got {self.composite_zoom}")
@@ -353,6 +359,8 @@ class CacheDataset(Dataset):
                       + 0.15 * (u[9] - 0.5) * np.cos(5 * ang + 6.28 * u[10]))
         dist = np.hypot(yy - cy, xx - cx)
         alpha = np.clip(r - dist + 0.5, 0, 1)                # a 1-px anti-aliased edge
+        if self.train and self.cfg.composite_limbs:    # drawn only when asked (other draws kept)
+            alpha = np.maximum(alpha, _limbs(s, cx, cy, radius, self.cfg.composite_limbs, g))
         matte = alpha >= 0.5
         if not matte.any():
             return None
@@ -364,6 +372,28 @@ class CacheDataset(Dataset):
         out = img.float() * (1 - a) + torch.from_numpy(np.array(fg)).permute(2, 0, 1)[None].float() * a
         d = np.where(matte[None], np.float32(near), bg)
         return out.round().clamp(0, 255).to(torch.uint8), d
+
+
+def _limbs(s: int, cx: float, cy: float, radius: float, most: int, g: torch.Generator) -> np.ndarray:
+    """The alpha ``(s, s)`` of 1..``most`` limbs of a cut-out centred at (``cx``, ``cy``):
+    thick strokes (3-15 % of the window wide, 25-75 % long, round ends, a 1-px soft edge)
+    from a point inside the blob in any direction — legs, arms, poles. A limb narrower than
+    the shift leaves a hole with background on both sides of a row and the cut-out above or
+    below it, which blobs wider than every shift never do."""
+    n = 1 + int(torch.randint(most, (1,), generator=g))
+    v = torch.rand(n, 5, generator=g).tolist()
+    yy, xx = np.mgrid[:s, :s].astype(np.float32)
+    alpha = np.zeros((s, s), np.float32)
+    for a, b, ang, length, width in v:
+        x0 = cx + radius * 0.5 * (2 * a - 1)
+        y0 = cy + radius * 0.5 * (2 * b - 1)
+        dx, dy = math.cos(6.2832 * ang), math.sin(6.2832 * ang)
+        ln = s * (0.25 + 0.5 * length)
+        t = np.clip((xx - x0) * dx + (yy - y0) * dy, 0, ln)       # along the stroke
+        dist = np.hypot(xx - (x0 + t * dx), yy - (y0 + t * dy))
+        half = s * (0.015 + 0.06 * width)
+        alpha = np.maximum(alpha, np.clip(half - dist + 0.5, 0, 1))
+    return alpha
 
 
 def _edge_map(depth: np.ndarray, threshold: float) -> np.ndarray:

@@ -83,8 +83,11 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def predict(self, batch: Batch, net=None) -> torch.Tensor:
+    def predict(self, batch: Batch, net=None, blend: bool = False):
+        """The prediction; with ``blend`` also the dual model's blended fills."""
         with self.autocast():
+            if blend:
+                return (net or self.net)(batch.x, batch.mask, batch.depth, blend=True)
             return (net or self.net)(batch.x, batch.mask, batch.depth)
 
     def step(self, batch: Batch | list[Batch]) -> tuple[torch.Tensor, dict]:
@@ -99,10 +102,14 @@ class Trainer:
         for i, b in enumerate(batches):
             sync = i == k - 1 or not hasattr(self.net, "no_sync")
             with (nullcontext() if sync else self.net.no_sync()):                    # DDP
-                pred = self.predict(b)
+                blend = None
+                if self.cfg.loss.blend_l1 > 0:      # dual models only (checked with the config)
+                    pred, blend = self.predict(b, blend=True)
+                else:
+                    pred = self.predict(b)
                 if self.offset:          # iw3's networks: scored inside their 16-px border
                     pred, b = inner(pred, self.offset), b.inner(self.offset)
-                loss, p = self.loss(pred, b)
+                loss, p = self.loss(pred, b, blend)
                 self.scaler.scale(loss / k).backward()
             total = total + loss.detach() / k
             for name, v in p.items():
