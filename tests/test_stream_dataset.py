@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from inpaint_online.cache import load_pair, open_cache
+from inpaint_online.cache import DEPTH_SCALE, load_pair, open_cache
 from inpaint_online.stream import (
     DEPTH_OFFSET,
     CacheDataset,
@@ -393,6 +393,33 @@ def test_composite_limbs_add_thin_parts_to_training_cut_outs_only(small_cache):
     assert n_limbs > 2 * n_blob + 20, (n_blob, n_limbs)
     with pytest.raises(ValueError, match=r"data.composite_limbs must be in 0..8"):
         DataConfig(composite_limbs=9).validate()
+
+
+def test_composite_near_draws_where_the_training_plane_stands(small_cache):
+    """data.composite_near: the cut-out's plane at a drawn share of the gap between the
+    background's nearest depth and the maximum (1 = the maximum itself); the background and
+    the matte are the default's; validation composites keep the middle (0.5)."""
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0, val_composite_p=1.0)
+    mid = CacheDataset(m, recs, DataConfig(**base))
+    top = CacheDataset(m, recs, DataConfig(**base, composite_near=(1.0, 1.0)))
+    drawn = CacheDataset(m, recs, DataConfig(**base, composite_near=(0.3, 1.0)))
+    shares = []
+    for key in [(i % len(mid), 700 + i) for i in range(6)]:
+        a, b, c = (ds[key]["depth"][0].int() + DEPTH_OFFSET for ds in (mid, top, drawn))
+        plane = a == a.max()
+        assert int(b.max()) == DEPTH_SCALE and torch.equal(b == b.max(), plane)
+        assert torch.equal(a[~plane], c[~plane]) and torch.equal(c == c.max(), plane)
+        bg = int(a[~plane].max())
+        assert abs((int(a.max()) - bg) / (DEPTH_SCALE - bg) - 0.5) < 0.01
+        shares.append((int(c.max()) - bg) / (DEPTH_SCALE - bg))
+    assert all(0.29 < v < 1.001 for v in shares) and max(shares) - min(shares) > 0.1
+    val = CacheDataset(m, recs, DataConfig(**base, composite_near=(1.0, 1.0)), train=False)
+    val_mid = CacheDataset(m, recs, DataConfig(**base), train=False)
+    assert torch.equal(val[(0, 5)]["depth"], val_mid[(0, 5)]["depth"])
+    with pytest.raises(ValueError, match=r"data.composite_near must be 0.1 <= lo <= hi <= 1"):
+        DataConfig(composite_near=(0.5, 1.2)).validate()
 
 
 def test_validation_composites_only_when_asked(small_cache):

@@ -83,6 +83,11 @@ class DataConfig:
     composite_zoom: tuple[float, float] = (1.0, 1.0)    # a layered sample stands for a window of
                                           # a frame this many times wider (log-uniform draw): its
                                           # shift, in % of the frame width, makes wider holes
+    composite_near: tuple[float, float] = (0.5, 0.5)   # where the training cut-out's plane
+                                          # stands in the gap between the background's
+                                          # nearest depth (0) and the maximum (1), drawn
+                                          # uniformly; 1 = as near as a normalised map's
+                                          # nearest object (validation composites: 0.5)
     composite_limbs: int = 0              # training cut-outs get 1..N limbs too (thick strokes
                                           # from the blob, 3-15 % of the window wide): parts
                                           # narrower than the shift, whose holes have
@@ -118,6 +123,9 @@ class DataConfig:
         lo, hi = self.composite_size
         if not 0 < lo <= hi <= 0.5:
             raise ValueError(f"data.composite_size must be 0 < lo <= hi <= 0.5, got {self.composite_size}")
+        lo, hi = self.composite_near
+        if not 0.1 <= lo <= hi <= 1.0:
+            raise ValueError(f"data.composite_near must be 0.1 <= lo <= hi <= 1, got {self.composite_near}")
         if not 0 <= self.composite_limbs <= 8:
             raise ValueError(f"data.composite_limbs must be in 0..8, got {self.composite_limbs}")
         lo, hi = self.composite_zoom
@@ -367,7 +375,9 @@ class CacheDataset(Dataset):
         squeeze = 0.3 + 0.3 * u[11]
         bg = depth.astype(np.float32) * squeeze
         top = float(bg.max())
-        near = top + (DEPTH_SCALE - top) * 0.5                     # in front of all the background
+        lo, hi = self.cfg.composite_near if self.train else (0.5, 0.5)
+        f = lo + (hi - lo) * float(torch.rand(1, generator=g)) if hi > lo else lo   # drawn when asked
+        near = top + (DEPTH_SCALE - top) * f                       # in front of all the background
         a = torch.from_numpy(alpha)[None, None]
         out = img.float() * (1 - a) + torch.from_numpy(np.array(fg)).permute(2, 0, 1)[None].float() * a
         d = np.where(matte[None], np.float32(near), bg)
