@@ -214,3 +214,35 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == (f"evaluate_stereo: error: {tmp_path / 'r.png'}: 100x50 but the left "
                                f"view {tmp_path / 'a' / 'im0.png'} is {W}x{H}")
+
+
+def test_share_probe_separates_the_share_from_the_correction():
+    """benchmarks/share_probe.py on a rendered pair: an untrained dual model (zero
+    correction, half of each fill) scores below its share forced to 1, which equals the
+    background fill alone; with the share's logit at the top all three agree; a correction
+    on top of a share of 1 moves only 'share 1'."""
+    import importlib.util
+    from pathlib import Path
+
+    from inpaint_online.models import ModelConfig, build_model
+    spec = importlib.util.spec_from_file_location(
+        "share_probe", Path(__file__).resolve().parents[1] / "benchmarks" / "share_probe.py")
+    sp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sp)
+    model = build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual",
+                                    use_depth=True)).eval()
+    p = pair(5, 25)
+    half = sp.probe(model, p)
+    assert half["share"] == pytest.approx(0.5, abs=1e-6)
+    assert half["share 1"] == pytest.approx(half["background fill alone"], abs=1e-6)
+    assert half["as trained"] < half["share 1"] - 0.2        # true disocclusions: the background side
+    with torch.no_grad():
+        model.head.bias[3] = 30.0
+    top = sp.probe(model, p)
+    assert top["share"] > 0.999
+    assert top["as trained"] == pytest.approx(top["background fill alone"], abs=1e-6)
+    with torch.no_grad():
+        model.head.bias[:3] = 0.1
+    shifted = sp.probe(model, p)
+    assert shifted["share 1"] < shifted["background fill alone"] - 0.1
+    assert shifted["background fill alone"] == pytest.approx(top["background fill alone"], abs=1e-6)

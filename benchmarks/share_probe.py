@@ -1,0 +1,115 @@
+"""Where a dual model (``model.prefill: dual``) loses on rendered stereo pairs: its share of
+the background fill, or its correction?
+
+For each pair of ``--pairs`` (``benchmarks/render_pairs.py``), PSNR in the scored holes of:
+the model as trained; the model with its share forced to 1 (the background push-pull fill
+plus the model's correction); and the background push-pull fill alone (share 1, no
+correction: what a perfect share with a zero correction gives). Also the mean share the
+model gives the background fill in the scored holes. ``--depth-scale s`` hands the model
+the depth scaled by s (nearest object at s instead of 1): how much the model's choice
+depends on where the near side sits in the range (the fills themselves do not change).
+
+    python benchmarks/share_probe.py --checkpoint runs/part3/cq_near/checkpoints/best.pt \\
+        --pairs runs/pairs_wide
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inpaint_online.checkpoint import CheckpointError  # noqa: E402
+from inpaint_online.media import MediaError  # noqa: E402
+from inpaint_online.evaluate_stereo import (  # noqa: E402
+    find_pairs,
+    read_pair,
+    scores,
+    true_disocclusions,
+)
+from inpaint_online.inference import inpaint, load_model  # noqa: E402
+
+MODES = ("as trained", "share 1", "background fill alone")
+
+
+def probe(model, pair, depth_scale: float = 1.0) -> dict:
+    """PSNR in the scored holes for each of :data:`MODES`, and the mean share."""
+    state = {"mode": MODES[0], "share": None}
+
+    def hook(_module, _inputs, out):
+        state["share"] = torch.sigmoid(out[:, 3:4].detach())
+        if state["mode"] == MODES[0]:
+            return out
+        out = out.clone()
+        out[:, 3:4] = 30.0                      # sigmoid(30) = 1 in float32
+        if state["mode"] == MODES[2]:
+            out[:, :3] = 0
+        return out
+
+    handle = model.head.register_forward_hook(hook)
+    try:
+        def t(a):
+            return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float().div(255)
+        left, truth = t(pair.left), t(pair.right)
+        warped, hole, scored, wdisp = true_disocclusions(left, torch.from_numpy(pair.disparity)[None, None])
+        mask = hole.float()
+        depth = depth_scale * wdisp / wdisp.amax().clamp(min=1e-6)
+        res = {}
+        for mode in MODES:
+            state["mode"] = mode
+            with torch.no_grad():
+                out = inpaint(model, warped * (1 - mask), mask, depth)
+            res[mode] = scores(out, truth, scored)["psnr"]
+            if mode == MODES[0]:
+                share = state["share"][..., :mask.shape[-2], :mask.shape[-1]]
+                res["share"] = float(share[scored].mean())
+        return res
+    finally:
+        handle.remove()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--pairs", required=True, help="a folder of pairs (benchmarks/render_pairs.py)")
+    ap.add_argument("--depth-scale", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as e:           # its message names the file
+        print(e, file=sys.stderr)
+        return 2
+    if getattr(model, "dual", False) is not True:
+        print(f"{args.checkpoint}: not a model given both fills (model.prefill dual): nothing to probe",
+              file=sys.stderr)
+        return 2
+    if not 0 < args.depth_scale <= 1:
+        print(f"--depth-scale must be in (0, 1], got {args.depth_scale}", file=sys.stderr)
+        return 2
+    try:
+        pairs, problems = find_pairs(args.pairs)
+    except MediaError as e:
+        print(e, file=sys.stderr)
+        return 2
+    for p in problems:
+        print(p, file=sys.stderr)
+    if not pairs:
+        print(f"{args.pairs}: no pairs", file=sys.stderr)
+        return 2
+    rows = []
+    print(f"{'pair':<20}" + "".join(f"{m:>22}" for m in MODES) + f"{'mean share':>12}")
+    for name, left, right, disp in pairs:
+        r = probe(model, read_pair(left, right, disp), args.depth_scale)
+        rows.append(r)
+        print(f"{name:<20}" + "".join(f"{r[m]:>22.2f}" for m in MODES) + f"{r['share']:>12.2f}")
+    print(f"{'mean':<20}" + "".join(f"{np.mean([r[m] for r in rows]):>22.2f}" for m in MODES)
+          + f"{np.mean([r['share'] for r in rows]):>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
