@@ -24,7 +24,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inpaint_online.checkpoint import CheckpointError  # noqa: E402
-from inpaint_online.media import MediaError  # noqa: E402
 from inpaint_online.evaluate_stereo import (  # noqa: E402
     find_pairs,
     read_pair,
@@ -32,6 +31,7 @@ from inpaint_online.evaluate_stereo import (  # noqa: E402
     true_disocclusions,
 )
 from inpaint_online.inference import inpaint, load_model  # noqa: E402
+from inpaint_online.media import MediaError  # noqa: E402
 
 MODES = ("as trained", "share 1", "background fill alone")
 
