@@ -658,3 +658,25 @@ def test_a_run_resumed_with_val_layered_added_scores_both_sets(small_cache, tmp_
     assert all("layered_psnr_hole" in r for r in res.val)
     lay = res.best["layered"]
     assert lay["classical_name"] in lay["classical_scores"] and "margin" in res.best
+
+
+def test_the_few_holes_warning_gives_the_advice_that_applies(caplog):
+    """Streaming: raise the shifts; a fixed dataset: its holes are what they are (export
+    with larger shifts or crop larger). One line each; nothing when most samples have holes."""
+    from inpaint_online.train.loop import _warn_few_holes
+
+    def cfg(source):
+        return SimpleNamespace(data=SimpleNamespace(source=source, crop=96),
+                               collate=SimpleNamespace(min_hole_px=50))
+    assert _warn_few_holes({"few_holes": 0.5}, 3, cfg("stream")) is False and not caplog.records
+    with caplog.at_level("WARNING"):
+        assert _warn_few_holes({"few_holes": 0.75}, 3, cfg("stream")) is True
+        assert _warn_few_holes({"few_holes": 1.0}, 4, cfg("folder")) is True
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 3: 75% of the batch has fewer than collate.min_hole_px=50 hole pixels per frame: "
+        "the shifts are small for these frames. Raise warp.level or data.scale_range (shifts are "
+        "% of the frame width), or lower collate.min_hole_px",
+        "step 4: 100% of the batch has fewer than collate.min_hole_px=50 hole pixels per frame: "
+        "the fixed dataset's holes are small in these 96-px crops. Export with larger shifts "
+        "(warp.level) or train with a larger data.crop; collate.min_hole_px only sets this "
+        "warning's threshold here"]

@@ -292,20 +292,18 @@ class _StopFlag:
 
 def _warn_few_holes(row: dict, step: int, cfg: Config) -> bool:
     """Warn (once per run: the caller keeps the answer) when most of a batch has few holes."""
-    if row["few_holes"] > 0.5 and cfg.data.source == "folder":
-        log.warning("step %d: %.0f%% of the batch has fewer than collate.min_hole_px=%d hole "
-                    "pixels per frame: the fixed dataset's holes are small in these %d-px "
-                    "crops. Export with larger shifts (warp.level) or train with a larger "
-                    "data.crop; collate.min_hole_px only sets this warning's threshold here",
-                    step, 100 * row["few_holes"], cfg.collate.min_hole_px, cfg.data.crop)
-        return True
-    if row["few_holes"] > 0.5:
-        log.warning("step %d: %.0f%% of the batch has fewer than collate.min_hole_px=%d hole "
-                    "pixels per frame: the shifts are small for these frames. Raise warp.level "
-                    "or data.scale_range (shifts are %% of the frame width), or lower "
-                    "collate.min_hole_px", step, 100 * row["few_holes"], cfg.collate.min_hole_px)
-        return True
-    return False
+    if row["few_holes"] <= 0.5:
+        return False
+    if cfg.data.source == "folder":          # the holes are the fixed dataset's own
+        advice = (f"the fixed dataset's holes are small in these {cfg.data.crop}-px crops. Export "
+                  "with larger shifts (warp.level) or train with a larger data.crop; "
+                  "collate.min_hole_px only sets this warning's threshold here")
+    else:
+        advice = ("the shifts are small for these frames. Raise warp.level or data.scale_range "
+                  "(shifts are % of the frame width), or lower collate.min_hole_px")
+    log.warning("step %d: %.0f%% of the batch has fewer than collate.min_hole_px=%d hole "
+                "pixels per frame: %s", step, 100 * row["few_holes"], cfg.collate.min_hole_px, advice)
+    return True
 
 
 def _setup_distributed():
