@@ -24,12 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inpaint_online.checkpoint import CheckpointError  # noqa: E402
-from inpaint_online.evaluate_stereo import (  # noqa: E402
-    find_pairs,
-    read_pair,
-    scores,
-    true_disocclusions,
-)
+from inpaint_online.evaluate_stereo import evaluate_pair, find_pairs, read_pair  # noqa: E402
 from inpaint_online.inference import inpaint, load_model  # noqa: E402
 from inpaint_online.media import MediaError  # noqa: E402
 
@@ -37,7 +32,8 @@ MODES = ("as trained", "share 1", "background fill alone")
 
 
 def probe(model, pair, depth_scale: float = 1.0) -> dict:
-    """PSNR in the scored holes for each of :data:`MODES`, and the mean share."""
+    """PSNR in the scored holes for each of :data:`MODES` (scored by
+    :func:`~inpaint_online.evaluate_stereo.evaluate_pair`), and the mean share."""
     state = {"mode": MODES[0], "share": None}
 
     def hook(_module, _inputs, out):
@@ -50,26 +46,24 @@ def probe(model, pair, depth_scale: float = 1.0) -> dict:
             out[:, :3] = 0
         return out
 
+    def fill(mode):
+        def run(x, mask, disparity):
+            state["mode"] = mode
+            depth = depth_scale * disparity / disparity.amax().clamp(min=1e-6)
+            out = inpaint(model, x, mask, depth)
+            if mode == MODES[0]:
+                shares.append(state["share"][..., :mask.shape[-2], :mask.shape[-1]])
+            return out
+        return run
+
+    shares = []
     handle = model.head.register_forward_hook(hook)
     try:
-        def t(a):
-            return torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float().div(255)
-        left, truth = t(pair.left), t(pair.right)
-        warped, hole, scored, wdisp = true_disocclusions(left, torch.from_numpy(pair.disparity)[None, None])
-        mask = hole.float()
-        depth = depth_scale * wdisp / wdisp.amax().clamp(min=1e-6)
-        res = {}
-        for mode in MODES:
-            state["mode"] = mode
-            with torch.no_grad():
-                out = inpaint(model, warped * (1 - mask), mask, depth)
-            res[mode] = scores(out, truth, scored)["psnr"]
-            if mode == MODES[0]:
-                share = state["share"][..., :mask.shape[-2], :mask.shape[-1]]
-                res["share"] = float(share[scored].mean())
-        return res
+        res = evaluate_pair(pair, {mode: fill(mode) for mode in MODES})
     finally:
         handle.remove()
+    scored = res["_pictures"][2]
+    return {**{m: res["methods"][m]["psnr"] for m in MODES}, "share": float(shares[0][scored].mean())}
 
 
 def main(argv=None) -> int:

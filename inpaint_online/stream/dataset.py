@@ -368,7 +368,7 @@ class CacheDataset(Dataset):
         dist = np.hypot(yy - cy, xx - cx)
         alpha = np.clip(r - dist + 0.5, 0, 1)                # a 1-px anti-aliased edge
         if self.train and self.cfg.composite_limbs:    # drawn only when asked (other draws kept)
-            alpha = np.maximum(alpha, _limbs(s, cx, cy, radius, self.cfg.composite_limbs, g))
+            alpha = np.maximum(alpha, _limbs(xx, yy, cx, cy, radius, self.cfg.composite_limbs, g))
         matte = alpha >= 0.5
         if not matte.any():
             return None
@@ -384,16 +384,18 @@ class CacheDataset(Dataset):
         return out.round().clamp(0, 255).to(torch.uint8), d
 
 
-def _limbs(s: int, cx: float, cy: float, radius: float, most: int, g: torch.Generator) -> np.ndarray:
-    """The alpha ``(s, s)`` of 1..``most`` limbs of a cut-out centred at (``cx``, ``cy``):
+def _limbs(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, radius: float, most: int,
+           g: torch.Generator) -> np.ndarray:
+    """The alpha ``(s, s)`` (on the window's pixel grids ``xx``, ``yy``) of 1..``most`` limbs of
+    a cut-out centred at (``cx``, ``cy``):
     thick strokes (3-15 % of the window wide, 25-75 % long, round ends, a 1-px soft edge)
     from a point inside the blob in any direction — legs, arms, poles. A limb narrower than
     the shift leaves a hole with background on both sides of a row and the cut-out above or
     below it, which blobs wider than every shift never do."""
     n = 1 + int(torch.randint(most, (1,), generator=g))
     v = torch.rand(n, 5, generator=g).tolist()
-    yy, xx = np.mgrid[:s, :s].astype(np.float32)
-    alpha = np.zeros((s, s), np.float32)
+    s = xx.shape[-1]
+    alpha = np.zeros(xx.shape, np.float32)
     for a, b, ang, length, width in v:
         x0 = cx + radius * 0.5 * (2 * a - 1)
         y0 = cy + radius * 0.5 * (2 * b - 1)
