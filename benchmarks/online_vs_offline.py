@@ -198,8 +198,8 @@ def first_guess(cfg_path: str, out: Path, pairs: Path, seed: int,
     if f.exists():
         return json.loads(f.read_text())
     from inpaint_online.cache import open_cache
-    from inpaint_online.inference import inpaint
-    from inpaint_online.losses import batch_scores, mean_scores
+    from inpaint_online.compare import held_out_scores
+    from inpaint_online.losses import mean_scores
     from inpaint_online.models import build_model
     from inpaint_online.stream import split_records
     from inpaint_online.train import validation_batches
@@ -210,8 +210,7 @@ def first_guess(cfg_path: str, out: Path, pairs: Path, seed: int,
     manifest = open_cache(cfg.data.cache_dir, cfg.data.rgb_from)
     _, val = split_records(manifest.samples(), cfg.data.val_fraction, cfg.data.val_sources)
     with torch.no_grad():
-        rows = [batch_scores(inpaint(model, b.x, b.mask, b.depth), b.y, b.mask)
-                for b in validation_batches(cfg, manifest, val, "cpu")]
+        rows = held_out_scores(model, validation_batches(cfg, manifest, val, "cpu"), {})["model"]
         todo, _ = find_pairs(pairs)
         results = [evaluate_pair(read_pair(lf, r, d, n), methods(model)) for n, lf, r, d in todo]
     for res in results:

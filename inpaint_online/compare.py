@@ -94,18 +94,12 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
     if not batches:
         raise ConfigError(f"{cfg.data.cache_dir}: no held-out sources to compare on "
                           "(data.val_fraction is 0 or the cache has one source)")
-    fills = classical_fills()
-    rows = {m: [] for m in ("model", *fills)}
-    best: list[tuple[float, tuple]] = []          # (texture, order, row): the sheet's rows
-    for b in batches:
-        outs = {"model": inpaint(model, b.x, b.mask, b.depth)}
-        outs |= fill_all(fills, b.x, b.mask, b.depth)
-        off = model_offset(model)       # iw3's networks: every method scored inside 16 px
-        for name, out in outs.items():
-            rows[name].append(batch_scores(inner(out.view(b.y.shape), off), inner(b.y, off),
-                                           inner(b.mask, off)))
-        if sheet_rows > 0:
-            best = _keep_best(best, b, outs, sheet_rows)
+    best: list[tuple[float, tuple]] = []          # (texture, row): the sheet's rows
+
+    def keep(b, outs):
+        best[:] = _keep_best(best, b, outs, sheet_rows)
+
+    rows = held_out_scores(model, batches, classical_fills(), keep if sheet_rows > 0 else None)
     n = sum(len(r["psnr_hole"]) for r in rows["model"])
     if info is not None:
         total = sum(b.mask.shape[0] * (b.mask.shape[1] if b.mask.dim() == 5 else 1) for b in batches)
@@ -114,6 +108,24 @@ def compare(checkpoint: str, cache_dir: str | None = None, count: int | None = N
         if sheet_rows > 0:
             info["sheet_rows"] = [_sheet_row(*row) for _, row in best]
     return {m: mean_scores(r) | {"samples": n} for m, r in rows.items()}
+
+
+def held_out_scores(model: torch.nn.Module, batches: list, fills: dict,
+                    on_batch=None) -> dict[str, list[dict]]:
+    """Per-batch scores (:func:`~inpaint_online.losses.batch_scores`) of the model and of
+    every fill in ``fills`` on ``batches`` (iw3's networks: every method scored inside their
+    16-px border); ``on_batch(batch, outputs)`` sees each batch's outputs by method."""
+    rows = {m: [] for m in ("model", *fills)}
+    off = model_offset(model)
+    for b in batches:
+        outs = {"model": inpaint(model, b.x, b.mask, b.depth)}
+        outs |= fill_all(fills, b.x, b.mask, b.depth)
+        for name, out in outs.items():
+            rows[name].append(batch_scores(inner(out.view(b.y.shape), off), inner(b.y, off),
+                                           inner(b.mask, off)))
+        if on_batch is not None:
+            on_batch(b, outs)
+    return rows
 
 
 def _run_config(checkpoint: str, raw: dict, cache_dir: str | None) -> dict:

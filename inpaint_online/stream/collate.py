@@ -26,8 +26,8 @@ from .color import jitter_frames
 from .dataset import DEPTH_OFFSET
 from .records import mix_seed
 
-__all__ = ["CollateConfig", "WarpCollate", "widen_mask", "draw_widths", "best_crops", "crop_at",
-           "crop_candidates"]
+__all__ = ["CollateConfig", "WarpCollate", "widen_mask", "draw_widths", "widen_drawn", "hide_holes",
+           "best_crops", "crop_at", "crop_candidates"]
 
 
 @dataclass
@@ -240,14 +240,8 @@ class WarpCollate:
         flip = params.left.repeat_interleave(t).view(-1, 1, 1, 1)
         y, depth, mask = (torch.where(flip, v.flip(-1), v) for v in (y, depth, mask))
         if self.augment:
-            bg = draw_widths(n, c.widen_bg_p, c.widen_bg_px, g).repeat_interleave(t)
-            fg = draw_widths(n, c.widen_fg_p, c.widen_fg_px, g).repeat_interleave(t)
-            mask = widen_mask(mask, bg, fg)
-        m = mask.float()
-        keep = 1.0 - m
-        x, depth = y * keep, depth * keep
-        if clip:
-            x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
+            mask = widen_drawn(mask, c, n, t, g)
+        x, m, y, depth = hide_holes(y, mask, depth, n, t, clip)
         return Batch(x=x, mask=m, y=y, depth=depth, params=params, meta=meta,
                      layered=layered.reshape(n, -1).sum(1))
 
@@ -270,6 +264,28 @@ class WarpCollate:
             oy = ox = torch.zeros(n, dtype=torch.long, device=depth.device)
             holes = mask.reshape(n, -1).sum(1)
         return mask, layered, oy, ox, holes
+
+
+def widen_drawn(mask: torch.Tensor, c: CollateConfig, n: int, t: int,
+                g: torch.Generator) -> torch.Tensor:
+    """iw3's mask widening (``collate.widen_*``) of ``n`` samples' ``t`` frames each
+    ``(n*t, 1, H, W)``: one draw per sample, shared by its frames."""
+    bg = draw_widths(n, c.widen_bg_p, c.widen_bg_px, g).repeat_interleave(t)
+    fg = draw_widths(n, c.widen_fg_p, c.widen_fg_px, g).repeat_interleave(t)
+    return widen_mask(mask, bg, fg)
+
+
+def hide_holes(y: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor, n: int, t: int,
+               clip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch's tensors from its frames ``(n*t, C, H, W)``: ``x = y · (1 − mask)``, the float
+    mask, ``y`` and the depth with its holes zeroed (what inference knows); clips back to
+    ``(n, t, C, H, W)``."""
+    m = mask.float()
+    keep = 1.0 - m
+    x, depth = y * keep, depth * keep
+    if clip:
+        x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
+    return x, m, y, depth
 
 
 def draw_widths(n: int, p: float, rng: tuple[int, int], g: torch.Generator) -> torch.Tensor:

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError, one_line, show
 from .batch import Batch
-from .collate import CollateConfig, draw_widths, widen_mask
+from .collate import CollateConfig, hide_holes, widen_drawn
 from .color import IDENTITY, draw_jitter, jitter_frames
 from .dataset import DataConfig
 from .records import mix_seed
@@ -245,15 +245,9 @@ class FolderCollate:
         mask = flat(batch["mask"].to(dev, non_blocking=nb)).bool()
         if self.augment and "jitter" in batch:
             y = jitter_frames(y, batch["jitter"], t, self.device.type == "cpu")
-            bg = draw_widths(n, c.widen_bg_p, c.widen_bg_px, g).repeat_interleave(t)
-            fg = draw_widths(n, c.widen_fg_p, c.widen_fg_px, g).repeat_interleave(t)
-            mask = widen_mask(mask, bg, fg)
-        m = mask.float()
-        keep = 1.0 - m
-        depth = orientation_depth(n * t, y.shape[-2], y.shape[-1], dev) * keep
-        x = y * keep
-        if clip:
-            x, m, y, depth = (v.unflatten(0, (n, t)) for v in (x, m, y, depth))
+            mask = widen_drawn(mask, c, n, t, g)
+        depth = orientation_depth(n * t, y.shape[-2], y.shape[-1], dev)
+        x, m, y, depth = hide_holes(y, mask, depth, n, t, clip)
         meta = {k: batch[k] for k in ("index", "seed") if k in batch}
         return Batch(x=x, mask=m, y=y, depth=depth, params=None, meta=meta)
 

@@ -265,21 +265,42 @@ class Validation:
 
     def __call__(self, step: int) -> dict:
         """Score the model (and the EMA) at ``step``; a new best writes ``best.pt``
-        (``best_ema.pt``)."""
+        (``best_ema.pt``). Returns the row of scores (``layered_*``, ``ema_*`` beside the
+        plain ones)."""
         t, metric = self.trainer, self.cfg.train.best_metric
         m = self._scores(step)
-        row = {"step": step, **m}
         ml = self._scores(step, layered=True) if self.layered else None
-        if ml is not None:
-            row.update({f"layered_{k}": x for k, x in ml.items()})
+        row = {"step": step, **m, **_prefixed("layered_", ml)}
         b0 = self.batches[0]
         self.run.image("val/input_pred_target_error_zoom",
                        lambda: image_grid(b0, t.predict(b0, net=t.model),
                                           names=b0.meta.get("names")), step)
         v = m[metric]
         vl = ml[metric] if ml is not None else None
+        self._note_references(step, v, vl)
+        margin = self._margin(v, vl)
+        self._log(step, v, vl, margin)
+        # this step's score travels with every checkpoint of the step (stereo --fill auto
+        # compares it with the background fill's)
+        self.best = {**self.best, "latest": {"step": step, "value": v}}
+        if self._better(v, margin, ema=False):
+            self.best = {**self.best, "metric": metric, "value": v, "step": step}
+            if margin is not None:
+                self.best["margin"] = margin
+                self.best["layered"] = {**self.best["layered"], "value": vl, "step": step}
+            self.run.save("best.pt", t.state(step, self.best))
+        if t.ema is not None:
+            row.update(self._ema(step))
+        return row
+
+    def _note_references(self, step: int, v: float, vl: float | None) -> None:
+        """Keep the references beside the scores: step 0's score is the first guess; the
+        layered set's references (made now for a run resumed with ``data.val_layered``
+        added) and its latest score go under ``best["layered"]``; both curves get their
+        first guess and best classical fill drawn beside them."""
+        metric = self.cfg.train.best_metric
         lay = dict(self.best.get("layered") or {})
-        if ml is not None and "classical" not in lay:    # resumed with data.val_layered added
+        if vl is not None and "classical" not in lay:
             lay.update(self._references(self.layered))
         if step == 0:
             self.best = {**self.best, "first_guess": v}
@@ -295,8 +316,13 @@ class Validation:
         if vl is not None and lay.get("first_guess") is not None:
             self.run.scalars("val_layered", {f"first_guess_{metric}": lay["first_guess"],
                                              f"best_classical_{metric}": lay["classical"]}, step)
+
+    def _log(self, step: int, v: float, vl: float | None, margin: float | None) -> None:
+        """The validation line: the score beside its references (and the layered set's)."""
+        metric = self.cfg.train.best_metric
+        fg, cl = self.best.get("first_guess"), self.best.get("classical")
+        lay = self.best.get("layered") or {}
         unit = " dB" if metric.startswith("psnr") else ""
-        margin = self._margin(v, vl)
         log.info("step %d validation: %s %.3f%s%s%s", step, metric, v, unit,
                  "" if fg is None or cl is None else
                  f" (first guess {fg:.3f}, best classical fill '{self.best['classical_name']}' "
@@ -306,30 +332,27 @@ class Validation:
                  f"{lay.get('first_guess', float('nan')):.3f}, '{lay['classical_name']}' "
                  f"{lay['classical']:.3f}); weaker margin "
                  f"{margin:+.3f}{unit}")
-        # this step's score travels with every checkpoint of the step (stereo --fill auto
-        # compares it with the background fill's)
-        self.best = {**self.best, "latest": {"step": step, "value": v}}
-        if self._better(v, margin, ema=False):
-            self.best = {**self.best, "metric": metric, "value": v, "step": step}
-            if margin is not None:
-                self.best["margin"] = margin
-                self.best["layered"] = {**self.best["layered"], "value": vl, "step": step}
-            self.run.save("best.pt", t.state(step, self.best))
-        if t.ema is not None:
-            me = self._scores(step, t.ema)
-            row.update({f"ema_{k}": x for k, x in me.items()})
-            mel = self._scores(step, t.ema, layered=True) if self.layered else None
-            if mel is not None:
-                row.update({f"ema_layered_{k}": x for k, x in mel.items()})
-            ve = me[metric]
-            ema_margin = self._margin(ve, mel[metric] if mel is not None else None)
-            if self._better(ve, ema_margin, ema=True):
-                self.best = {**self.best, "ema_value": ve, "ema_step": step}
-                if ema_margin is not None:
-                    self.best["ema_margin"] = ema_margin
-                    self.best["layered"] = {**self.best["layered"], "ema_value": mel[metric]}
-                # the EMA weights as "model": load_model / inpaint take it as they are
-                st = t.state(step, self.best)
-                st["model"], st["weights"] = st.pop("model_ema"), "ema"
-                self.run.save("best_ema.pt", st)
-        return row
+
+    def _ema(self, step: int) -> dict:
+        """Score the EMA weights at ``step``; a new best writes them as ``best_ema.pt``.
+        Returns their row entries (``ema_*``, ``ema_layered_*``)."""
+        t, metric = self.trainer, self.cfg.train.best_metric
+        me = self._scores(step, t.ema)
+        mel = self._scores(step, t.ema, layered=True) if self.layered else None
+        ve = me[metric]
+        ema_margin = self._margin(ve, mel[metric] if mel is not None else None)
+        if self._better(ve, ema_margin, ema=True):
+            self.best = {**self.best, "ema_value": ve, "ema_step": step}
+            if ema_margin is not None:
+                self.best["ema_margin"] = ema_margin
+                self.best["layered"] = {**self.best["layered"], "ema_value": mel[metric]}
+            # the EMA weights as "model": load_model / inpaint take it as they are
+            st = t.state(step, self.best)
+            st["model"], st["weights"] = st.pop("model_ema"), "ema"
+            self.run.save("best_ema.pt", st)
+        return {**_prefixed("ema_", me), **_prefixed("ema_layered_", mel)}
+
+
+def _prefixed(prefix: str, scores: dict | None) -> dict:
+    """``scores`` with ``prefix`` on every key (nothing for None)."""
+    return {f"{prefix}{k}": x for k, x in (scores or {}).items()}
