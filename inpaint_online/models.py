@@ -140,6 +140,9 @@ class ModelConfig:
     blocks: int = 1                        # extra gated convs per level
     dilations: tuple[int, ...] = (2, 4, 8)  # bottleneck
     use_depth: bool = False                # a 5th input channel: the (masked) depth
+    depth_norm: bool = False               # use_depth: that channel divided by its maximum
+                                           # (per sample, per clip): the scale the background
+                                           # fill reads depth at, whatever the map's own
     prefill: str = "pushpull"              # holes pre-filled before the net: pushpull | background
                                            # (needs depth) | dual (both, blended per pixel by
                                            # the net; needs depth) | interp | right | none
@@ -155,6 +158,8 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {sorted(MODELS)}, got {self.kind!r}")
         if self.prefill_smooth < 0:
             raise ValueError(f"model.prefill_smooth must be >= 0, got {self.prefill_smooth}")
+        if self.depth_norm and not self.use_depth:
+            raise ValueError("model.depth_norm scales the depth input: it needs model.use_depth=true")
         if self.channels < 4 or self.levels < 1 or self.max_mult < 1 or self.blocks < 0:
             raise ValueError("model.channels >= 4, model.levels >= 1, model.max_mult >= 1, "
                              "model.blocks >= 0 are required")
@@ -213,13 +218,17 @@ class GatedUNet(nn.Module):
             raise ValueError("blend=True needs a model built with model.prefill=dual")
         clip = x.dim() == 5
         t = x.shape[1] if clip else 1
+        c = self.config
+        din = depth
+        if c.use_depth and c.depth_norm and depth is not None:
+            din = depth / depth.amax(dim=tuple(range(1, depth.dim())), keepdim=True).clamp(min=1e-6)
         if clip:
             x, mask = x.flatten(0, 1), mask.flatten(0, 1)
             depth = depth.flatten(0, 1) if depth is not None else None
+            din = din.flatten(0, 1) if din is not None else None
         if x.dim() != 4 or x.shape[1] != 3 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"expected x (B, 3, H, W) and mask (B, 1, H, W); got "
                              f"{tuple(x.shape)} and {tuple(mask.shape)}")
-        c = self.config
         if self.dual:
             if depth is None:
                 raise ValueError("model.prefill=dual fills from the farther side by depth: pass depth")
@@ -232,7 +241,7 @@ class GatedUNet(nn.Module):
         if c.use_depth:
             if depth is None:
                 raise ValueError("this model was built with use_depth=True: pass depth")
-            parts.append(depth * 2 - 1)
+            parts.append(din * 2 - 1)
         h, w = x.shape[-2:]
         m = 2 ** self.config.levels
         ph, pw = (-h) % m, (-w) % m

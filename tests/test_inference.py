@@ -405,6 +405,42 @@ def test_a_dual_model_blends_the_two_fills_by_its_learned_share():
         build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,)))(xm, m, blend=True)
 
 
+def test_depth_norm_makes_the_depth_input_independent_of_the_maps_scale():
+    """``model.depth_norm``: the depth channel divided by its maximum per sample (per clip for
+    clips), so a map at another scale gives the same fill; without it the fill moves."""
+    from inpaint_online.models import ModelConfig, build_model
+    torch.manual_seed(0)
+    cfg = dict(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual", use_depth=True)
+    x, m = torch.rand(2, 3, 40, 48), (torch.rand(2, 1, 40, 48) < 0.2).float()
+    d = torch.rand(2, 1, 40, 48) * (1 - m)
+    scaled = d * torch.tensor([0.7, 0.4]).view(2, 1, 1, 1)      # each sample its own scale
+    outs = {}
+    for norm in (False, True):
+        torch.manual_seed(1)
+        model = build_model(ModelConfig(**cfg, depth_norm=norm)).eval()
+        with torch.no_grad():
+            for p in model.parameters():                         # a net that reads its input
+                p.normal_(0, 0.2)
+            outs[norm] = model(x * (1 - m), m, d), model(x * (1 - m), m, scaled)
+    assert torch.allclose(*outs[True], atol=1e-5)
+    assert (outs[False][0] - outs[False][1]).abs().max() > 1e-2
+    clip_model = build_model(ModelConfig(kind="temporal_unet", **cfg, depth_norm=True)).eval()
+    with torch.no_grad():
+        for p in clip_model.parameters():
+            p.normal_(0, 0.2)
+        xc, mc = torch.rand(1, 3, 3, 32, 32), (torch.rand(1, 3, 1, 32, 32) < 0.2).float()
+        dc = torch.rand(1, 3, 1, 32, 32)
+        dc[:, 1] *= 0.5                                          # one frame farther than the rest
+        a, b = clip_model(xc * (1 - mc), mc, dc), clip_model(xc * (1 - mc), mc, dc * 0.6)
+        assert torch.allclose(a, b, atol=1e-5)
+        # per clip, not per frame: the farther frame keeps its place in the clip's range
+        flat = dc.clone()
+        flat[:, 1] /= 0.5
+        assert (clip_model(xc * (1 - mc), mc, flat) - a).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="model.depth_norm .* needs model.use_depth=true"):
+        ModelConfig(depth_norm=True).validate()
+
+
 @pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile needs a C compiler on CPU")
 def test_a_dual_model_compiles_fullgraph_and_runs_on_clips():
     from inpaint_online.models import ModelConfig, build_model

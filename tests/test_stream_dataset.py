@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from inpaint_online.cache import DEPTH_SCALE, load_pair, open_cache
@@ -420,6 +421,38 @@ def test_composite_near_draws_where_the_training_plane_stands(small_cache):
     assert torch.equal(val[(0, 5)]["depth"], val_mid[(0, 5)]["depth"])
     with pytest.raises(ValueError, match=r"data.composite_near must be 0.1 <= lo <= hi <= 1"):
         DataConfig(composite_near=(0.5, 1.2)).validate()
+
+
+def test_composite_far_squeezes_the_training_background_into_the_drawn_share(small_cache):
+    """data.composite_far: the layered sample's background depth scaled by a share drawn in
+    the range (low = far behind the cut-out); the default range is the old draw, the matte
+    and the plane's place in the gap are unchanged; validation composites keep 0.3-0.6."""
+    m = open_cache(small_cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0, val_composite_p=1.0)
+    old = CacheDataset(m, recs, DataConfig(**base))
+    same = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.3, 0.6)))
+    ref = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.6, 0.6)))
+    fixed = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.1, 0.1)))
+    drawn = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.05, 0.6)))
+    ratios = []
+    for key in [(i % len(old), 900 + i) for i in range(6)]:
+        assert torch.equal(old[key]["depth"], same[key]["depth"])
+        r, f, d = (ds[key]["depth"][0].float() + DEPTH_OFFSET for ds in (ref, fixed, drawn))
+        plane = r == r.max()
+        assert torch.equal(f == f.max(), plane) and torch.equal(d == d.max(), plane)
+        near = F.max_pool2d(plane[None].float(), 3, 1, 1)[0] > 0      # off the matte's edge
+        assert abs(f[~near].sum() / r[~near].sum() - 0.1 / 0.6) < 0.01
+        for a in (r, f, d):                  # the plane in the middle of the gap, as before
+            bg = float(a[~plane].max())
+            assert abs((float(a.max()) - bg) / (DEPTH_SCALE - bg) - 0.5) < 0.01
+        ratios.append(float(d[~near].sum() / r[~near].sum()) * 0.6)
+    assert all(0.045 < v < 0.61 for v in ratios) and max(ratios) - min(ratios) > 0.1, ratios
+    val = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.05, 0.1)), train=False)
+    val_old = CacheDataset(m, recs, DataConfig(**base), train=False)
+    assert torch.equal(val[(0, 5)]["depth"], val_old[(0, 5)]["depth"])
+    with pytest.raises(ValueError, match=r"data.composite_far must be 0.01 <= lo <= hi <= 0.9"):
+        DataConfig(composite_far=(0.5, 0.95)).validate()
 
 
 def test_validation_composites_only_when_asked(small_cache):

@@ -88,6 +88,10 @@ class DataConfig:
                                           # nearest depth (0) and the maximum (1), drawn
                                           # uniformly; 1 = as near as a normalised map's
                                           # nearest object (validation composites: 0.5)
+    composite_far: tuple[float, float] = (0.3, 0.6)    # the training background's depth
+                                          # squeezed into this share of the range (drawn
+                                          # uniformly): low = far behind its cut-out, as a
+                                          # landscape behind a person (validation: 0.3-0.6)
     composite_limbs: int = 0              # training cut-outs get 1..N limbs too (thick strokes
                                           # from the blob, 3-15 % of the window wide): parts
                                           # narrower than the shift, whose holes have
@@ -126,6 +130,9 @@ class DataConfig:
         lo, hi = self.composite_near
         if not 0.1 <= lo <= hi <= 1.0:
             raise ValueError(f"data.composite_near must be 0.1 <= lo <= hi <= 1, got {self.composite_near}")
+        lo, hi = self.composite_far
+        if not 0.01 <= lo <= hi <= 0.9:
+            raise ValueError(f"data.composite_far must be 0.01 <= lo <= hi <= 0.9, got {self.composite_far}")
         if not 0 <= self.composite_limbs <= 8:
             raise ValueError(f"data.composite_limbs must be in 0..8, got {self.composite_limbs}")
         lo, hi = self.composite_zoom
@@ -333,7 +340,8 @@ class CacheDataset(Dataset):
         """A layered sample with *exact* depth edges: a blob-shaped cut-out of another
         source (a random window of its first frame) pasted in front of this sample, on every
         frame. The background keeps its own depth, squeezed into the lower 30-60 % of the
-        range; the cut-out stands on a plane nearer than all of it. Warped, the cut-out's
+        range (training: ``data.composite_far``); the cut-out stands on a plane nearer than
+        all of it. Warped, the cut-out's
         edge makes the holes a real conversion has — on the background side, with the
         content behind them known (this sample's own pixels). None when the other source
         cannot be read (the sample stays as it is).
@@ -372,7 +380,8 @@ class CacheDataset(Dataset):
         matte = alpha >= 0.5
         if not matte.any():
             return None
-        squeeze = 0.3 + 0.3 * u[11]
+        lo, hi = self.cfg.composite_far if self.train else (0.3, 0.6)
+        squeeze = lo + (hi - lo) * u[11]
         bg = depth.astype(np.float32) * squeeze
         top = float(bg.max())
         lo, hi = self.cfg.composite_near if self.train else (0.5, 0.5)
