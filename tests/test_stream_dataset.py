@@ -396,16 +396,21 @@ def test_composite_limbs_add_thin_parts_to_training_cut_outs_only(small_cache):
         DataConfig(composite_limbs=9).validate()
 
 
+def _layered_sets(cache, *settings: dict, train: bool = True) -> list[CacheDataset]:
+    """One dataset of the cache's images per dict of ``DataConfig`` settings: every sample
+    layered, 64-px crops of the whole window, no jitter (the same draws in each)."""
+    m = open_cache(cache)
+    recs = [r for r in m.samples() if r["kind"] == "image"]
+    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0, val_composite_p=1.0)
+    return [CacheDataset(m, recs, DataConfig(**base, **st), train=train) for st in settings]
+
+
 def test_composite_near_draws_where_the_training_plane_stands(small_cache):
     """data.composite_near: the cut-out's plane at a drawn share of the gap between the
     background's nearest depth and the maximum (1 = the maximum itself); the background and
     the matte are the default's; validation composites keep the middle (0.5)."""
-    m = open_cache(small_cache)
-    recs = [r for r in m.samples() if r["kind"] == "image"]
-    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0, val_composite_p=1.0)
-    mid = CacheDataset(m, recs, DataConfig(**base))
-    top = CacheDataset(m, recs, DataConfig(**base, composite_near=(1.0, 1.0)))
-    drawn = CacheDataset(m, recs, DataConfig(**base, composite_near=(0.3, 1.0)))
+    mid, top, drawn = _layered_sets(small_cache, {}, {"composite_near": (1.0, 1.0)},
+                                    {"composite_near": (0.3, 1.0)})
     shares = []
     for key in [(i % len(mid), 700 + i) for i in range(6)]:
         a, b, c = (ds[key]["depth"][0].int() + DEPTH_OFFSET for ds in (mid, top, drawn))
@@ -416,8 +421,7 @@ def test_composite_near_draws_where_the_training_plane_stands(small_cache):
         assert abs((int(a.max()) - bg) / (DEPTH_SCALE - bg) - 0.5) < 0.01
         shares.append((int(c.max()) - bg) / (DEPTH_SCALE - bg))
     assert all(0.29 < v < 1.001 for v in shares) and max(shares) - min(shares) > 0.1
-    val = CacheDataset(m, recs, DataConfig(**base, composite_near=(1.0, 1.0)), train=False)
-    val_mid = CacheDataset(m, recs, DataConfig(**base), train=False)
+    val, val_mid = _layered_sets(small_cache, {"composite_near": (1.0, 1.0)}, {}, train=False)
     assert torch.equal(val[(0, 5)]["depth"], val_mid[(0, 5)]["depth"])
     with pytest.raises(ValueError, match=r"data.composite_near must be 0.1 <= lo <= hi <= 1"):
         DataConfig(composite_near=(0.5, 1.2)).validate()
@@ -427,14 +431,8 @@ def test_composite_far_squeezes_the_training_background_into_the_drawn_share(sma
     """data.composite_far: the layered sample's background depth scaled by a share drawn in
     the range (low = far behind the cut-out); the default range is the old draw, the matte
     and the plane's place in the gap are unchanged; validation composites keep 0.3-0.6."""
-    m = open_cache(small_cache)
-    recs = [r for r in m.samples() if r["kind"] == "image"]
-    base = dict(crop=64, crop_window=1.0, jitter_p=0.0, composite_p=1.0, val_composite_p=1.0)
-    old = CacheDataset(m, recs, DataConfig(**base))
-    same = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.3, 0.6)))
-    ref = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.6, 0.6)))
-    fixed = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.1, 0.1)))
-    drawn = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.05, 0.6)))
+    ranges = ((0.3, 0.6), (0.6, 0.6), (0.1, 0.1), (0.05, 0.6))
+    old, same, ref, fixed, drawn = _layered_sets(small_cache, {}, *({"composite_far": r} for r in ranges))
     ratios = []
     for key in [(i % len(old), 900 + i) for i in range(6)]:
         assert torch.equal(old[key]["depth"], same[key]["depth"])
@@ -448,8 +446,7 @@ def test_composite_far_squeezes_the_training_background_into_the_drawn_share(sma
             assert abs((float(a.max()) - bg) / (DEPTH_SCALE - bg) - 0.5) < 0.01
         ratios.append(float(d[~near].sum() / r[~near].sum()) * 0.6)
     assert all(0.045 < v < 0.61 for v in ratios) and max(ratios) - min(ratios) > 0.1, ratios
-    val = CacheDataset(m, recs, DataConfig(**base, composite_far=(0.05, 0.1)), train=False)
-    val_old = CacheDataset(m, recs, DataConfig(**base), train=False)
+    val, val_old = _layered_sets(small_cache, {"composite_far": (0.05, 0.1)}, {}, train=False)
     assert torch.equal(val[(0, 5)]["depth"], val_old[(0, 5)]["depth"])
     with pytest.raises(ValueError, match=r"data.composite_far must be 0.01 <= lo <= hi <= 0.9"):
         DataConfig(composite_far=(0.5, 0.95)).validate()
