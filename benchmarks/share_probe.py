@@ -27,6 +27,7 @@ from inpaint_online.checkpoint import CheckpointError  # noqa: E402
 from inpaint_online.evaluate_stereo import evaluate_pair, find_pairs, read_pair  # noqa: E402
 from inpaint_online.inference import inpaint, load_model  # noqa: E402
 from inpaint_online.media import MediaError  # noqa: E402
+from inpaint_online.models import over_max  # noqa: E402
 
 MODES = ("as trained", "share 1", "background fill alone")
 
@@ -49,7 +50,7 @@ def probe(model, pair, depth_scale: float = 1.0) -> dict:
     def fill(mode):
         def run(x, mask, disparity):
             state["mode"] = mode
-            depth = depth_scale * disparity / disparity.amax().clamp(min=1e-6)
+            depth = depth_scale * over_max(disparity)
             out = inpaint(model, x, mask, depth)
             if mode == MODES[0]:
                 shares.append(state["share"][..., :mask.shape[-2], :mask.shape[-1]])

@@ -55,6 +55,7 @@ from .fsutil import atomic_write_bytes, check_output_file
 from .inference import inpaint, load_model, split_border_band
 from .losses import ssim_map
 from .media import MediaError, load_image
+from .models import over_max
 from .pictures import hole_overlay, save_sheet, to_uint8, zoom_on_holes
 from .warp import fill_from_background, forward_warp
 
@@ -198,8 +199,7 @@ def methods(model) -> dict:
     :func:`~inpaint_online.baselines.classical_fills`."""
     out = {}
     if model is not None:
-        out["model"] = lambda x, m, d: inpaint(model, x, m, d / d.amax((1, 2, 3), keepdim=True).clamp(min=1e-6),
-                                               view="right")
+        out["model"] = lambda x, m, d: inpaint(model, x, m, over_max(d), view="right")
     return out | classical_fills()
 
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["ModelConfig", "GatedConv", "GatedUNet", "TemporalGatedUNet", "build_model", "composite",
-           "prefill_holes"]
+           "prefill_holes", "over_max"]
 
 PREFILLS = ("interp", "pushpull", "background", "dual", "right", "none")
 
@@ -69,6 +69,13 @@ def prefill_holes(x: torch.Tensor, mask: torch.Tensor, mode: str,
     return torch.where(hole, guess, x)
 
 
+def over_max(depth: torch.Tensor) -> torch.Tensor:
+    """``depth`` divided by its maximum over each sample (over each clip for ``(B, T, 1, H,
+    W)``): the scale the background fill, ``model.depth_norm`` and ``evaluate_stereo`` read
+    depth at."""
+    return depth / depth.amax(dim=tuple(range(1, depth.dim())), keepdim=True).clamp(min=1e-6)
+
+
 def pushpull_fill(x: torch.Tensor, mask: torch.Tensor, smooth: int = 8) -> torch.Tensor:
     """A smooth fill of the holes from every side (not only along rows): push-pull.
 
@@ -113,8 +120,7 @@ def background_pushpull_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.T
     Orientation-free; fixed-shape operations, no host sync.
     """
     hole = mask > 0.5
-    d = depth.float()
-    d = d / d.flatten(1).amax(1).clamp(min=1e-6).view(-1, 1, 1, 1)
+    d = over_max(depth.float())
     w = x.shape[-1]
     col = torch.arange(w, device=x.device).view(1, 1, 1, w)
     left = torch.where(hole, -1, col).cummax(dim=3).values
@@ -221,7 +227,7 @@ class GatedUNet(nn.Module):
         c = self.config
         din = depth
         if c.use_depth and c.depth_norm and depth is not None:
-            din = depth / depth.amax(dim=tuple(range(1, depth.dim())), keepdim=True).clamp(min=1e-6)
+            din = over_max(depth)
         if clip:
             x, mask = x.flatten(0, 1), mask.flatten(0, 1)
             depth = depth.flatten(0, 1) if depth is not None else None

@@ -341,10 +341,9 @@ class CacheDataset(Dataset):
         source (a random window of its first frame) pasted in front of this sample, on every
         frame. The background keeps its own depth, squeezed into the lower 30-60 % of the
         range (training: ``data.composite_far``); the cut-out stands on a plane nearer than
-        all of it. Warped, the cut-out's
-        edge makes the holes a real conversion has — on the background side, with the
-        content behind them known (this sample's own pixels). None when the other source
-        cannot be read (the sample stays as it is).
+        all of it. Warped, the cut-out's edge makes the holes a real conversion has — on the
+        background side, with the content behind them known (this sample's own pixels).
+        None when the other source cannot be read (the sample stays as it is).
 
         Why: with the fallback depth (or any depth whose edges miss the image's), the holes
         of ordinary samples do not start at object edges, and a model learns to fill from
@@ -380,11 +379,12 @@ class CacheDataset(Dataset):
         matte = alpha >= 0.5
         if not matte.any():
             return None
-        lo, hi = self.cfg.composite_far if self.train else (0.3, 0.6)
+        # validation composites keep the defaults, so the layered measure stays comparable
+        lo, hi = self.cfg.composite_far if self.train else DataConfig.composite_far
         squeeze = lo + (hi - lo) * u[11]
         bg = depth.astype(np.float32) * squeeze
         top = float(bg.max())
-        lo, hi = self.cfg.composite_near if self.train else (0.5, 0.5)
+        lo, hi = self.cfg.composite_near if self.train else DataConfig.composite_near
         f = lo + (hi - lo) * float(torch.rand(1, generator=g)) if hi > lo else lo   # drawn when asked
         near = top + (DEPTH_SCALE - top) * f                       # in front of all the background
         a = torch.from_numpy(alpha)[None, None]
