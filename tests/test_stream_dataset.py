@@ -452,6 +452,42 @@ def test_composite_far_squeezes_the_training_background_into_the_drawn_share(sma
         DataConfig(composite_far=(0.5, 0.95)).validate()
 
 
+def _affine_residual(d: torch.Tensor, keep: torch.Tensor) -> float:
+    """The largest distance of ``d`` on ``keep`` from its least-squares plane in (x, y)."""
+    yy, xx = torch.meshgrid(torch.arange(d.shape[0]), torch.arange(d.shape[1]), indexing="ij")
+    a = torch.stack([xx[keep], yy[keep], torch.ones_like(xx[keep])], 1).double()
+    coef = torch.linalg.lstsq(a, d[keep].double()[:, None]).solution
+    return float((a @ coef - d[keep].double()[:, None]).abs().max())
+
+
+def test_composite_plane_puts_a_slanted_plane_behind_the_cut_out(small_cache):
+    """data.composite_plane: the share of training composites whose background is a slanted
+    plane (affine in x and y, in data.composite_far's drawn share of the range, falling to
+    40-100 % of its top) instead of the sample's own depth; the matte and the cut-out's place
+    are the default's; 0 keeps the old draws; validation composites are untouched."""
+    old, off, plane, half = _layered_sets(small_cache, {}, {"composite_plane": 0.0},
+                                          {"composite_plane": 1.0}, {"composite_plane": 0.5})
+    kinds = []
+    for key in [(i % len(old), 300 + i) for i in range(8)]:
+        a, b, p, h = (ds[key]["depth"][0].float() + DEPTH_OFFSET for ds in (old, off, plane, half))
+        assert torch.equal(a, b)
+        cut = a == a.max()
+        assert torch.equal(p == p.max(), cut)               # the same matte, still in front
+        near = F.max_pool2d(cut[None].float(), 3, 1, 1)[0] > 0
+        assert _affine_residual(p, ~near) < 1.0              # a plane, up to rounding
+        assert _affine_residual(a, ~near) > 50.0             # the sample's own depth is not
+        top, low = float(p[~near].max()), float(p[~near].min())
+        assert 0.3 * DEPTH_SCALE - 1 <= top <= 0.6 * DEPTH_SCALE + 1 and low >= 0.4 * top - 1
+        bg = float(p[~cut].max())
+        assert abs((float(p.max()) - bg) / (DEPTH_SCALE - bg) - 0.5) < 0.01
+        kinds.append(_affine_residual(h, ~near) < 1.0)
+    assert 0 < sum(kinds) < len(kinds), kinds                # 0.5: some of each
+    val, val_old = _layered_sets(small_cache, {"composite_plane": 1.0}, {}, train=False)
+    assert torch.equal(val[(0, 5)]["depth"], val_old[(0, 5)]["depth"])
+    with pytest.raises(ValueError, match=r"data.composite_plane must be in \[0, 1\], got 1.5"):
+        DataConfig(composite_plane=1.5).validate()
+
+
 def test_validation_composites_only_when_asked(small_cache):
     """data.val_composite_p: validation samples made layered (deterministic), with cut-outs
     from the validation sources themselves; training's composite_p never reaches them."""

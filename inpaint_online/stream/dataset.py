@@ -92,6 +92,10 @@ class DataConfig:
                                           # squeezed into this share of the range (drawn
                                           # uniformly): low = far behind its cut-out, as a
                                           # landscape behind a person (validation: 0.3-0.6)
+    composite_plane: float = 0.0          # share of training composites whose background is a
+                                          # slanted plane (in the same drawn share of the
+                                          # range) instead of its own depth: a background
+                                          # without holes of its own, as the rendered pairs'
     composite_limbs: int = 0              # training cut-outs get 1..N limbs too (thick strokes
                                           # from the blob, 3-15 % of the window wide): parts
                                           # narrower than the shift, whose holes have
@@ -139,7 +143,7 @@ class DataConfig:
         if not 1.0 <= lo <= hi:
             raise ValueError(f"data.composite_zoom must be 1 <= lo <= hi, got {self.composite_zoom}")
         for name in ("hard_crop_p", "flip_p", "jitter_p", "val_fraction", "composite_p",
-                     "val_composite_p"):
+                     "val_composite_p", "composite_plane"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {v}")
@@ -340,7 +344,8 @@ class CacheDataset(Dataset):
         """A layered sample with *exact* depth edges: a blob-shaped cut-out of another
         source (a random window of its first frame) pasted in front of this sample, on every
         frame. The background keeps its own depth, squeezed into the lower 30-60 % of the
-        range (training: ``data.composite_far``); the cut-out stands on a plane nearer than
+        range (training: ``data.composite_far``; with ``data.composite_plane`` a slanted plane
+        in that share instead); the cut-out stands on a plane nearer than
         all of it. Warped, the cut-out's edge makes the holes a real conversion has — on the
         background side, with the content behind them known (this sample's own pixels).
         None when the other source cannot be read (the sample stays as it is).
@@ -383,6 +388,10 @@ class CacheDataset(Dataset):
         lo, hi = self.cfg.composite_far if self.train else DataConfig.composite_far
         squeeze = lo + (hi - lo) * u[11]
         bg = depth.astype(np.float32) * squeeze
+        if self.train and self.cfg.composite_plane > 0:     # drawn only when asked
+            v = torch.rand(3, generator=g).tolist()
+            if v[0] < self.cfg.composite_plane:
+                bg = np.broadcast_to(_plane(xx, yy, squeeze * DEPTH_SCALE, v[1], v[2]), bg.shape)
         top = float(bg.max())
         lo, hi = self.cfg.composite_near if self.train else DataConfig.composite_near
         f = lo + (hi - lo) * float(torch.rand(1, generator=g)) if hi > lo else lo   # drawn when asked
@@ -391,6 +400,15 @@ class CacheDataset(Dataset):
         out = img.float() * (1 - a) + torch.from_numpy(np.array(fg)).permute(2, 0, 1)[None].float() * a
         d = np.where(matte[None], np.float32(near), bg)
         return out.round().clamp(0, 255).to(torch.uint8), d
+
+
+def _plane(xx: np.ndarray, yy: np.ndarray, top: float, u_slope: float, u_dir: float) -> np.ndarray:
+    """A slanted plane's depth on the window's pixel grids: ``top`` on one side, falling linearly in the direction drawn by ``u_dir`` to 40-100 % of it (``u_slope``) at
+    the other: a wall or a landscape behind the cut-out, in the rendered pairs' layout."""
+    ang = 6.2832 * u_dir
+    t = (xx - xx.mean()) * math.cos(ang) + (yy - yy.mean()) * math.sin(ang)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)          # 0 at the near side
+    return (top * (1 - (0.6 * u_slope) * t)).astype(np.float32)
 
 
 def _limbs(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, radius: float, most: int,
