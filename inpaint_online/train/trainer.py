@@ -85,10 +85,9 @@ class Trainer:
 
     def predict(self, batch: Batch, net=None, blend: bool = False):
         """The prediction; with ``blend`` also the dual model's blended fills."""
+        kw = {"blend": True} if blend else {}        # iw3's networks take no blend argument
         with self.autocast():
-            if blend:
-                return (net or self.net)(batch.x, batch.mask, batch.depth, blend=True)
-            return (net or self.net)(batch.x, batch.mask, batch.depth)
+            return (net or self.net)(batch.x, batch.mask, batch.depth, **kw)
 
     def step(self, batch: Batch | list[Batch]) -> tuple[torch.Tensor, dict]:
         """One optimiser step on a batch, or on several (``train.accum_steps``): their
@@ -102,11 +101,9 @@ class Trainer:
         for i, b in enumerate(batches):
             sync = i == k - 1 or not hasattr(self.net, "no_sync")
             with (nullcontext() if sync else self.net.no_sync()):                    # DDP
-                blend = None
-                if self.cfg.loss.blend_l1 > 0:      # dual models only (checked with the config)
-                    pred, blend = self.predict(b, blend=True)
-                else:
-                    pred = self.predict(b)
+                want = self.cfg.loss.blend_l1 > 0     # dual models only (checked with the config)
+                out = self.predict(b, blend=want)
+                pred, blend = out if want else (out, None)
                 if self.offset:          # iw3's networks: scored inside their 16-px border
                     pred, b = inner(pred, self.offset), b.inner(self.offset)
                 loss, p = self.loss(pred, b, blend)
