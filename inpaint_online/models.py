@@ -152,6 +152,10 @@ class ModelConfig:
     prefill: str = "pushpull"              # holes pre-filled before the net: pushpull | background
                                            # (needs depth) | dual (both, blended per pixel by
                                            # the net; needs depth) | interp | right | none
+    correction: str = "all"                # dual: where the net's RGB correction goes — all (added
+                                           # to the blend of the two fills) | every_side (to the
+                                           # every-side fill only, before the blend: where the
+                                           # share is 1 the output is the background fill itself)
     prefill_smooth: int = 32               # 3x3 averagings after push-pull (pushpull, background):
                                            # 32 is level with the 300-step diffusion fill (8: -0.2 dB)
     temporal_heads: int = 4                # temporal_unet: attention heads across frames
@@ -164,6 +168,10 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {sorted(MODELS)}, got {self.kind!r}")
         if self.prefill_smooth < 0:
             raise ValueError(f"model.prefill_smooth must be >= 0, got {self.prefill_smooth}")
+        if self.correction not in ("all", "every_side"):
+            raise ValueError(f"model.correction must be all or every_side, got {self.correction!r}")
+        if self.correction != "all" and self.prefill != "dual":
+            raise ValueError("model.correction every_side corrects one of two fills: it needs model.prefill=dual")
         if self.depth_norm and not self.use_depth:
             raise ValueError("model.depth_norm scales the depth input: it needs model.use_depth=true")
         if self.channels < 4 or self.levels < 1 or self.max_mult < 1 or self.blocks < 0:
@@ -265,11 +273,16 @@ class GatedUNet(nn.Module):
             z = F.interpolate(z, size=s.shape[-2:], mode="nearest")
             z = up(torch.cat([z, s], dim=1))
         out = self.head(z)[..., :h, :w]
-        if self.dual:              # the two fills blended per pixel, then the residual
-            guess = torch.lerp(guess, bg, torch.sigmoid(out[:, 3:]))
-            out = out[:, :3]
-        # a residual on the first guess (plain output when there is none)
-        out = guess + out if self.config.prefill != "none" else out * 0.5 + 0.5
+        if self.dual:              # the two fills blended per pixel, and the residual
+            share = torch.sigmoid(out[:, 3:])
+            blended = torch.lerp(guess, bg, share)
+            if c.correction == "every_side":
+                out = torch.lerp(guess + out[:, :3], bg, share)
+            else:
+                out = blended + out[:, :3]
+            guess = blended
+        else:      # a residual on the first guess (plain output when there is none)
+            out = guess + out if c.prefill != "none" else out * 0.5 + 0.5
         if clip:
             out, guess = out.unflatten(0, (-1, t)), guess.unflatten(0, (-1, t))
         return (out, guess) if blend else out

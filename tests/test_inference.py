@@ -405,6 +405,41 @@ def test_a_dual_model_blends_the_two_fills_by_its_learned_share():
         build_model(ModelConfig(channels=8, levels=2, blocks=0, dilations=(2,)))(xm, m, blend=True)
 
 
+def test_correction_every_side_leaves_the_background_fill_alone_where_the_share_is_1():
+    """``model.correction: every_side``: the net's RGB correction goes to the every-side fill
+    before the blend, so a share of 1 gives the background fill itself (with ``all`` the
+    correction is added on top); a share of 0 gives the corrected every-side fill; the
+    untrained model is the same half-each blend; the blend itself is unchanged."""
+    from inpaint_online.models import (
+        ModelConfig,
+        background_pushpull_fill,
+        build_model,
+        pushpull_fill,
+    )
+    torch.manual_seed(0)
+    x, m = torch.rand(2, 3, 40, 48), (torch.rand(2, 1, 40, 48) < 0.2).float()
+    d = torch.rand(2, 1, 40, 48) * (1 - m)
+    xm, dm = x * (1 - m), d * (1 - m)
+    pp, bg = pushpull_fill(xm, m, 32), background_pushpull_fill(xm, m, dm, smooth=32)
+    cfg = dict(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual")
+    models = {c: build_model(ModelConfig(**cfg, correction=c)).eval() for c in ("all", "every_side")}
+    with torch.no_grad():
+        assert torch.equal(models["all"](xm, m, dm), models["every_side"](xm, m, dm))   # half each
+        for model in models.values():
+            model.head.bias[:3] = 0.25
+        for logit, want in ((30.0, {"all": bg + 0.25, "every_side": bg}),
+                            (-30.0, {"all": pp + 0.25, "every_side": pp + 0.25})):
+            for c, model in models.items():
+                model.head.bias[3] = logit
+                out, blend = model(xm, m, dm, blend=True)
+                assert torch.allclose(out, want[c], atol=1e-5), (c, logit)
+                assert torch.allclose(blend, bg if logit > 0 else pp, atol=1e-5)
+    with pytest.raises(ValueError, match="model.correction every_side .* needs model.prefill=dual"):
+        ModelConfig(correction="every_side").validate()
+    with pytest.raises(ValueError, match="model.correction must be all or every_side, got 'some'"):
+        ModelConfig(prefill="dual", correction="some").validate()
+
+
 def test_depth_norm_makes_the_depth_input_independent_of_the_maps_scale():
     """``model.depth_norm``: the depth channel divided by its maximum per sample (per clip for
     clips), so a map at another scale gives the same fill; without it the fill moves."""
