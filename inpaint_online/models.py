@@ -108,6 +108,29 @@ def pushpull_fill(x: torch.Tensor, mask: torch.Tensor, smooth: int = 8) -> torch
     return x * known + cur * hole
 
 
+def row_neighbours(hole: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``d`` ``(B, 1, H, W)`` at the nearest known pixel left and right of each pixel on its
+    row (a known pixel: its own value); 2 where a row has none on that side."""
+    w = d.shape[-1]
+    col = torch.arange(w, device=d.device).view(1, 1, 1, w)
+    left = torch.where(hole, -1, col).cummax(dim=3).values
+    right = torch.where(hole, w, col).flip(3).cummin(dim=3).values.flip(3)
+    big = torch.full_like(d, 2.0)
+    dl = torch.where(left >= 0, d.gather(3, left.clamp(min=0)), big)
+    dr = torch.where(right < w, d.gather(3, right.clamp(max=w - 1)), big)
+    return dl, dr
+
+
+def row_step(mask: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """At each hole pixel, how far apart in depth (over the sample's maximum) the nearest
+    known pixels left and right on its row lie: near 1 beside an object far in front of its
+    background, 0 where the row has known pixels on one side only; 0 outside holes."""
+    hole = mask > 0.5
+    dl, dr = row_neighbours(hole, over_max(depth.float()))
+    both = hole & (dl <= 1) & (dr <= 1)
+    return torch.where(both, (dl - dr).abs(), torch.zeros_like(dl))
+
+
 def background_pushpull_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor,
                              tol: float = 0.02, smooth: int = 8) -> torch.Tensor:
     """Push-pull from the *background* only: what a disocclusion hides is background.
@@ -121,13 +144,7 @@ def background_pushpull_fill(x: torch.Tensor, mask: torch.Tensor, depth: torch.T
     """
     hole = mask > 0.5
     d = over_max(depth.float())
-    w = x.shape[-1]
-    col = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    left = torch.where(hole, -1, col).cummax(dim=3).values
-    right = torch.where(hole, w, col).flip(3).cummin(dim=3).values.flip(3)
-    big = torch.full_like(d, 2.0)
-    dl = torch.where(left >= 0, d.gather(3, left.clamp(min=0)), big)
-    dr = torch.where(right < w, d.gather(3, right.clamp(max=w - 1)), big)
+    dl, dr = row_neighbours(hole, d)
     ref_at_holes = torch.minimum(dl, dr).clamp(max=1.0)
     ref = pushpull_fill(torch.where(hole, ref_at_holes, torch.zeros_like(d)), (~hole).to(x.dtype), smooth=0)
     occluder = ~hole & (d > ref + tol)
@@ -156,6 +173,10 @@ class ModelConfig:
                                            # to the blend of the two fills) | every_side (to the
                                            # every-side fill only, before the blend: where the
                                            # share is 1 the output is the background fill itself)
+    share_floor: float = 0.0               # dual: a hole pixel whose row has known pixels on both
+                                           # sides farther apart in depth than this (over the
+                                           # sample's maximum: an occluder on one side) takes
+                                           # the background fill's share 1; 0 = off
     prefill_smooth: int = 32               # 3x3 averagings after push-pull (pushpull, background):
                                            # 32 is level with the 300-step diffusion fill (8: -0.2 dB)
     temporal_heads: int = 4                # temporal_unet: attention heads across frames
@@ -172,6 +193,10 @@ class ModelConfig:
             raise ValueError(f"model.correction must be all or every_side, got {self.correction!r}")
         if self.correction != "all" and self.prefill != "dual":
             raise ValueError("model.correction every_side corrects one of two fills: it needs model.prefill=dual")
+        if not 0.0 <= self.share_floor <= 1.0:
+            raise ValueError(f"model.share_floor must be in [0, 1], got {self.share_floor}")
+        if self.share_floor > 0 and self.prefill != "dual":
+            raise ValueError("model.share_floor sets the share of the background fill: it needs model.prefill=dual")
         if self.depth_norm and not self.use_depth:
             raise ValueError("model.depth_norm scales the depth input: it needs model.use_depth=true")
         if self.channels < 4 or self.levels < 1 or self.max_mult < 1 or self.blocks < 0:
@@ -275,6 +300,8 @@ class GatedUNet(nn.Module):
         out = self.head(z)[..., :h, :w]
         if self.dual:              # the two fills blended per pixel, and the residual
             share = torch.sigmoid(out[:, 3:])
+            if c.share_floor > 0:      # rows with an occluder on one side: the background's
+                share = torch.where(row_step(mask, depth) > c.share_floor, torch.ones_like(share), share)
             blended = torch.lerp(guess, bg, share)
             if c.correction == "every_side":
                 out = torch.lerp(guess + out[:, :3], bg, share)

@@ -440,6 +440,56 @@ def test_correction_every_side_leaves_the_background_fill_alone_where_the_share_
         ModelConfig(prefill="dual", correction="some").validate()
 
 
+def test_share_floor_hands_rows_with_an_occluder_to_the_background_fill():
+    """``model.share_floor``: where a hole's row has known pixels on both sides farther apart
+    in depth than the floor (over the sample's maximum), the share is 1 — with
+    ``correction: every_side`` the output there is the background fill itself, whatever the
+    net says; holes between near-equal depths and rows known on one side only keep the
+    learned share. Checked against the rule written per pixel."""
+    from inpaint_online.models import (
+        ModelConfig,
+        background_pushpull_fill,
+        build_model,
+        pushpull_fill,
+        row_step,
+    )
+    torch.manual_seed(0)
+    h, w = 32, 64
+    x = torch.rand(1, 3, h, w)
+    depth = torch.full((1, 1, h, w), 0.3)
+    depth[..., :, 8:24] = 1.0                        # an object far in front
+    depth[..., :, 40:] = 0.4                         # a small step in the background
+    m = torch.zeros(1, 1, h, w)
+    m[..., 4:12, 24:34] = 1                          # right of the object: occluder on the left
+    m[..., 16:24, 36:44] = 1                         # across the small step: same surface
+    m[..., 26:30, 58:] = 1                           # open to the right edge: one side known
+    xm, dm = x * (1 - m), depth * (1 - m)
+    step = row_step(m, dm)
+    hole = m[0, 0] > 0.5
+    for y, xx in hole.nonzero().tolist():            # the rule, pixel by pixel
+        row = hole[y]
+        lft = [i for i in range(xx) if not row[i]]
+        rgt = [i for i in range(xx + 1, w) if not row[i]]
+        want = abs(float(dm[0, 0, y, lft[-1]] - dm[0, 0, y, rgt[0]])) if lft and rgt else 0.0
+        assert abs(float(step[0, 0, y, xx]) - want) < 1e-6
+    assert float(step[~m.bool()].abs().max()) == 0.0
+    pp, bg = pushpull_fill(xm, m, 32), background_pushpull_fill(xm, m, dm, smooth=32)
+    cfg = dict(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual", correction="every_side")
+    model = build_model(ModelConfig(**cfg, share_floor=0.5)).eval()
+    with torch.no_grad():
+        model.head.bias[:3] = 0.25                   # a correction the floor must not let in
+        out = model(xm, m, dm)
+    gated = (step > 0.5).expand_as(out)
+    assert int(gated[:, 0].sum()) == 8 * 10          # the first hole only
+    assert torch.allclose(out[gated], bg[gated], atol=1e-6)
+    rest = (m > 0.5).expand_as(out) & ~gated
+    assert torch.allclose(out[rest], (0.5 * (pp + 0.25) + 0.5 * bg)[rest], atol=1e-5)
+    with pytest.raises(ValueError, match="model.share_floor .* needs model.prefill=dual"):
+        ModelConfig(share_floor=0.5).validate()
+    with pytest.raises(ValueError, match=r"model.share_floor must be in \[0, 1\], got 1.5"):
+        ModelConfig(prefill="dual", share_floor=1.5).validate()
+
+
 def test_depth_norm_makes_the_depth_input_independent_of_the_maps_scale():
     """``model.depth_norm``: the depth channel divided by its maximum per sample (per clip for
     clips), so a map at another scale gives the same fill; without it the fill moves."""
