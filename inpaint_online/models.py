@@ -252,7 +252,7 @@ class GatedUNet(nn.Module):
         ``(B, T, C, H, W)`` are accepted too (frames are independent here; the temporal
         model mixes them). Returns the predicted RGB (not yet composited); with ``blend``
         (``prefill=dual`` only) also the two fills as the net blended them, before its
-        correction (what ``loss.blend_l1`` scores)."""
+        correction and ``share_floor`` (what ``loss.blend_l1`` scores)."""
         if blend and not self.dual:
             raise ValueError("blend=True needs a model built with model.prefill=dual")
         clip = x.dim() == 5
@@ -299,15 +299,17 @@ class GatedUNet(nn.Module):
             z = up(torch.cat([z, s], dim=1))
         out = self.head(z)[..., :h, :w]
         if self.dual:              # the two fills blended per pixel, and the residual
-            share = torch.sigmoid(out[:, 3:])
+            learned = torch.sigmoid(out[:, 3:])
+            share = learned
             if c.share_floor > 0:      # rows with an occluder on one side: the background's
                 share = torch.where(row_step(mask, depth) > c.share_floor, torch.ones_like(share), share)
-            blended = torch.lerp(guess, bg, share)
             if c.correction == "every_side":
                 out = torch.lerp(guess + out[:, :3], bg, share)
             else:
-                out = blended + out[:, :3]
-            guess = blended
+                out = torch.lerp(guess, bg, share) + out[:, :3]
+            # the net's own choice, floor or not: what loss.blend_l1 scores, so the share is
+            # still learned where the floor decides the output
+            guess = torch.lerp(guess, bg, learned)
         else:      # a residual on the first guess (plain output when there is none)
             out = guess + out if c.prefill != "none" else out * 0.5 + 0.5
         if clip:

@@ -445,7 +445,8 @@ def test_share_floor_hands_rows_with_an_occluder_to_the_background_fill():
     in depth than the floor (over the sample's maximum), the share is 1 — with
     ``correction: every_side`` the output there is the background fill itself, whatever the
     net says; holes between near-equal depths and rows known on one side only keep the
-    learned share. Checked against the rule written per pixel."""
+    learned share; the blend ``loss.blend_l1`` scores is the learned one everywhere (the net
+    still learns its share where the floor decides). Checked against the rule per pixel."""
     from inpaint_online.models import (
         ModelConfig,
         background_pushpull_fill,
@@ -478,7 +479,9 @@ def test_share_floor_hands_rows_with_an_occluder_to_the_background_fill():
     model = build_model(ModelConfig(**cfg, share_floor=0.5)).eval()
     with torch.no_grad():
         model.head.bias[:3] = 0.25                   # a correction the floor must not let in
-        out = model(xm, m, dm)
+        out, blend = model(xm, m, dm, blend=True)
+    # the blend loss.blend_l1 scores is the net's own choice everywhere, floor or not
+    assert torch.allclose(blend, 0.5 * (pp + bg), atol=1e-6)
     gated = (step > 0.5).expand_as(out)
     assert int(gated[:, 0].sum()) == 8 * 10          # the first hole only
     assert torch.allclose(out[gated], bg[gated], atol=1e-6)
@@ -530,9 +533,12 @@ def test_depth_norm_makes_the_depth_input_independent_of_the_maps_scale():
 def test_a_dual_model_compiles_fullgraph_and_runs_on_clips():
     from inpaint_online.models import ModelConfig, build_model
     cfg = dict(channels=8, levels=2, blocks=0, dilations=(2,), prefill="dual")
-    model = build_model(ModelConfig(**cfg, use_depth=True)).eval()
+    # with the floor and the every-side correction too (row look-ups: cummax, gather)
+    model = build_model(ModelConfig(**cfg, use_depth=True, correction="every_side", share_floor=0.3)).eval()
     x, m, d = torch.rand(2, 3, 40, 48), (torch.rand(2, 1, 40, 48) < 0.2).float(), torch.rand(2, 1, 40, 48)
     with torch.no_grad():
+        for p in model.parameters():                 # a net whose share and correction vary
+            p.normal_(0, 0.2)
         assert torch.allclose(torch.compile(model, fullgraph=True)(x * (1 - m), m, d),
                               model(x * (1 - m), m, d), atol=1e-5)
     clip_model = build_model(ModelConfig(kind="temporal_unet", **cfg))
