@@ -170,14 +170,17 @@ def test_a_dual_model_with_layered_samples_trains_and_its_checkpoint_fills_with_
     assert torch.isfinite(out).all()
 
 
-def test_blend_l1_trains_the_share_and_needs_a_dual_model(small_cache, tmp_path):
+@pytest.mark.parametrize("floor", [(), ("model.share_floor=0.3", "model.correction=every_side")])
+def test_blend_l1_trains_the_share_and_needs_a_dual_model(small_cache, tmp_path, floor):
     """loss.blend_l1: reported beside the other terms (so logged); the share's output
-    channel gets gradients from it alone (hole_l1, valid_l1, ssim off); refused with one line
-    for a model without the two fills."""
+    channel gets gradients from it alone (hole_l1, valid_l1, ssim off) — with
+    model.share_floor too, where the floor sets every hole's output here (an occluder left
+    of all of them); refused with one line for a model without the two fills."""
     from inpaint_online.config import ConfigError
+    from inpaint_online.models import row_step
     from inpaint_online.train.trainer import Trainer
     cfg = tiny_config(small_cache, tmp_path, "model.prefill=dual", "model.use_depth=true",
-                      "loss.blend_l1=1.0", "loss.hole_l1=0", "loss.valid_l1=0", "loss.ssim=0")
+                      "loss.blend_l1=1.0", "loss.hole_l1=0", "loss.valid_l1=0", "loss.ssim=0", *floor)
     t = Trainer(cfg, torch.device("cpu"))
     w0 = t.model.head.weight.detach().clone()
     b = SimpleNamespace(x=None, mask=torch.zeros(2, 1, 32, 32), y=torch.rand(2, 3, 32, 32),
@@ -185,6 +188,8 @@ def test_blend_l1_trains_the_share_and_needs_a_dual_model(small_cache, tmp_path)
     b.mask[..., 8:24, 12:20] = 1
     b.depth[..., :, :12] += 0.6                   # an occluder left of the holes
     b.x = b.y * (1 - b.mask)
+    if floor:
+        assert bool((row_step(b.mask, b.depth) > 0.3)[b.mask > 0.5].all())
     loss, parts = t.step(b)
     assert parts["blend_l1"] > 0 and loss == pytest.approx(float(parts["blend_l1"]))
     moved = (t.model.head.weight.detach() - w0).flatten(1).abs().sum(1)
