@@ -403,8 +403,9 @@ class CacheDataset(Dataset):
 
 
 def _plane(xx: np.ndarray, yy: np.ndarray, top: float, u_slope: float, u_dir: float) -> np.ndarray:
-    """A slanted plane's depth on the window's pixel grids: ``top`` on one side, falling linearly in the direction drawn by ``u_dir`` to 40-100 % of it (``u_slope``) at
-    the other: a wall or a landscape behind the cut-out, in the rendered pairs' layout."""
+    """A slanted plane's depth on the window's pixel grids: ``top`` on one side, falling
+    linearly in the direction drawn by ``u_dir`` to 40-100 % of it (``u_slope``) at the
+    other: a wall or a landscape behind the cut-out, in the rendered pairs' layout."""
     ang = 6.2832 * u_dir
     t = (xx - xx.mean()) * math.cos(ang) + (yy - yy.mean()) * math.sin(ang)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)          # 0 at the near side
